@@ -1,0 +1,437 @@
+//! CLI flags + real environment + env file → one validated [`Config`].
+//!
+//! Precedence: CLI flags win over the real environment, which wins over the env file
+//! (`.env` in the working directory, or the file named by `-e`). A bad value stops
+//! start-up with one line that says which value, where it came from, and what was expected.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argh::FromArgs;
+
+/// nexus: a Claude API proxy on io_uring, thread per core.
+#[derive(FromArgs, Debug, Default)]
+#[argh(help_triggers("-h", "--help"))]
+pub struct Cli {
+    /// port to listen on (env PORT, default 3000; 0 picks a free port)
+    #[argh(option, short = 'p')]
+    pub port: Option<String>,
+    /// address to bind (env HOST, default 0.0.0.0)
+    #[argh(option, short = 'H')]
+    pub host: Option<String>,
+    /// load environment from this file instead of ./.env
+    #[argh(option, short = 'e')]
+    pub env_file: Option<String>,
+    /// worker threads, one io_uring runtime each (env NEXUS_WORKERS, default: available cores)
+    #[argh(option, short = 'w')]
+    pub workers: Option<String>,
+    /// upstream base URL (env UPSTREAM_URL, default https://api.anthropic.com)
+    #[argh(option)]
+    pub upstream: Option<String>,
+    /// print the version and exit
+    #[argh(switch, short = 'v')]
+    pub version: bool,
+}
+
+/// Which I/O driver the workers should try first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring, falling back to epoll when the ring cannot be set up.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Where the upstream lives, parsed once from `UPSTREAM_URL`.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// `true` for https.
+    pub tls: bool,
+    /// Host name or IP literal (without brackets), used for DNS and SNI.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Value of the `Host` header sent upstream (`host` or `host:port`).
+    pub authority: String,
+    /// Path prefix prepended to every forwarded path (empty or `/something`, no trailing `/`).
+    pub base_path: String,
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
+    }
+}
+
+/// Slack settings shared by all domains unless a credential file overrides them.
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)]
+pub struct SlackConfig {
+    pub webhook_url: Option<String>,
+    pub channel: Option<String>,
+    pub username: Option<String>,
+    pub icon_emoji: Option<String>,
+    pub enabled: bool,
+}
+
+/// Everything nexus needs to run, validated. Settings for features that have not landed
+/// yet (stats report, notify outbox, OAuth refresh, client setup) are parsed and checked
+/// now so a deployment's configuration is validated from day one.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub driver: DriverChoice,
+    pub upstream: UpstreamUrl,
+    pub upstream_ca_file: Option<PathBuf>,
+    pub upstream_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this (NEXUS_UPSTREAM_IDLE_SECS).
+    pub upstream_idle_timeout: Duration,
+    pub claude_api_key: Option<String>,
+    pub client_api_keys: Vec<String>,
+    pub credentials_dir: PathBuf,
+    pub oauth_token_url: String,
+    pub client_setup_dir: PathBuf,
+    pub telemetry_endpoint: Option<String>,
+    pub slack: SlackConfig,
+    pub debug: bool,
+    pub log_level: String,
+    pub stats_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub max_domains: usize,
+    pub notify_queue: usize,
+}
+
+/// A configuration problem, phrased for the one line printed before exiting.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a setting's value came from, so an error can point at it.
+#[derive(Debug, Clone)]
+enum Origin {
+    Flag(&'static str),
+    Env,
+    File(PathBuf, usize),
+}
+
+#[derive(Debug, Clone)]
+struct Setting {
+    name: &'static str,
+    value: String,
+    origin: Origin,
+}
+
+impl Setting {
+    fn invalid(&self, expected: &str) -> ConfigError {
+        let place = match &self.origin {
+            Origin::Flag(flag) => format!("command-line flag {flag}"),
+            Origin::Env => format!("environment variable {}", self.name),
+            Origin::File(path, line) => format!("env file {}:{line}", path.display()),
+        };
+        ConfigError(format!("invalid {} {:?} (from {place}): expected {expected}", self.name, self.value))
+    }
+}
+
+/// Looks a name up in the CLI, then the real environment, then the env file.
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: HashMap<String, (String, PathBuf, usize)>,
+}
+
+impl Sources<'_> {
+    fn get(&self, name: &'static str, flag: Option<(&'static str, &Option<String>)>) -> Option<Setting> {
+        if let Some((flag_name, Some(value))) = flag {
+            return Some(Setting { name, value: value.clone(), origin: Origin::Flag(flag_name) });
+        }
+        if let Some(value) = (self.env)(name) {
+            return Some(Setting { name, value, origin: Origin::Env });
+        }
+        self.file.get(name).map(|(value, path, line)| Setting {
+            name,
+            value: value.clone(),
+            origin: Origin::File(path.clone(), *line),
+        })
+    }
+
+    /// Non-empty string value, or None.
+    fn string(&self, name: &'static str) -> Option<String> {
+        self.get(name, None).map(|s| s.value).filter(|v| !v.trim().is_empty())
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
+        &self,
+        name: &'static str,
+        flag: Option<(&'static str, &Option<String>)>,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        let Some(setting) = self.get(name, flag) else { return Ok(default) };
+        match setting.value.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(setting.invalid(&format!("a whole number from {min} to {max}"))),
+        }
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        let Some(setting) = self.get(name, None) else { return Ok(default) };
+        match setting.value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" | "" => Ok(false),
+            _ => Err(setting.invalid("true or false")),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags, a lookup into the real environment
+    /// (injected so tests need not touch the process environment) and the working directory.
+    pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Result<Config, ConfigError> {
+        let file = match &cli.env_file {
+            Some(path) => {
+                let path = cwd.join(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError(format!("cannot read env file {} (from flag -e): {e}", path.display()))
+                })?;
+                parse_env_file(&text, &path)?
+            }
+            None => {
+                let path = cwd.join(".env");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => parse_env_file(&text, &path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+                    Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+                }
+            }
+        };
+        let src = Sources { env, file };
+
+        let port = src.number("PORT", Some(("-p", &cli.port)), 3000u16, 0, 65535)?;
+        let host = src.get("HOST", Some(("-H", &cli.host))).map(|s| s.value).unwrap_or_else(|| "0.0.0.0".into());
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = src.number("NEXUS_WORKERS", Some(("-w", &cli.workers)), cores, 1, 1024)?;
+
+        let driver = match src.get("NEXUS_DRIVER", None) {
+            None => DriverChoice::Uring,
+            Some(s) => match s.value.trim().to_ascii_lowercase().as_str() {
+                "" | "uring" | "io_uring" | "iouring" => DriverChoice::Uring,
+                "epoll" | "legacy" => DriverChoice::Epoll,
+                _ => return Err(s.invalid("uring or epoll")),
+            },
+        };
+
+        let upstream = match src.get("UPSTREAM_URL", Some(("--upstream", &cli.upstream))) {
+            None => parse_upstream_url("https://api.anthropic.com").expect("default upstream parses"),
+            Some(s) => parse_upstream_url(s.value.trim()).map_err(|why| s.invalid(why))?,
+        };
+
+        let upstream_ca_file = match src.get("UPSTREAM_CA_FILE", None).filter(|s| !s.value.trim().is_empty()) {
+            None => None,
+            Some(s) => {
+                let path = cwd.join(s.value.trim());
+                if let Err(e) = std::fs::File::open(&path) {
+                    return Err(s.invalid(&format!("a readable PEM file ({e})")));
+                }
+                Some(path)
+            }
+        };
+
+        let log_level = match src.get("NEXUS_LOG", None) {
+            None => "info".to_string(),
+            Some(s) => {
+                let level = s.value.trim().to_ascii_lowercase();
+                if !["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    return Err(s.invalid("off, error, warn, info, debug or trace"));
+                }
+                level
+            }
+        };
+
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            src.number(name, None, default, 0, 365 * 24 * 3600).map(Duration::from_secs)
+        };
+
+        Ok(Config {
+            host,
+            port,
+            workers,
+            driver,
+            upstream,
+            upstream_ca_file,
+            upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 600)?,
+            upstream_idle_timeout: secs("NEXUS_UPSTREAM_IDLE_SECS", 30)?,
+            claude_api_key: src.string("CLAUDE_API_KEY"),
+            client_api_keys: src
+                .string("CLIENT_API_KEYS")
+                .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+                .unwrap_or_default(),
+            credentials_dir: cwd.join(src.string("CREDENTIALS_DIR").unwrap_or_else(|| "credentials".into())),
+            oauth_token_url: src
+                .string("OAUTH_TOKEN_URL")
+                .unwrap_or_else(|| "https://platform.claude.com/v1/oauth/token".into()),
+            client_setup_dir: cwd.join(src.string("CLIENT_SETUP_DIR").unwrap_or_else(|| "client-setup".into())),
+            telemetry_endpoint: src.string("TELEMETRY_ENDPOINT"),
+            slack: SlackConfig {
+                webhook_url: src.string("SLACK_WEBHOOK_URL"),
+                channel: src.string("SLACK_CHANNEL"),
+                username: src.string("SLACK_USERNAME"),
+                icon_emoji: src.string("SLACK_ICON_EMOJI"),
+                enabled: src.boolean("SLACK_ENABLED", true)?,
+            },
+            debug: src.boolean("DEBUG", false)?,
+            log_level,
+            stats_interval: secs("STATS_INTERVAL_SECS", 10)?,
+            shutdown_grace: secs("NEXUS_SHUTDOWN_GRACE_SECS", 30)?,
+            max_domains: src.number("NEXUS_MAX_DOMAINS", None, 1000usize, 1, 10_000_000)?,
+            notify_queue: src.number("NEXUS_NOTIFY_QUEUE", None, 10_000usize, 1, 10_000_000)?,
+        })
+    }
+}
+
+/// Parses `KEY=VALUE` lines: `#` comments, optional `export `, optional single or double quotes.
+fn parse_env_file(text: &str, path: &Path) -> Result<HashMap<String, (String, PathBuf, usize)>, ConfigError> {
+    let mut vars = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(ConfigError(format!(
+                "{}:{}: expected KEY=VALUE, found {:?}",
+                path.display(),
+                index + 1,
+                raw
+            )));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError(format!("{}:{}: invalid variable name {:?}", path.display(), index + 1, key)));
+        }
+        let value = value.trim();
+        let value = match value.as_bytes() {
+            [q @ (b'"' | b'\''), .., last] if last == q && value.len() >= 2 => &value[1..value.len() - 1],
+            _ => value.split(" #").next().unwrap_or("").trim_end(),
+        };
+        vars.insert(key.to_string(), (value.to_string(), path.to_path_buf(), index + 1));
+    }
+    Ok(vars)
+}
+
+/// Parses `http(s)://host[:port][/base]`; anything else is refused with the reason.
+pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err("an http:// or https:// URL");
+    };
+    if rest.contains(['?', '#', '@']) {
+        return Err("a URL without query, fragment or user info");
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (ip, after) = v6.split_once(']').ok_or("a closing ] in the IPv6 address")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| "a numeric port")?,
+            None if after.is_empty() => default_port,
+            None => return Err("host[:port]"),
+        };
+        (ip.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "a numeric port")?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    if host.is_empty() || port == 0 {
+        return Err("a host and a non-zero port");
+    }
+    let host_for_header = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let authority =
+        if port == default_port { host_for_header } else { format!("{host_for_header}:{port}") };
+    Ok(UpstreamUrl { tls, host: host.to_ascii_lowercase(), port, authority, base_path: path.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(cli: Cli, env: &[(&str, &str)], dir: &Path) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(&cli, &move |k| env.get(k).cloned(), dir)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nexus-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let dir = temp_dir("defaults");
+        let c = load(Cli::default(), &[], &dir).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.upstream.to_string(), "https://api.anthropic.com");
+        assert_eq!(c.upstream.port, 443);
+        assert_eq!(c.upstream_timeout, Duration::from_secs(600));
+        assert_eq!(c.driver, DriverChoice::Uring);
+        assert_eq!(c.credentials_dir, dir.join("credentials"));
+    }
+
+    #[test]
+    fn cli_beats_env_beats_file() {
+        let dir = temp_dir("precedence");
+        std::fs::write(dir.join(".env"), "PORT=1111\nHOST=10.0.0.1\nCLAUDE_API_KEY='from-file'\n").unwrap();
+        let c = load(Cli::default(), &[("PORT", "2222")], &dir).unwrap();
+        assert_eq!((c.port, c.host.as_str()), (2222, "10.0.0.1"));
+        assert_eq!(c.claude_api_key.as_deref(), Some("from-file"));
+        let cli = Cli { port: Some("3333".into()), ..Cli::default() };
+        assert_eq!(load(cli, &[("PORT", "2222")], &dir).unwrap().port, 3333);
+    }
+
+    #[test]
+    fn bad_values_say_what_and_where() {
+        let dir = temp_dir("bad");
+        let cli = Cli { port: Some("abc".into()), ..Cli::default() };
+        let err = load(cli, &[], &dir).unwrap_err().to_string();
+        assert!(err.contains("PORT") && err.contains("abc") && err.contains("-p"), "{err}");
+        let err = load(Cli::default(), &[("UPSTREAM_URL", "ftp://x")], &dir).unwrap_err().to_string();
+        assert!(err.contains("UPSTREAM_URL") && err.contains("environment"), "{err}");
+        let cli = Cli { env_file: Some("missing.env".into()), ..Cli::default() };
+        let err = load(cli, &[], &dir).unwrap_err().to_string();
+        assert!(err.contains("missing.env"), "{err}");
+        let err = load(Cli::default(), &[("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], &dir).unwrap_err();
+        assert!(err.to_string().contains("UPSTREAM_CA_FILE"), "{err}");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = parse_upstream_url("http://127.0.0.1:8080/gateway/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 8080));
+        assert_eq!((u.authority.as_str(), u.base_path.as_str()), ("127.0.0.1:8080", "/gateway"));
+        let u = parse_upstream_url("https://[::1]:8443").unwrap();
+        assert_eq!((u.host.as_str(), u.authority.as_str()), ("::1", "[::1]:8443"));
+        assert!(parse_upstream_url("https://host:0").is_err());
+        assert!(parse_upstream_url("https://user@host").is_err());
+    }
+}

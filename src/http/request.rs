@@ -1,0 +1,301 @@
+//! Client request heads: parse with httparse, validate framing (RFC 9112 §6), and
+//! write the upstream request head in the same pass so no header is copied twice.
+
+use super::headers::{self, is_hop_by_hop};
+use crate::config::UpstreamUrl;
+
+/// Largest request head we read before answering 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in one head; more is 431 too.
+const MAX_HEADERS: usize = 128;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// The request method, where nexus cares which one it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Other,
+}
+
+/// What nexus needs from a client request head once the bytes are gone.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Method,
+    /// The request target as sent (origin-form: path and query).
+    pub target: String,
+    /// The client speaks HTTP/1.0.
+    pub http10: bool,
+    /// The client allows another request on this connection afterwards.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    pub framing: BodyFraming,
+    /// The Host header, as sent.
+    pub host: Option<String>,
+    /// The client's own `x-api-key`.
+    pub x_api_key: Option<String>,
+    /// The client's own `Authorization`.
+    pub authorization: Option<String>,
+    /// The client's `anthropic-beta` values, joined with ", ".
+    pub anthropic_beta: Option<String>,
+    /// Length of the head in bytes, including the blank line.
+    pub head_len: usize,
+}
+
+impl RequestHead {
+    /// The path without the query string.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+/// Why a request head was refused; the connection answers and closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// 431: head or header count over the limit.
+    TooLarge,
+    /// 400 with this message.
+    Invalid(&'static str),
+}
+
+/// Parses a request head from `buf`. `Ok(None)` means more bytes are needed.
+///
+/// On success `upstream_head` holds the start of the request for the upstream: request
+/// line, `Host`, and every end-to-end header in the client's order and spelling. The
+/// caller appends credentials, `anthropic-beta`, framing and the blank line.
+pub fn parse_request(
+    buf: &[u8],
+    upstream: &UpstreamUrl,
+    upstream_head: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Invalid("unsupported HTTP version")),
+        Err(_) => return Err(HeadError::Invalid("malformed request head")),
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let method_text = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let http10 = req.version == Some(0);
+    if !target.starts_with('/') {
+        return Err(HeadError::Invalid("request target must be a path starting with /"));
+    }
+    if has_dot_segment(target) {
+        return Err(HeadError::Invalid("request path must not contain . or .. segments"));
+    }
+
+    let mut connection: [&[u8]; 8] = [b""; 8];
+    let mut connection_count = 0;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut host: Option<&[u8]> = None;
+    let mut head = RequestHead {
+        method: match method_text {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        },
+        target: target.to_string(),
+        http10,
+        keep_alive: !http10,
+        expect_continue: false,
+        framing: BodyFraming::None,
+        host: None,
+        x_api_key: None,
+        authorization: None,
+        anthropic_beta: None,
+        head_len,
+    };
+
+    for h in req.headers.iter() {
+        let name = h.name;
+        let value = h.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = headers::parse_content_length(value).ok_or(HeadError::Invalid("invalid Content-Length"))?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HeadError::Invalid("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only plain `chunked` is a framing we can read; anything else is unsafe to guess.
+            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Invalid("unsupported Transfer-Encoding (only chunked is accepted)"));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(HeadError::Invalid("more than one Host header"));
+            }
+            host = Some(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            if connection_count == connection.len() {
+                return Err(HeadError::Invalid("too many Connection headers"));
+            }
+            connection[connection_count] = value;
+            connection_count += 1;
+        } else if name.eq_ignore_ascii_case("expect") {
+            if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                head.expect_continue = true;
+            }
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            head.x_api_key = Some(text(value)?);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(text(value)?);
+        } else if name.eq_ignore_ascii_case("anthropic-beta") {
+            let value = text(value)?;
+            head.anthropic_beta = Some(match head.anthropic_beta.take() {
+                Some(prev) => format!("{prev}, {value}"),
+                None => value,
+            });
+        }
+    }
+    let connection = &connection[..connection_count];
+
+    if chunked && content_length.is_some() {
+        return Err(HeadError::Invalid("both Content-Length and Transfer-Encoding sent"));
+    }
+    if host.is_none() && !http10 {
+        return Err(HeadError::Invalid("missing Host header"));
+    }
+    head.host = host.map(text).transpose()?;
+    head.framing = match (chunked, content_length) {
+        (true, _) => BodyFraming::Chunked,
+        (false, Some(0) | None) => BodyFraming::None,
+        (false, Some(n)) => BodyFraming::Length(n),
+    };
+    if headers::connection_close(connection) {
+        head.keep_alive = false;
+    }
+
+    upstream_head.clear();
+    upstream_head.extend_from_slice(method_text.as_bytes());
+    upstream_head.push(b' ');
+    upstream_head.extend_from_slice(upstream.base_path.as_bytes());
+    upstream_head.extend_from_slice(target.as_bytes());
+    upstream_head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    upstream_head.extend_from_slice(upstream.authority.as_bytes());
+    upstream_head.extend_from_slice(b"\r\n");
+    for h in req.headers.iter() {
+        if is_forwarded(h.name, connection) {
+            headers::push_header(upstream_head, h.name.as_bytes(), h.value);
+        }
+    }
+    Ok(Some(head))
+}
+
+/// Headers that go upstream as the client sent them. Framing, Host, credentials and
+/// `anthropic-beta` are rewritten by nexus, hop-by-hop ones never leave this hop.
+fn is_forwarded(name: &str, connection: &[&[u8]]) -> bool {
+    const REWRITTEN: &[&str] =
+        &["host", "content-length", "expect", "x-api-key", "authorization", "anthropic-beta"];
+    !is_hop_by_hop(name)
+        && !REWRITTEN.iter().any(|r| r.eq_ignore_ascii_case(name))
+        && !headers::named_by_connection(connection, name)
+}
+
+fn text(value: &[u8]) -> Result<String, HeadError> {
+    std::str::from_utf8(value)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| HeadError::Invalid("header value is not valid UTF-8"))
+}
+
+/// True when a path has a `.` or `..` segment, also percent-encoded: such paths could
+/// reach upstream endpoints outside /v1 with nexus's credentials.
+fn has_dot_segment(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or("");
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_upstream_url;
+
+    fn parse(raw: &str) -> (Result<Option<RequestHead>, HeadError>, String) {
+        let upstream = parse_upstream_url("https://api.anthropic.com").unwrap();
+        let mut out = Vec::new();
+        let result = parse_request(raw.as_bytes(), &upstream, &mut out);
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn forwards_end_to_end_headers_and_rewrites_host() {
+        let raw = "POST /v1/messages?beta=true HTTP/1.1\r\nHost: team.example.com:3000\r\n\
+                   Connection: keep-alive, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\n\
+                   TE: trailers\r\nanthropic-version: 2023-06-01\r\nX-Custom: Kept As Is\r\n\
+                   x-api-key: sk-client\r\nanthropic-beta: a\r\nAnthropic-Beta: b\r\n\
+                   Content-Length: 2\r\n\r\n{}";
+        let (head, upstream) = parse(raw);
+        let head = head.unwrap().unwrap();
+        assert_eq!(head.path(), "/v1/messages");
+        assert_eq!(head.framing, BodyFraming::Length(2));
+        assert_eq!(head.host.as_deref(), Some("team.example.com:3000"));
+        assert_eq!(head.x_api_key.as_deref(), Some("sk-client"));
+        assert_eq!(head.anthropic_beta.as_deref(), Some("a, b"));
+        assert_eq!(head.head_len, raw.len() - 2);
+        assert_eq!(
+            upstream,
+            "POST /v1/messages?beta=true HTTP/1.1\r\nHost: api.anthropic.com\r\n\
+             anthropic-version: 2023-06-01\r\nX-Custom: Kept As Is\r\n"
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_and_huge_heads_are_refused() {
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\n").0, Ok(None)));
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parse(&huge).0.unwrap_err(), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn framing_errors_are_refused() {
+        let bad = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET /v1/../admin HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/%2E%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nX : y\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        ];
+        for raw in bad {
+            assert!(matches!(parse(raw).0, Err(HeadError::Invalid(_))), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn http10_and_connection_close() {
+        let (head, _) = parse("GET / HTTP/1.0\r\n\r\n");
+        let head = head.unwrap().unwrap();
+        assert!(head.http10 && !head.keep_alive && head.host.is_none());
+        let (head, _) = parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n");
+        assert!(!head.unwrap().unwrap().keep_alive);
+    }
+}

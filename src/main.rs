@@ -1,0 +1,147 @@
+//! nexus: a Claude API proxy on io_uring, thread per core.
+//!
+//! The main thread parses the configuration, starts the shared services (credential
+//! watcher, resolver) and the workers, then waits for SIGINT/SIGTERM and shuts down
+//! gracefully.
+
+mod config;
+mod credentials;
+mod http;
+mod proxy;
+mod request_id;
+mod routes;
+mod server;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{Cli, Config};
+use credentials::CredentialStore;
+use server::{runtime, Lifecycle, Shared};
+use upstream::Upstream;
+
+fn main() {
+    let cli: Cli = argh::from_env();
+    if cli.version {
+        println!("nexus {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let config = match Config::load(&cli, &|name| std::env::var(name).ok(), &cwd) {
+        Ok(config) => config,
+        Err(e) => fail(&e.to_string()),
+    };
+    init_logging(&config);
+
+    // Signals are taken synchronously by this thread; block them before any thread starts
+    // so every worker inherits the mask and none is interrupted.
+    let signals = block_shutdown_signals();
+
+    let mut config = config;
+    if config.port == 0 {
+        config.port = pick_free_port(&config.host).unwrap_or_else(|e| fail(&e));
+    }
+    let upstream = Upstream::new(&config).unwrap_or_else(|e| fail(&e));
+    let credentials = CredentialStore::open(config.credentials_dir.clone());
+    credentials.watch();
+    let shared = Arc::new(Shared {
+        config,
+        upstream,
+        credentials,
+        lifecycle: Lifecycle::default(),
+        started: Instant::now(),
+    });
+    let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
+    let config = &shared.config;
+    let driver_note = if config.driver == config::DriverChoice::Epoll {
+        format!("{} (NEXUS_DRIVER=epoll)", drivers[0])
+    } else if drivers.iter().any(|d| *d == runtime::Driver::Epoll) {
+        format!("{} (io_uring unavailable)", drivers[0])
+    } else {
+        drivers[0].to_string()
+    };
+    println!(
+        "nexus {} listening on {}:{}, {} workers, driver {}, upstream {}, credentials {}",
+        env!("CARGO_PKG_VERSION"),
+        config.host,
+        config.port,
+        config.workers,
+        driver_note,
+        shared.upstream.display,
+        config.credentials_dir.display(),
+    );
+
+    wait_for_signal(&signals);
+    shutdown(&shared, &signals);
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("nexus: {message}");
+    std::process::exit(2);
+}
+
+fn init_logging(config: &Config) {
+    let level = if config.debug && config.log_level == "info" { "debug" } else { config.log_level.as_str() };
+    env_logger::Builder::new()
+        .parse_filters(level)
+        .format_target(false)
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+/// Binds `host:0` once to learn a free port for all workers to share.
+fn pick_free_port(host: &str) -> Result<u16, String> {
+    std::net::TcpListener::bind((host, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot bind {host}:0 to pick a port: {e}"))
+}
+
+fn block_shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set, then masking the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(signals: &libc::sigset_t) -> libc::c_int {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: the set was initialised by block_shutdown_signals.
+    while unsafe { libc::sigwait(signals, &mut signal) } != 0 {}
+    signal
+}
+
+/// Waits up to `timeout` for a shutdown signal; true if one came.
+fn signal_within(signals: &libc::sigset_t, timeout: Duration) -> bool {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: valid set and timespec; no siginfo wanted.
+    unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &ts) > 0 }
+}
+
+/// Stops accepting, lets in-flight requests finish within the grace period, exits 0.
+/// A second signal exits at once.
+fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
+    let grace = shared.config.shutdown_grace;
+    let lifecycle = &shared.lifecycle;
+    lifecycle.begin_shutdown();
+    log::info!("shutting down: no new connections; waiting up to {}s for requests in flight", grace.as_secs());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && (lifecycle.accepting() > 0 || lifecycle.busy() > 0) {
+        if signal_within(signals, Duration::from_millis(50)) {
+            log::warn!("second signal: exiting now with {} request(s) in flight", lifecycle.busy());
+            std::process::exit(1);
+        }
+    }
+    if lifecycle.busy() > 0 {
+        log::warn!("grace period over: {} request(s) still in flight are cut off", lifecycle.busy());
+    } else {
+        log::info!("all requests finished; bye");
+    }
+    std::process::exit(0);
+}

@@ -1,0 +1,514 @@
+//! The `/v1/*` pipeline: credential → request body → upstream → streamed response.
+//!
+//! Bytes are relayed as they arrive. The request body reaches the upstream as the client
+//! sent it; the response body reaches the client from the same buffer it was read into.
+//! nexus owns the framing toward the client, so it always knows where a response ends.
+
+use std::fmt;
+use std::io::Write;
+use std::ops::Range;
+
+use monoio::buf::{IoBuf, IoBufMut};
+
+use crate::credentials::{self, domain_from_host, CredentialError};
+use crate::http::chunked::{ChunkError, ChunkedDecoder};
+use crate::http::error::ErrorReply;
+use crate::http::request::{BodyFraming, Method, RequestHead};
+use crate::http::response::{parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError};
+use crate::request_id::RequestId;
+use crate::server::connection::ClientConn;
+use crate::server::worker::{Worker, RELAY_BUFFER};
+use crate::upstream::{ConnectError, UpstreamConn};
+
+/// The API's own request size limit; these bodies are held whole (they are classified).
+const BUFFERED_BODY_LIMIT: u64 = 32 * 1024 * 1024;
+/// Other `/v1/*` bodies (batches, files) stream through up to this size.
+const STREAMED_BODY_LIMIT: u64 = 512 * 1024 * 1024;
+/// Response body bytes small enough to copy behind the head and send in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// How a forwarded request ended, when it ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The client connection must close (HTTP/1.0, `Connection: close`, …).
+    pub close: bool,
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The Host header is not a valid host name.
+    InvalidHost,
+    Credential(CredentialError),
+    BodyTooLarge(u64),
+    BadRequestBody(ChunkError),
+    /// The client closed or broke its connection.
+    ClientGone,
+    Connect(ConnectError),
+    UpstreamWrite(std::io::Error),
+    /// The upstream closed or failed before a complete response head.
+    UpstreamRead(String),
+    UpstreamTimeout(u64),
+    UpstreamHead(ResponseHeadError),
+    UpstreamBody(ChunkError),
+    /// The upstream failed after the response had started.
+    UpstreamBroke(String),
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::InvalidHost => f.write_str("invalid Host header"),
+            ProxyError::Credential(CredentialError::Missing) => f.write_str("no credential"),
+            ProxyError::Credential(CredentialError::InvalidFile(why)) => f.write_str(why),
+            ProxyError::BodyTooLarge(limit) => write!(f, "request body over {limit} bytes"),
+            ProxyError::BadRequestBody(e) => write!(f, "request body: {e}"),
+            ProxyError::ClientGone => f.write_str("client went away"),
+            ProxyError::Connect(e) => write!(f, "upstream {e}"),
+            ProxyError::UpstreamWrite(e) => write!(f, "sending to upstream failed: {e}"),
+            ProxyError::UpstreamRead(e) => write!(f, "upstream {e}"),
+            ProxyError::UpstreamTimeout(secs) => write!(f, "no upstream response within {secs}s"),
+            ProxyError::UpstreamHead(e) => write!(f, "upstream response head: {e:?}"),
+            ProxyError::UpstreamBody(e) => write!(f, "upstream response body: {e}"),
+            ProxyError::UpstreamBroke(e) => write!(f, "upstream failed mid-response: {e}"),
+        }
+    }
+}
+
+impl ProxyError {
+    /// The answer the client gets, if the response has not started. `None`: just close.
+    pub fn reply(&self, upstream: &str) -> Option<ErrorReply> {
+        Some(match self {
+            ProxyError::InvalidHost => ErrorReply::new(400, "invalid Host header: expected a host name"),
+            ProxyError::Credential(CredentialError::Missing) => ErrorReply::new(
+                401,
+                "no API credential: send x-api-key or Authorization, set CLAUDE_API_KEY, \
+                 or add <domain>.credentials.json to CREDENTIALS_DIR",
+            ),
+            ProxyError::Credential(CredentialError::InvalidFile(why)) => ErrorReply::new(500, why.clone()),
+            ProxyError::BodyTooLarge(limit) => {
+                ErrorReply::new(413, format!("request body is larger than {} MiB", limit / (1024 * 1024)))
+            }
+            ProxyError::BadRequestBody(e) => ErrorReply::new(400, format!("malformed request body: {e}")),
+            ProxyError::Connect(e) => ErrorReply::new(502, format!("cannot reach upstream {upstream}: {e}")),
+            ProxyError::UpstreamWrite(_) | ProxyError::UpstreamRead(_) => {
+                ErrorReply::new(502, format!("upstream {upstream} closed the connection without a response"))
+            }
+            ProxyError::UpstreamTimeout(secs) => {
+                ErrorReply::new(504, format!("upstream {upstream} sent no response within {secs}s"))
+            }
+            ProxyError::UpstreamHead(_) | ProxyError::UpstreamBody(_) => {
+                ErrorReply::new(502, format!("upstream {upstream} sent an invalid response"))
+            }
+            ProxyError::ClientGone | ProxyError::UpstreamBroke(_) => return None,
+        })
+    }
+}
+
+/// A request body read whole before forwarding.
+enum WholeBody {
+    /// Still where it was read, in the connection buffer.
+    InConnection(Range<usize>),
+    /// Decoded from chunked framing.
+    Decoded(Vec<u8>),
+}
+
+/// Forwards one `/v1/*` request and relays the response.
+pub async fn forward(
+    conn: &mut ClientConn,
+    worker: &Worker,
+    head: &RequestHead,
+    request_id: &RequestId,
+) -> Result<Outcome, ProxyError> {
+    let shared = &worker.shared;
+    let domain = match head.host.as_deref() {
+        Some(host) => Some(domain_from_host(host).ok_or(ProxyError::InvalidHost)?),
+        None => None,
+    };
+    let entry = domain
+        .as_ref()
+        .filter(|d| d.may_have_file)
+        .and_then(|d| shared.credentials.lookup(&worker.credentials, &d.name));
+    let auth = credentials::choose(entry.as_ref(), head, shared.config.claude_api_key.as_deref())
+        .map_err(ProxyError::Credential)?;
+    credentials::write_auth_headers(&mut conn.upstream_head, &auth, head.anthropic_beta.as_deref());
+
+    let path = head.path();
+    let buffered = path == "/v1/messages" || path == "/v1/messages/count_tokens";
+    let limit = if buffered { BUFFERED_BODY_LIMIT } else { STREAMED_BODY_LIMIT };
+    if let BodyFraming::Length(n) = head.framing {
+        if n > limit {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+    }
+    let body = if buffered { Some(read_whole_body(conn, head, limit).await?) } else { None };
+
+    let framing_header = &mut conn.upstream_head;
+    match (&body, head.framing) {
+        (Some(WholeBody::InConnection(range)), _) => write!(framing_header, "content-length: {}\r\n", range.len()),
+        (Some(WholeBody::Decoded(bytes)), _) => write!(framing_header, "content-length: {}\r\n", bytes.len()),
+        (None, BodyFraming::Length(n)) => write!(framing_header, "content-length: {n}\r\n"),
+        (None, BodyFraming::Chunked) => write!(framing_header, "transfer-encoding: chunked\r\n"),
+        (None, BodyFraming::None) if !matches!(head.method, Method::Get | Method::Head) => {
+            write!(framing_header, "content-length: 0\r\n")
+        }
+        (None, BodyFraming::None) => Ok(()),
+    }
+    .expect("writing to a Vec cannot fail");
+    conn.upstream_head.extend_from_slice(b"\r\n");
+
+    let mut upstream = send_head(conn, worker).await?;
+    match body {
+        Some(WholeBody::InConnection(range)) if !range.is_empty() => {
+            let (res, slice) = upstream.write_all(std::mem::take(&mut conn.buf).slice(range)).await;
+            conn.buf = slice.into_inner();
+            res.map_err(ProxyError::UpstreamWrite)?;
+        }
+        Some(WholeBody::Decoded(bytes)) if !bytes.is_empty() => {
+            upstream.write_all(bytes).await.0.map_err(ProxyError::UpstreamWrite)?;
+        }
+        Some(_) => {}
+        None => relay_request_body(conn, &mut upstream, head, limit).await?,
+    }
+    relay_response(conn, worker, upstream, head, request_id).await
+}
+
+/// Writes the request head on a pooled or new connection. A pooled connection that fails
+/// the very first write never delivered a byte, so the request moves to a fresh one;
+/// after any byte was accepted nothing is ever re-sent (a POST may already be billing).
+async fn send_head(conn: &mut ClientConn, worker: &Worker) -> Result<UpstreamConn, ProxyError> {
+    let mut pooled = worker.pool.checkout();
+    loop {
+        let (mut upstream, reused) = match pooled.take() {
+            Some(conn) => (conn, true),
+            None => (worker.pool.connect().await.map_err(ProxyError::Connect)?, false),
+        };
+        let (res, head) = upstream.write(std::mem::take(&mut conn.upstream_head)).await;
+        match res {
+            Ok(n) if n == head.len() => {
+                conn.upstream_head = head;
+                return Ok(upstream);
+            }
+            Ok(n) => {
+                let (res, rest) = upstream.write_all(head.slice(n..)).await;
+                conn.upstream_head = rest.into_inner();
+                res.map_err(ProxyError::UpstreamWrite)?;
+                return Ok(upstream);
+            }
+            Err(e) if reused => {
+                log::debug!("pooled upstream connection was dead ({e}); using a new one");
+                conn.upstream_head = head;
+            }
+            Err(e) => {
+                conn.upstream_head = head;
+                return Err(ProxyError::UpstreamWrite(e));
+            }
+        }
+    }
+}
+
+/// Reads a `/v1/messages`-style body completely (it is classified before forwarding).
+async fn read_whole_body(conn: &mut ClientConn, head: &RequestHead, limit: u64) -> Result<WholeBody, ProxyError> {
+    match head.framing {
+        BodyFraming::None => Ok(WholeBody::InConnection(conn.pos..conn.pos)),
+        BodyFraming::Length(n) => {
+            let n = n as usize;
+            if conn.available() < n {
+                if head.expect_continue {
+                    conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+                }
+                conn.buf.reserve(conn.pos + n - conn.buf.len());
+                while conn.available() < n {
+                    conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+                }
+            }
+            let range = conn.pos..conn.pos + n;
+            conn.pos += n;
+            conn.body_pending = false;
+            Ok(WholeBody::InConnection(range))
+        }
+        BodyFraming::Chunked => {
+            if head.expect_continue && conn.available() == 0 {
+                conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+            }
+            let mut body = Vec::new();
+            let mut decoder = ChunkedDecoder::new();
+            loop {
+                let progress = decoder
+                    .feed(&conn.buf[conn.pos..], &mut |data| body.extend_from_slice(data))
+                    .map_err(ProxyError::BadRequestBody)?;
+                conn.pos += progress.consumed;
+                if body.len() as u64 > limit {
+                    return Err(ProxyError::BodyTooLarge(limit));
+                }
+                if progress.done {
+                    conn.body_pending = false;
+                    return Ok(WholeBody::Decoded(body));
+                }
+                conn.discard_consumed();
+                conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+            }
+        }
+    }
+}
+
+/// Streams a body that is not held whole (files, batches) to the upstream as it arrives,
+/// in the client's own framing.
+async fn relay_request_body(
+    conn: &mut ClientConn,
+    upstream: &mut UpstreamConn,
+    head: &RequestHead,
+    limit: u64,
+) -> Result<(), ProxyError> {
+    let mut decoder = match head.framing {
+        BodyFraming::None => return Ok(()),
+        BodyFraming::Length(_) => None,
+        BodyFraming::Chunked => Some(ChunkedDecoder::new()),
+    };
+    let mut remaining = match head.framing {
+        BodyFraming::Length(n) => n,
+        _ => u64::MAX,
+    };
+    if head.expect_continue && conn.available() == 0 {
+        conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+    }
+    let mut decoded: u64 = 0;
+    loop {
+        let available = &conn.buf[conn.pos..];
+        let (take, done) = match decoder.as_mut() {
+            None => {
+                let take = (available.len() as u64).min(remaining) as usize;
+                remaining -= take as u64;
+                (take, remaining == 0)
+            }
+            Some(decoder) => {
+                let progress = decoder
+                    .feed(available, &mut |data| decoded += data.len() as u64)
+                    .map_err(ProxyError::BadRequestBody)?;
+                if decoded > limit {
+                    return Err(ProxyError::BodyTooLarge(limit));
+                }
+                (progress.consumed, progress.done)
+            }
+        };
+        if take > 0 {
+            let range = conn.pos..conn.pos + take;
+            let (res, slice) = upstream.write_all(std::mem::take(&mut conn.buf).slice(range)).await;
+            conn.buf = slice.into_inner();
+            res.map_err(ProxyError::UpstreamWrite)?;
+            conn.pos += take;
+        }
+        if done {
+            conn.body_pending = false;
+            return Ok(());
+        }
+        conn.discard_consumed();
+        conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+    }
+}
+
+/// Reads more upstream bytes after those already in `buf`.
+async fn read_append(upstream: &mut UpstreamConn, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (res, slice) = upstream.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
+/// Reads the final response head, skipping 1xx interim responses.
+async fn read_response_head(
+    upstream: &mut UpstreamConn,
+    mut buf: Vec<u8>,
+    request_was_head: bool,
+    client_head: &mut Vec<u8>,
+) -> Result<(FinalHead, Vec<u8>), ProxyError> {
+    loop {
+        if !buf.is_empty() {
+            match parse_response(&buf, request_was_head, client_head).map_err(ProxyError::UpstreamHead)? {
+                Some(ResponseHead::Final(head)) => return Ok((head, buf)),
+                Some(ResponseHead::Interim(len)) => {
+                    buf.drain(..len);
+                    continue;
+                }
+                None => {}
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(RELAY_BUFFER);
+        }
+        let (res, b) = read_append(upstream, buf).await;
+        buf = b;
+        match res {
+            Ok(0) => return Err(ProxyError::UpstreamRead("closed the connection before responding".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ProxyError::UpstreamRead(e.to_string())),
+        }
+    }
+}
+
+/// How the response body travels from upstream framing to client framing.
+enum Relay {
+    /// No body.
+    Empty,
+    /// Content-Length both sides; bytes left.
+    Length(u64),
+    /// Chunked both sides: the upstream's framing passes through untouched.
+    Chunked(ChunkedDecoder),
+    /// Chunked upstream, HTTP/1.0 client: decode, end by closing.
+    Dechunk(ChunkedDecoder),
+    /// Close-delimited upstream, HTTP/1.1 client: wrap each read in a chunk.
+    Rechunk,
+    /// Close-delimited both sides.
+    UntilClose,
+}
+
+/// What one round of the relay loop writes.
+enum Emit {
+    /// `buf[range]`.
+    Relayed(Range<usize>),
+    /// `conn.out` (framing was rewritten).
+    Rewritten,
+}
+
+async fn relay_response(
+    conn: &mut ClientConn,
+    worker: &Worker,
+    mut upstream: UpstreamConn,
+    head: &RequestHead,
+    request_id: &RequestId,
+) -> Result<Outcome, ProxyError> {
+    let timeout = worker.shared.config.upstream_timeout;
+    let read_head = read_response_head(&mut upstream, worker.take_buffer(), head.method == Method::Head, &mut conn.out);
+    let (response, mut buf) = match monoio::time::timeout(timeout, read_head).await {
+        Ok(result) => result?,
+        Err(_) => return Err(ProxyError::UpstreamTimeout(timeout.as_secs())),
+    };
+
+    let mut close = !head.keep_alive || head.http10 || worker.shared.lifecycle.shutting_down();
+    let out = &mut conn.out;
+    let mut relay = match (response.framing, head.http10) {
+        (ResponseFraming::Empty, _) => Relay::Empty,
+        (ResponseFraming::Length(n), _) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+            Relay::Length(n)
+        }
+        (ResponseFraming::Chunked, false) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Relay::Chunked(ChunkedDecoder::new())
+        }
+        (ResponseFraming::Chunked, true) => Relay::Dechunk(ChunkedDecoder::new()),
+        (ResponseFraming::UntilClose, false) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Relay::Rechunk
+        }
+        (ResponseFraming::UntilClose, true) => Relay::UntilClose,
+    };
+    if matches!(relay, Relay::Dechunk(_) | Relay::UntilClose) {
+        close = true;
+    }
+    let _ = write!(out, "x-nexus-request-id: {request_id}\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let mut reusable = response.reusable;
+    let mut start = response.head_len;
+    let mut head_pending = true;
+    loop {
+        let available = buf.len() - start;
+        let (emit, done) = match &mut relay {
+            Relay::Empty => {
+                reusable &= available == 0;
+                (Emit::Relayed(start..start), true)
+            }
+            Relay::Length(remaining) => {
+                let take = (available as u64).min(*remaining) as usize;
+                *remaining -= take as u64;
+                reusable &= take == available;
+                (Emit::Relayed(start..start + take), *remaining == 0)
+            }
+            Relay::Chunked(decoder) => {
+                let progress = decoder.feed(&buf[start..], &mut |_| {}).map_err(ProxyError::UpstreamBody)?;
+                reusable &= progress.consumed == available;
+                (Emit::Relayed(start..start + progress.consumed), progress.done)
+            }
+            Relay::Dechunk(decoder) => {
+                if !head_pending {
+                    conn.out.clear();
+                }
+                let out = &mut conn.out;
+                let progress =
+                    decoder.feed(&buf[start..], &mut |data| out.extend_from_slice(data)).map_err(ProxyError::UpstreamBody)?;
+                (Emit::Rewritten, progress.done)
+            }
+            Relay::Rechunk => {
+                if !head_pending {
+                    conn.out.clear();
+                }
+                if available > 0 {
+                    let _ = write!(conn.out, "{available:x}\r\n");
+                    conn.out.extend_from_slice(&buf[start..]);
+                    conn.out.extend_from_slice(b"\r\n");
+                }
+                (Emit::Rewritten, false)
+            }
+            Relay::UntilClose => (Emit::Relayed(start..buf.len()), false),
+        };
+
+        conn.response_started = true;
+        let written = match emit {
+            Emit::Relayed(range) if head_pending && range.len() <= COALESCE_LIMIT => {
+                conn.out.extend_from_slice(&buf[range]);
+                conn.write_out().await
+            }
+            Emit::Relayed(range) => {
+                let mut res = if head_pending { conn.write_out().await } else { Ok(()) };
+                if res.is_ok() && !range.is_empty() {
+                    let (r, b) = conn.write_slice(buf, range).await;
+                    buf = b;
+                    res = r;
+                }
+                res
+            }
+            Emit::Rewritten if conn.out.is_empty() => Ok(()),
+            Emit::Rewritten => conn.write_out().await,
+        };
+        written.map_err(|_| ProxyError::ClientGone)?;
+        head_pending = false;
+        if done {
+            break;
+        }
+
+        buf.clear();
+        start = 0;
+        let (res, b) = read_append(&mut upstream, buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            end => {
+                // EOF or error. Close-delimited bodies end exactly like this.
+                match relay {
+                    Relay::Rechunk if end.is_ok() => {
+                        conn.out.clear();
+                        conn.out.extend_from_slice(b"0\r\n\r\n");
+                        conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
+                        break;
+                    }
+                    Relay::UntilClose if end.is_ok() => break,
+                    _ => {
+                        let why = match end {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "connection closed before the body ended".into(),
+                        };
+                        return Err(ProxyError::UpstreamBroke(why));
+                    }
+                }
+            }
+        }
+    }
+    worker.give_buffer(buf);
+    if reusable {
+        worker.pool.checkin(upstream);
+    }
+    Ok(Outcome { close })
+}

@@ -1,0 +1,102 @@
+//! Request ids: UUID v4 text from a per-worker generator, with no allocation or lock.
+
+use std::cell::Cell;
+
+/// A UUID v4 in its 36-character text form.
+#[derive(Clone, Copy)]
+pub struct RequestId([u8; 36]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits and hyphens are ASCII")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A worker's id generator: xoshiro-style mixing of a 128-bit state seeded from the kernel.
+/// Ids must be unique and unguessable enough to correlate logs, not to be secrets.
+pub struct RequestIds {
+    state: Cell<[u64; 2]>,
+}
+
+impl RequestIds {
+    /// Seeds from /dev/urandom (falling back to time and thread identity).
+    pub fn new() -> Self {
+        let mut seed = [0u8; 16];
+        let from_kernel = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+            .is_ok();
+        if !from_kernel {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let stack = &seed as *const _ as usize as u128;
+            seed = (nanos ^ (stack << 64) ^ std::process::id() as u128).to_le_bytes();
+        }
+        let a = u64::from_le_bytes(seed[..8].try_into().unwrap()) | 1;
+        let b = u64::from_le_bytes(seed[8..].try_into().unwrap());
+        RequestIds { state: Cell::new([a, b]) }
+    }
+
+    fn next_u64(&self) -> u64 {
+        // xorshift128+
+        let [mut s1, s0] = self.state.get();
+        let result = s0.wrapping_add(s1);
+        s1 ^= s1 << 23;
+        s1 ^= s1 >> 17;
+        s1 ^= s0 ^ (s0 >> 26);
+        self.state.set([s0, s1]);
+        result
+    }
+
+    /// The next id.
+    pub fn next(&self) -> RequestId {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+        bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in bytes.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            text[at] = HEX[(byte >> 4) as usize];
+            text[at + 1] = HEX[(byte & 0xf) as usize];
+            at += 2;
+        }
+        RequestId(text)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v4_uuids_and_distinct() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a.as_str(), b.as_str());
+        let s = a.as_str();
+        assert_eq!(s.len(), 36);
+        assert_eq!(s.as_bytes()[14], b'4');
+        assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        assert_eq!(s.split('-').map(str::len).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+    }
+}

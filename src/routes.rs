@@ -1,0 +1,85 @@
+//! Which requests nexus answers itself, and those answers.
+
+use crate::http::error::{write_error, write_response, ErrorReply};
+use crate::http::request::{Method, RequestHead};
+use crate::request_id::RequestId;
+use crate::server::worker::Worker;
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`, `HEAD /`: health and configuration summary.
+    Health,
+    /// Any `/v1/*` request: forwarded upstream.
+    Proxy,
+    /// A known path with a method it does not take.
+    MethodNotAllowed,
+    /// Anything else.
+    NotFound,
+}
+
+/// Routes by path, then method.
+pub fn route(head: &RequestHead) -> Route {
+    let path = head.path();
+    if path == "/" {
+        return match head.method {
+            Method::Get | Method::Head => Route::Health,
+            _ => Route::MethodNotAllowed,
+        };
+    }
+    if path.starts_with("/v1/") {
+        return Route::Proxy;
+    }
+    Route::NotFound
+}
+
+/// Writes the full response for a local route into `out`.
+pub fn local_response(
+    out: &mut Vec<u8>,
+    worker: &Worker,
+    head: &RequestHead,
+    route: Route,
+    request_id: &RequestId,
+    close: bool,
+) {
+    let id = request_id.as_str();
+    match route {
+        Route::Health => {
+            let body = health_body(worker);
+            let head_only = head.method == Method::Head;
+            write_response(out, 200, "application/json", &body, id, &[], close, head_only);
+        }
+        Route::MethodNotAllowed => {
+            let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));
+            write_error(out, &reply, id, close);
+        }
+        Route::NotFound | Route::Proxy => {
+            let reply = ErrorReply::new(404, format!("no route for {}; the Claude API is under /v1/", head.path()));
+            write_error(out, &reply, id, close);
+        }
+    }
+}
+
+/// Health and configuration summary: nothing secret, only whether things are set.
+fn health_body(worker: &Worker) -> Vec<u8> {
+    let shared = &worker.shared;
+    let config = &shared.config;
+    serde_json::to_vec(&serde_json::json!({
+        "status": "ok",
+        "service": "nexus",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": shared.started.elapsed().as_secs(),
+        "config": {
+            "upstream": shared.upstream.display,
+            "workers": config.workers,
+            "driver": worker.driver.to_string(),
+            "credentialsDir": config.credentials_dir.display().to_string(),
+            "domainCredentials": shared.credentials.len(),
+            "hasDefaultApiKey": config.claude_api_key.is_some(),
+            "clientKeysRequired": !config.client_api_keys.is_empty(),
+            "telemetry": config.telemetry_endpoint.is_some(),
+            "slack": config.slack.enabled && config.slack.webhook_url.is_some(),
+        },
+    }))
+    .expect("a JSON value always serializes")
+}

@@ -1,0 +1,225 @@
+//! One client connection: read request heads (keep-alive, pipelining), route each request,
+//! and turn any error into an Anthropic-shaped answer at this one place.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::worker::Worker;
+use crate::http::error::{write_error, ErrorReply};
+use crate::http::request::{parse_request, BodyFraming, HeadError, RequestHead, MAX_HEAD_BYTES};
+use crate::proxy::{self, ProxyError};
+use crate::request_id::RequestId;
+use crate::routes::{self, Route};
+
+/// Initial read buffer per connection; grows for large bodies and shrinks back after.
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// Buffers grown past this are dropped between requests so idle connections stay small.
+const KEEP_BUFFER_UP_TO: usize = 64 * 1024;
+/// A keep-alive connection with no new request for this long is closed (nginx's default).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
+
+/// The client side of a connection and its reusable buffers.
+pub struct ClientConn {
+    stream: TcpStream,
+    /// Bytes read from the client; `buf[pos..]` is not yet consumed.
+    pub buf: Vec<u8>,
+    pub pos: usize,
+    /// Scratch for response heads and framed bodies written to the client.
+    pub out: Vec<u8>,
+    /// The request head being built for the upstream.
+    pub upstream_head: Vec<u8>,
+    /// The current request's body has not been read to its end.
+    pub body_pending: bool,
+    /// Some of the current response has been written: errors can no longer be answered.
+    pub response_started: bool,
+}
+
+impl ClientConn {
+    fn new(stream: TcpStream) -> Self {
+        ClientConn {
+            stream,
+            buf: Vec::with_capacity(INITIAL_BUFFER),
+            pos: 0,
+            out: Vec::with_capacity(1024),
+            upstream_head: Vec::with_capacity(1024),
+            body_pending: false,
+            response_started: false,
+        }
+    }
+
+    /// Unconsumed bytes already read.
+    pub fn available(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Forgets consumed bytes when nothing unconsumed remains (cheap: no copy).
+    pub fn discard_consumed(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads more client bytes after the existing ones. EOF is an error: a request was
+    /// in progress.
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let (len, cap) = (self.buf.len(), self.buf.capacity());
+        let (res, slice) = self.stream.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            other => other,
+        }
+    }
+
+    /// Writes `out` to the client.
+    pub async fn write_out(&mut self) -> io::Result<()> {
+        let (res, out) = self.stream.write_all(std::mem::take(&mut self.out)).await;
+        self.out = out;
+        res.map(|_| ())
+    }
+
+    /// Writes `data[range]` to the client, handing the buffer back.
+    pub async fn write_slice(&mut self, data: Vec<u8>, range: std::ops::Range<usize>) -> (io::Result<()>, Vec<u8>) {
+        let (res, slice) = self.stream.write_all(data.slice(range)).await;
+        (res.map(|_| ()), slice.into_inner())
+    }
+
+    /// Answers `Expect: 100-continue` before the body is read.
+    pub async fn send_continue(&mut self) -> io::Result<()> {
+        let (res, _) = self.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        res.map(|_| ())
+    }
+
+    /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out.
+    async fn read_head(&mut self, worker: &Worker) -> Result<Option<RequestHead>, HeadError> {
+        loop {
+            if self.available() > 0 {
+                if let Some(head) = parse_request(&self.buf[self.pos..], &worker.shared.config.upstream, &mut self.upstream_head)? {
+                    return Ok(Some(head));
+                }
+            }
+            if self.pos > 0 {
+                // Keep only the unconsumed (pipelined or partial) bytes, at the front.
+                self.buf.copy_within(self.pos.., 0);
+                self.buf.truncate(self.buf.len() - self.pos);
+                self.pos = 0;
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let read = if self.buf.is_empty() {
+                match monoio::time::timeout(KEEPALIVE_IDLE, self.read_more()).await {
+                    Ok(result) => result,
+                    Err(_) => return Ok(None),
+                }
+            } else {
+                self.read_more().await
+            };
+            if read.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Prepares for the next request on this connection.
+    fn recycle(&mut self) {
+        self.discard_consumed();
+        if self.buf.capacity() > KEEP_BUFFER_UP_TO && self.buf.is_empty() {
+            self.buf = Vec::with_capacity(INITIAL_BUFFER);
+        }
+    }
+}
+
+/// Serves one client connection until it closes, errs, idles out or shutdown ends it.
+pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let lifecycle = &worker.shared.lifecycle;
+    let mut conn = ClientConn::new(stream);
+    // A new connection counts as busy until its first request is answered, so shutdown
+    // serves connections it has accepted instead of dropping them.
+    let mut first_request = Some(lifecycle.busy_guard());
+    loop {
+        let head = match conn.read_head(&worker).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                let reply = match e {
+                    HeadError::TooLarge => ErrorReply::new(431, "request head is larger than 64 KiB"),
+                    HeadError::Invalid(why) => ErrorReply::new(400, why),
+                };
+                let id = worker.request_ids.next();
+                log::info!("{id} rejected request head: {}", reply.message);
+                write_error(&mut conn.out, &reply, id.as_str(), true);
+                let _ = conn.write_out().await;
+                return;
+            }
+        };
+        let busy = first_request.take().unwrap_or_else(|| lifecycle.busy_guard());
+        let keep_alive = handle(&mut conn, &worker, &head).await;
+        drop(busy);
+        if !keep_alive || lifecycle.shutting_down() {
+            return;
+        }
+        conn.recycle();
+    }
+}
+
+/// Handles one request; returns whether the connection may carry another.
+async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> bool {
+    let request_id = worker.request_ids.next();
+    conn.pos += head.head_len;
+    conn.body_pending = head.framing != BodyFraming::None;
+    conn.response_started = false;
+
+    let result = match routes::route(head) {
+        Route::Proxy => proxy::forward(conn, worker, head, &request_id).await,
+        local => answer_locally(conn, worker, head, local, &request_id).await,
+    };
+    let keep_alive = |conn: &ClientConn| {
+        head.keep_alive && !conn.body_pending && !worker.shared.lifecycle.shutting_down()
+    };
+    match result {
+        Ok(proxy::Outcome { close }) => !close && keep_alive(conn),
+        Err(err) => {
+            log_failure(&request_id, head, &err);
+            if conn.response_started {
+                return false;
+            }
+            let Some(reply) = err.reply(&worker.shared.upstream.display) else { return false };
+            let keep = keep_alive(conn);
+            write_error(&mut conn.out, &reply, request_id.as_str(), !keep);
+            conn.write_out().await.is_ok() && keep
+        }
+    }
+}
+
+async fn answer_locally(
+    conn: &mut ClientConn,
+    worker: &Worker,
+    head: &RequestHead,
+    route: Route,
+    request_id: &RequestId,
+) -> Result<proxy::Outcome, ProxyError> {
+    // Local routes take no body; one that was sent is not read, so the connection closes.
+    let close = conn.body_pending || !head.keep_alive;
+    routes::local_response(&mut conn.out, worker, head, route, request_id, close);
+    conn.response_started = true;
+    conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
+    Ok(proxy::Outcome { close })
+}
+
+fn log_failure(request_id: &RequestId, head: &RequestHead, err: &ProxyError) {
+    match err {
+        ProxyError::ClientGone => log::debug!("{request_id} {} client went away", head.target),
+        _ => log::warn!("{request_id} {} failed: {err}", head.target),
+    }
+}

@@ -1,0 +1,71 @@
+//! One connection to the upstream, plain TCP or TLS, with owned-buffer I/O.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use monoio_rustls::ClientTlsStream;
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+/// An upstream connection.
+pub struct UpstreamConn {
+    transport: Transport,
+    /// The socket, for the non-blocking liveness peek while pooled.
+    fd: RawFd,
+    /// Came out of the pool (already carried a request).
+    pub reused: bool,
+}
+
+impl UpstreamConn {
+    pub(super) fn plain(stream: TcpStream, fd: RawFd) -> Self {
+        UpstreamConn { transport: Transport::Plain(stream), fd, reused: false }
+    }
+
+    pub(super) fn tls(stream: ClientTlsStream<TcpStream>, fd: RawFd) -> Self {
+        UpstreamConn { transport: Transport::Tls(Box::new(stream)), fd, reused: false }
+    }
+
+    /// Reads into the buffer's spare capacity.
+    pub async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.read(buf).await,
+            Transport::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    /// One write call; the count tells how much was accepted.
+    pub async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.write(buf).await,
+            Transport::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    /// Writes the whole buffer.
+    pub async fn write_all<T: IoBuf + 'static>(&mut self, buf: T) -> BufResult<usize, T> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.write_all(buf).await,
+            Transport::Tls(s) => s.write_all(buf).await,
+        }
+    }
+
+    /// True if an idle connection still looks usable: nothing to read and no EOF.
+    ///
+    /// An idle HTTP/1.1 connection has no bytes in flight, so anything readable (a FIN,
+    /// a TLS close_notify, a stray response) means it must not carry another request.
+    pub fn idle_and_open(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: recv into a one-byte stack buffer on a socket we own.
+        let n = unsafe {
+            libc::recv(self.fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+}
