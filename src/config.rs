@@ -258,8 +258,8 @@ impl Config {
             }
         };
 
-        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            src.number(name, None, default, 0, 365 * 24 * 3600).map(Duration::from_secs)
+        let secs = |name: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
+            src.number(name, None, default, min, 365 * 24 * 3600).map(Duration::from_secs)
         };
 
         Ok(Config {
@@ -269,8 +269,8 @@ impl Config {
             driver,
             upstream,
             upstream_ca_file,
-            upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 600)?,
-            upstream_idle_timeout: secs("NEXUS_UPSTREAM_IDLE_SECS", 30)?,
+            upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 600, 1)?,
+            upstream_idle_timeout: secs("NEXUS_UPSTREAM_IDLE_SECS", 30, 1)?,
             claude_api_key: src.string("CLAUDE_API_KEY"),
             client_api_keys: src
                 .string("CLIENT_API_KEYS")
@@ -291,8 +291,8 @@ impl Config {
             },
             debug: src.boolean("DEBUG", false)?,
             log_level,
-            stats_interval: secs("STATS_INTERVAL_SECS", 10)?,
-            shutdown_grace: secs("NEXUS_SHUTDOWN_GRACE_SECS", 30)?,
+            stats_interval: secs("STATS_INTERVAL_SECS", 10, 0)?,
+            shutdown_grace: secs("NEXUS_SHUTDOWN_GRACE_SECS", 30, 0)?,
             max_domains: src.number("NEXUS_MAX_DOMAINS", None, 1000usize, 1, 10_000_000)?,
             notify_queue: src.number("NEXUS_NOTIFY_QUEUE", None, 10_000usize, 1, 10_000_000)?,
         })
