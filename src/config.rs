@@ -68,7 +68,6 @@ impl fmt::Display for UpstreamUrl {
 
 /// Slack settings shared by all domains unless a credential file overrides them.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)]
 pub struct SlackConfig {
     pub webhook_url: Option<String>,
     pub channel: Option<String>,
@@ -81,7 +80,6 @@ pub struct SlackConfig {
 /// yet (stats report, notify outbox, OAuth refresh, client setup) are parsed and checked
 /// now so a deployment's configuration is validated from day one.
 #[derive(Debug, Clone)]
-#[allow(dead_code)]
 pub struct Config {
     pub host: String,
     pub port: u16,

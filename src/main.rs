@@ -4,22 +4,13 @@
 //! watcher, resolver) and the workers, then waits for SIGINT/SIGTERM and shuts down
 //! gracefully.
 
-mod config;
-mod credentials;
-mod http;
-mod proxy;
-mod request_id;
-mod routes;
-mod server;
-mod upstream;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config::{Cli, Config};
-use credentials::CredentialStore;
-use server::{runtime, Lifecycle, Shared};
-use upstream::Upstream;
+use nexus::config::{self, Cli, Config};
+use nexus::credentials::CredentialStore;
+use nexus::server::{self, runtime, Lifecycle, Shared};
+use nexus::upstream::Upstream;
 
 fn main() {
     let cli: Cli = argh::from_env();

@@ -1,0 +1,12 @@
+//! nexus as a library: the binary in main.rs wires these together; tests and benchmarks
+//! reach the parsers directly.
+
+pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod proxy;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+pub mod upstream;
+pub mod usage;

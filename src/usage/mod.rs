@@ -1,0 +1,1 @@
+//! Usage accounting: what each request cost, read off the bytes nexus relays.
