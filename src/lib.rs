@@ -8,5 +8,6 @@ pub mod proxy;
 pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod stats;
 pub mod upstream;
 pub mod usage;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nexus::config::{self, Cli, Config};
 use nexus::credentials::CredentialStore;
 use nexus::server::{self, runtime, Lifecycle, Shared};
+use nexus::stats::Stats;
 use nexus::upstream::Upstream;
 
 fn main() {
@@ -36,11 +37,13 @@ fn main() {
     let upstream = Upstream::new(&config).unwrap_or_else(|e| fail(&e));
     let credentials = CredentialStore::open(config.credentials_dir.clone());
     credentials.watch();
+    let stats = Arc::new(Stats::new(config.max_domains));
     let shared = Arc::new(Shared {
         config,
         upstream,
         credentials,
         lifecycle: Lifecycle::default(),
+        stats,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -63,6 +66,7 @@ fn main() {
         config.credentials_dir.display(),
     );
 
+    shared.stats.start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
 }

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use monoio::buf::{IoBuf, IoBufMut};
 
@@ -18,6 +20,7 @@ use crate::http::response::{parse_response, FinalHead, ResponseFraming, Response
 use crate::request_id::RequestId;
 use crate::server::connection::ClientConn;
 use crate::server::worker::{Worker, RELAY_BUFFER};
+use crate::stats::{registry, Meter};
 use crate::upstream::{ConnectError, UpstreamConn};
 
 /// The API's own request size limit; these bodies are held whole (they are classified).
@@ -121,8 +124,18 @@ pub async fn forward(
     request_id: &RequestId,
 ) -> Result<Outcome, ProxyError> {
     let shared = &worker.shared;
-    let domain = match head.host.as_deref() {
-        Some(host) => Some(domain_from_host(host).ok_or(ProxyError::InvalidHost)?),
+    let domain = head.host.as_deref().map(domain_from_host);
+    let stats_domain = match &domain {
+        None => registry::NO_HOST,
+        Some(None) => registry::INVALID_HOST,
+        Some(Some(d)) => d.name.as_str(),
+    };
+    let is_messages = head.method == Method::Post && head.path() == "/v1/messages";
+    let counters = worker.counters.get(&shared.stats.registry, stats_domain);
+    let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
+    let domain = match domain {
+        Some(None) => return Err(ProxyError::InvalidHost),
+        Some(Some(d)) => Some(d),
         None => None,
     };
     let entry = domain
@@ -157,7 +170,7 @@ pub async fn forward(
     .expect("writing to a Vec cannot fail");
     conn.upstream_head.extend_from_slice(b"\r\n");
 
-    let mut upstream = send_head(conn, worker).await?;
+    let mut upstream = send_head(conn, worker, &mut meter).await?;
     match body {
         Some(WholeBody::InConnection(range)) if !range.is_empty() => {
             let (res, slice) = upstream.write_all(std::mem::take(&mut conn.buf).slice(range)).await;
@@ -170,18 +183,28 @@ pub async fn forward(
         Some(_) => {}
         None => relay_request_body(conn, &mut upstream, head, limit).await?,
     }
-    relay_response(conn, worker, upstream, head, request_id).await
+    relay_response(conn, worker, upstream, head, request_id, &mut meter).await
 }
 
 /// Writes the request head on a pooled or new connection. A pooled connection that fails
 /// the very first write never delivered a byte, so the request moves to a fresh one;
 /// after any byte was accepted nothing is ever re-sent (a POST may already be billing).
-async fn send_head(conn: &mut ClientConn, worker: &Worker) -> Result<UpstreamConn, ProxyError> {
+async fn send_head(conn: &mut ClientConn, worker: &Worker, meter: &mut Meter<'_>) -> Result<UpstreamConn, ProxyError> {
+    let proxy_metrics = &worker.shared.stats.proxy;
     let mut pooled = worker.pool.checkout();
     loop {
         let (mut upstream, reused) = match pooled.take() {
-            Some(conn) => (conn, true),
-            None => (worker.pool.connect().await.map_err(ProxyError::Connect)?, false),
+            Some(conn) => {
+                proxy_metrics.upstream_connections_reused.fetch_add(1, Relaxed);
+                (conn, true)
+            }
+            None => {
+                let since = Instant::now();
+                let opened = worker.pool.connect().await;
+                meter.waited_on_upstream(since);
+                proxy_metrics.upstream_connections_opened.fetch_add(1, Relaxed);
+                (opened.map_err(ProxyError::Connect)?, false)
+            }
         };
         let (res, head) = upstream.write(std::mem::take(&mut conn.upstream_head)).await;
         match res {
@@ -375,10 +398,14 @@ async fn relay_response(
     mut upstream: UpstreamConn,
     head: &RequestHead,
     request_id: &RequestId,
+    meter: &mut Meter<'_>,
 ) -> Result<Outcome, ProxyError> {
     let timeout = worker.shared.config.upstream_timeout;
     let read_head = read_response_head(&mut upstream, worker.take_buffer(), head.method == Method::Head, &mut conn.out);
-    let (response, mut buf) = match monoio::time::timeout(timeout, read_head).await {
+    let since = Instant::now();
+    let head_read = monoio::time::timeout(timeout, read_head).await;
+    meter.waited_on_upstream(since);
+    let (response, mut buf) = match head_read {
         Ok(result) => result?,
         Err(_) => return Err(ProxyError::UpstreamTimeout(timeout.as_secs())),
     };
@@ -481,7 +508,9 @@ async fn relay_response(
 
         buf.clear();
         start = 0;
+        let since = Instant::now();
         let (res, b) = read_append(&mut upstream, buf).await;
+        meter.waited_on_upstream(since);
         buf = b;
         match res {
             Ok(n) if n > 0 => {}
@@ -507,6 +536,7 @@ async fn relay_response(
         }
     }
     worker.give_buffer(buf);
+    meter.record.error = response.status >= 400;
     if reusable {
         worker.pool.checkin(upstream);
     }

@@ -10,6 +10,10 @@ use crate::server::worker::Worker;
 pub enum Route {
     /// `GET /`, `HEAD /`: health and configuration summary.
     Health,
+    /// `GET /token-stats`: per-domain usage as JSON.
+    TokenStats,
+    /// `GET /metrics`: Prometheus text format.
+    Metrics,
     /// Any `/v1/*` request: forwarded upstream.
     Proxy,
     /// A known path with a method it does not take.
@@ -20,17 +24,17 @@ pub enum Route {
 
 /// Routes by path, then method.
 pub fn route(head: &RequestHead) -> Route {
-    let path = head.path();
-    if path == "/" {
-        return match head.method {
-            Method::Get | Method::Head => Route::Health,
-            _ => Route::MethodNotAllowed,
-        };
+    let local = match head.path() {
+        "/" => Route::Health,
+        "/token-stats" => Route::TokenStats,
+        "/metrics" => Route::Metrics,
+        path if path.starts_with("/v1/") => return Route::Proxy,
+        _ => return Route::NotFound,
+    };
+    match head.method {
+        Method::Get | Method::Head => local,
+        _ => Route::MethodNotAllowed,
     }
-    if path.starts_with("/v1/") {
-        return Route::Proxy;
-    }
-    Route::NotFound
 }
 
 /// Writes the full response for a local route into `out`.
@@ -43,11 +47,19 @@ pub fn local_response(
     close: bool,
 ) {
     let id = request_id.as_str();
+    let head_only = head.method == Method::Head;
+    let stats = &worker.shared.stats;
     match route {
         Route::Health => {
-            let body = health_body(worker);
-            let head_only = head.method == Method::Head;
-            write_response(out, 200, "application/json", &body, id, &[], close, head_only);
+            write_response(out, 200, "application/json", &health_body(worker), id, &[], close, head_only);
+        }
+        Route::TokenStats => {
+            write_response(out, 200, "application/json", &stats.token_stats_json(), id, &[], close, head_only);
+        }
+        Route::Metrics => {
+            let body = stats.metrics_text();
+            let content_type = "text/plain; version=0.0.4; charset=utf-8";
+            write_response(out, 200, content_type, body.as_bytes(), id, &[], close, head_only);
         }
         Route::MethodNotAllowed => {
             let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -142,6 +143,7 @@ impl ClientConn {
 /// Serves one client connection until it closes, errs, idles out or shutdown ends it.
 pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
+    let _open = OpenConnection::count(&worker.shared.stats.proxy.open_connections);
     let lifecycle = &worker.shared.lifecycle;
     let mut conn = ClientConn::new(stream);
     // A new connection counts as busy until its first request is answered, so shutdown
@@ -215,6 +217,22 @@ async fn answer_locally(
     conn.response_started = true;
     conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
     Ok(proxy::Outcome { close })
+}
+
+/// Keeps the open-connections gauge right on every exit path.
+struct OpenConnection<'a>(&'a AtomicI64);
+
+impl<'a> OpenConnection<'a> {
+    fn count(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Relaxed);
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 fn log_failure(request_id: &RequestId, head: &RequestHead, err: &ProxyError) {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::stats::Stats;
 use crate::upstream::Upstream;
 pub use lifecycle::Lifecycle;
 use runtime::Driver;
@@ -22,6 +23,7 @@ pub struct Shared {
     pub upstream: Arc<Upstream>,
     pub credentials: Arc<CredentialStore>,
     pub lifecycle: Lifecycle,
+    pub stats: Arc<Stats>,
     pub started: Instant,
 }
 

@@ -14,6 +14,7 @@ use super::runtime::Driver;
 use super::{connection, Shared};
 use crate::credentials::LocalView;
 use crate::request_id::RequestIds;
+use crate::stats::LocalCounters;
 use crate::upstream::Pool;
 
 /// How often a worker looks at the shutdown flag and sweeps its pool.
@@ -30,6 +31,7 @@ pub struct Worker {
     pub driver: Driver,
     pub pool: Rc<Pool>,
     pub credentials: LocalView,
+    pub counters: LocalCounters,
     pub request_ids: RequestIds,
     spare_buffers: RefCell<Vec<Vec<u8>>>,
 }
@@ -68,6 +70,7 @@ pub async fn run(id: usize, shared: Arc<Shared>, driver: Driver, ready: Sender<R
         shared: Arc::clone(&shared),
         driver,
         credentials: LocalView::default(),
+        counters: LocalCounters::default(),
         request_ids: RequestIds::new(),
         spare_buffers: RefCell::new(Vec::new()),
     });

@@ -1,0 +1,174 @@
+//! Proxy-wide metrics (histograms, connection gauges) and the `/metrics` exposition.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::registry::DomainSnapshot;
+
+/// Upper bounds of the latency histograms, in seconds.
+const BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 600.0,
+];
+
+/// A fixed-bucket histogram of durations, lock-free.
+#[derive(Default)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last slot is +Inf.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = BUCKETS.iter().position(|&le| secs <= le).unwrap_or(BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+    }
+}
+
+/// Counters and gauges about the proxy itself rather than a domain.
+#[derive(Default)]
+pub struct ProxyMetrics {
+    pub open_connections: AtomicI64,
+    pub upstream_connections_opened: AtomicU64,
+    pub upstream_connections_reused: AtomicU64,
+    pub notify_dropped_telemetry: AtomicU64,
+    pub notify_dropped_slack: AtomicU64,
+    /// Request head received → response fully relayed.
+    pub request_duration: Histogram,
+    /// The same minus the time spent waiting on the upstream: what the proxy adds.
+    pub proxy_overhead: Histogram,
+}
+
+/// Renders the Prometheus text exposition (format 0.0.4).
+pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: &ProxyMetrics) -> String {
+    let mut out = String::with_capacity(4096 + domains.len() * 1024);
+    let _ = writeln!(
+        out,
+        "# HELP nexus_build_info Build information.\n# TYPE nexus_build_info gauge\n\
+         nexus_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    family(&mut out, "nexus_requests_total", "Requests forwarded, by domain and endpoint.", "counter");
+    for (domain, s) in domains {
+        let d = escape(domain);
+        let _ = writeln!(out, "nexus_requests_total{{domain=\"{d}\",endpoint=\"messages\"}} {}", s.requests);
+        let _ = writeln!(out, "nexus_requests_total{{domain=\"{d}\",endpoint=\"other\"}} {}", s.other_requests);
+    }
+    family(&mut out, "nexus_tokens_total", "Tokens counted in responses, by domain and kind.", "counter");
+    for (domain, s) in domains {
+        let d = escape(domain);
+        for (kind, n) in [
+            ("input", s.input_tokens),
+            ("output", s.output_tokens),
+            ("cache_creation", s.cache_creation_input_tokens),
+            ("cache_read", s.cache_read_input_tokens),
+        ] {
+            let _ = writeln!(out, "nexus_tokens_total{{domain=\"{d}\",kind=\"{kind}\"}} {n}");
+        }
+    }
+    let per_domain: [(&str, &str, fn(&DomainSnapshot) -> u64); 4] = [
+        ("nexus_query_evaluations_total", "Requests with exactly one system prompt.", |s| s.query_evaluations),
+        ("nexus_inferences_total", "Requests with more than one system prompt.", |s| s.inferences),
+        ("nexus_tool_calls_total", "tool_use blocks in responses.", |s| s.tool_calls),
+        ("nexus_errors_total", "Requests that ended in an error.", |s| s.errors),
+    ];
+    for (name, help, get) in per_domain {
+        family(&mut out, name, help, "counter");
+        for (domain, s) in domains {
+            let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), get(s));
+        }
+    }
+    single(&mut out, "nexus_domains_folded_total", "Domains counted under \"other\" past NEXUS_MAX_DOMAINS.", "counter", folded_domains as i64);
+    single(&mut out, "nexus_open_connections", "Client connections open now.", "gauge", proxy.open_connections.load(Relaxed));
+    single(
+        &mut out,
+        "nexus_upstream_connections_opened_total",
+        "Upstream connections opened.",
+        "counter",
+        proxy.upstream_connections_opened.load(Relaxed) as i64,
+    );
+    single(
+        &mut out,
+        "nexus_upstream_connections_reused_total",
+        "Requests sent on a pooled upstream connection.",
+        "counter",
+        proxy.upstream_connections_reused.load(Relaxed) as i64,
+    );
+    family(&mut out, "nexus_notify_dropped_total", "Side-channel events dropped (queue full or undeliverable).", "counter");
+    let _ = writeln!(out, "nexus_notify_dropped_total{{sink=\"telemetry\"}} {}", proxy.notify_dropped_telemetry.load(Relaxed));
+    let _ = writeln!(out, "nexus_notify_dropped_total{{sink=\"slack\"}} {}", proxy.notify_dropped_slack.load(Relaxed));
+    proxy.request_duration.render(
+        &mut out,
+        "nexus_request_duration_seconds",
+        "Time from request head to the end of the response.",
+    );
+    proxy.proxy_overhead.render(
+        &mut out,
+        "nexus_proxy_overhead_seconds",
+        "Request duration minus time waiting on the upstream.",
+    );
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, help: &str, kind: &str, value: i64) {
+    family(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let proxy = ProxyMetrics::default();
+        proxy.request_duration.observe(Duration::from_micros(50));
+        proxy.request_duration.observe(Duration::from_millis(3));
+        proxy.request_duration.observe(Duration::from_secs(1000));
+        let text = render(&[], 0, &proxy);
+        assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"600\"} 2\n"));
+        assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("nexus_request_duration_seconds_count 3\n"));
+    }
+
+    #[test]
+    fn domains_are_labelled() {
+        let s = DomainSnapshot { requests: 3, input_tokens: 10, ..Default::default() };
+        let text = render(&[("a\"b".into(), s)], 1, &ProxyMetrics::default());
+        assert!(text.contains("nexus_requests_total{domain=\"a\\\"b\",endpoint=\"messages\"} 3\n"));
+        assert!(text.contains("nexus_tokens_total{domain=\"a\\\"b\",kind=\"input\"} 10\n"));
+        assert!(text.contains("nexus_domains_folded_total 1\n"));
+    }
+}
