@@ -137,7 +137,10 @@ impl Setting {
             Origin::Env => format!("environment variable {}", self.name),
             Origin::File(path, line) => format!("env file {}:{line}", path.display()),
         };
-        ConfigError(format!("invalid {} {:?} (from {place}): expected {expected}", self.name, self.value))
+        ConfigError(format!(
+            "invalid {} {:?} (from {place}): expected {expected}",
+            self.name, self.value
+        ))
     }
 }
 
@@ -148,12 +151,24 @@ struct Sources<'a> {
 }
 
 impl Sources<'_> {
-    fn get(&self, name: &'static str, flag: Option<(&'static str, &Option<String>)>) -> Option<Setting> {
+    fn get(
+        &self,
+        name: &'static str,
+        flag: Option<(&'static str, &Option<String>)>,
+    ) -> Option<Setting> {
         if let Some((flag_name, Some(value))) = flag {
-            return Some(Setting { name, value: value.clone(), origin: Origin::Flag(flag_name) });
+            return Some(Setting {
+                name,
+                value: value.clone(),
+                origin: Origin::Flag(flag_name),
+            });
         }
         if let Some(value) = (self.env)(name) {
-            return Some(Setting { name, value, origin: Origin::Env });
+            return Some(Setting {
+                name,
+                value,
+                origin: Origin::Env,
+            });
         }
         self.file.get(name).map(|(value, path, line)| Setting {
             name,
@@ -164,7 +179,9 @@ impl Sources<'_> {
 
     /// Non-empty string value, or None.
     fn string(&self, name: &'static str) -> Option<String> {
-        self.get(name, None).map(|s| s.value).filter(|v| !v.trim().is_empty())
+        self.get(name, None)
+            .map(|s| s.value)
+            .filter(|v| !v.trim().is_empty())
     }
 
     fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
@@ -175,7 +192,9 @@ impl Sources<'_> {
         min: T,
         max: T,
     ) -> Result<T, ConfigError> {
-        let Some(setting) = self.get(name, flag) else { return Ok(default) };
+        let Some(setting) = self.get(name, flag) else {
+            return Ok(default);
+        };
         match setting.value.trim().parse::<T>() {
             Ok(v) if v >= min && v <= max => Ok(v),
             _ => Err(setting.invalid(&format!("a whole number from {min} to {max}"))),
@@ -183,7 +202,9 @@ impl Sources<'_> {
     }
 
     fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
-        let Some(setting) = self.get(name, None) else { return Ok(default) };
+        let Some(setting) = self.get(name, None) else {
+            return Ok(default);
+        };
         match setting.value.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" | "" => Ok(false),
@@ -195,12 +216,19 @@ impl Sources<'_> {
 impl Config {
     /// Builds the configuration from parsed flags, a lookup into the real environment
     /// (injected so tests need not touch the process environment) and the working directory.
-    pub fn load(cli: &Cli, env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Result<Config, ConfigError> {
+    pub fn load(
+        cli: &Cli,
+        env: &dyn Fn(&str) -> Option<String>,
+        cwd: &Path,
+    ) -> Result<Config, ConfigError> {
         let file = match &cli.env_file {
             Some(path) => {
                 let path = cwd.join(path);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!("cannot read env file {} (from flag -e): {e}", path.display()))
+                    ConfigError(format!(
+                        "cannot read env file {} (from flag -e): {e}",
+                        path.display()
+                    ))
                 })?;
                 parse_env_file(&text, &path)?
             }
@@ -209,15 +237,22 @@ impl Config {
                 match std::fs::read_to_string(&path) {
                     Ok(text) => parse_env_file(&text, &path)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-                    Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+                    Err(e) => {
+                        return Err(ConfigError(format!("cannot read {}: {e}", path.display())))
+                    }
                 }
             }
         };
         let src = Sources { env, file };
 
         let port = src.number("PORT", Some(("-p", &cli.port)), 3000u16, 0, 65535)?;
-        let host = src.get("HOST", Some(("-H", &cli.host))).map(|s| s.value).unwrap_or_else(|| "0.0.0.0".into());
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let host = src
+            .get("HOST", Some(("-H", &cli.host)))
+            .map(|s| s.value)
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let workers = src.number("NEXUS_WORKERS", Some(("-w", &cli.workers)), cores, 1, 1024)?;
 
         let driver = match src.get("NEXUS_DRIVER", None) {
@@ -230,11 +265,16 @@ impl Config {
         };
 
         let upstream = match src.get("UPSTREAM_URL", Some(("--upstream", &cli.upstream))) {
-            None => parse_upstream_url("https://api.anthropic.com").expect("default upstream parses"),
+            None => {
+                parse_upstream_url("https://api.anthropic.com").expect("default upstream parses")
+            }
             Some(s) => parse_upstream_url(s.value.trim()).map_err(|why| s.invalid(why))?,
         };
 
-        let upstream_ca_file = match src.get("UPSTREAM_CA_FILE", None).filter(|s| !s.value.trim().is_empty()) {
+        let upstream_ca_file = match src
+            .get("UPSTREAM_CA_FILE", None)
+            .filter(|s| !s.value.trim().is_empty())
+        {
             None => None,
             Some(s) => {
                 let path = cwd.join(s.value.trim());
@@ -257,7 +297,8 @@ impl Config {
         };
 
         let secs = |name: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
-            src.number(name, None, default, min, 365 * 24 * 3600).map(Duration::from_secs)
+            src.number(name, None, default, min, 365 * 24 * 3600)
+                .map(Duration::from_secs)
         };
 
         Ok(Config {
@@ -272,13 +313,24 @@ impl Config {
             claude_api_key: src.string("CLAUDE_API_KEY"),
             client_api_keys: src
                 .string("CLIENT_API_KEYS")
-                .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|k| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
-            credentials_dir: cwd.join(src.string("CREDENTIALS_DIR").unwrap_or_else(|| "credentials".into())),
+            credentials_dir: cwd.join(
+                src.string("CREDENTIALS_DIR")
+                    .unwrap_or_else(|| "credentials".into()),
+            ),
             oauth_token_url: src
                 .string("OAUTH_TOKEN_URL")
                 .unwrap_or_else(|| "https://platform.claude.com/v1/oauth/token".into()),
-            client_setup_dir: cwd.join(src.string("CLIENT_SETUP_DIR").unwrap_or_else(|| "client-setup".into())),
+            client_setup_dir: cwd.join(
+                src.string("CLIENT_SETUP_DIR")
+                    .unwrap_or_else(|| "client-setup".into()),
+            ),
             telemetry_endpoint: src.string("TELEMETRY_ENDPOINT"),
             slack: SlackConfig {
                 webhook_url: src.string("SLACK_WEBHOOK_URL"),
@@ -298,7 +350,10 @@ impl Config {
 }
 
 /// Parses `KEY=VALUE` lines: `#` comments, optional `export `, optional single or double quotes.
-fn parse_env_file(text: &str, path: &Path) -> Result<HashMap<String, (String, PathBuf, usize)>, ConfigError> {
+fn parse_env_file(
+    text: &str,
+    path: &Path,
+) -> Result<HashMap<String, (String, PathBuf, usize)>, ConfigError> {
     let mut vars = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -316,14 +371,24 @@ fn parse_env_file(text: &str, path: &Path) -> Result<HashMap<String, (String, Pa
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError(format!("{}:{}: invalid variable name {:?}", path.display(), index + 1, key)));
+            return Err(ConfigError(format!(
+                "{}:{}: invalid variable name {:?}",
+                path.display(),
+                index + 1,
+                key
+            )));
         }
         let value = value.trim();
         let value = match value.as_bytes() {
-            [q @ (b'"' | b'\''), .., last] if last == q && value.len() >= 2 => &value[1..value.len() - 1],
+            [q @ (b'"' | b'\''), .., last] if last == q && value.len() >= 2 => {
+                &value[1..value.len() - 1]
+            }
             _ => value.split(" #").next().unwrap_or("").trim_end(),
         };
-        vars.insert(key.to_string(), (value.to_string(), path.to_path_buf(), index + 1));
+        vars.insert(
+            key.to_string(),
+            (value.to_string(), path.to_path_buf(), index + 1),
+        );
     }
     Ok(vars)
 }
@@ -346,7 +411,9 @@ pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
     };
     let default_port = if tls { 443 } else { 80 };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("a closing ] in the IPv6 address")?;
+        let (ip, after) = v6
+            .split_once(']')
+            .ok_or("a closing ] in the IPv6 address")?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| "a numeric port")?,
             None if after.is_empty() => default_port,
@@ -362,10 +429,23 @@ pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
     if host.is_empty() || port == 0 {
         return Err("a host and a non-zero port");
     }
-    let host_for_header = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-    let authority =
-        if port == default_port { host_for_header } else { format!("{host_for_header}:{port}") };
-    Ok(UpstreamUrl { tls, host: host.to_ascii_lowercase(), port, authority, base_path: path.to_string() })
+    let host_for_header = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let authority = if port == default_port {
+        host_for_header
+    } else {
+        format!("{host_for_header}:{port}")
+    };
+    Ok(UpstreamUrl {
+        tls,
+        host: host.to_ascii_lowercase(),
+        port,
+        authority,
+        base_path: path.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -373,7 +453,10 @@ mod tests {
     use super::*;
 
     fn load(cli: Cli, env: &[(&str, &str)], dir: &Path) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load(&cli, &move |k| env.get(k).cloned(), dir)
     }
 
@@ -399,26 +482,52 @@ mod tests {
     #[test]
     fn cli_beats_env_beats_file() {
         let dir = temp_dir("precedence");
-        std::fs::write(dir.join(".env"), "PORT=1111\nHOST=10.0.0.1\nCLAUDE_API_KEY='from-file'\n").unwrap();
+        std::fs::write(
+            dir.join(".env"),
+            "PORT=1111\nHOST=10.0.0.1\nCLAUDE_API_KEY='from-file'\n",
+        )
+        .unwrap();
         let c = load(Cli::default(), &[("PORT", "2222")], &dir).unwrap();
         assert_eq!((c.port, c.host.as_str()), (2222, "10.0.0.1"));
         assert_eq!(c.claude_api_key.as_deref(), Some("from-file"));
-        let cli = Cli { port: Some("3333".into()), ..Cli::default() };
+        let cli = Cli {
+            port: Some("3333".into()),
+            ..Cli::default()
+        };
         assert_eq!(load(cli, &[("PORT", "2222")], &dir).unwrap().port, 3333);
     }
 
     #[test]
     fn bad_values_say_what_and_where() {
         let dir = temp_dir("bad");
-        let cli = Cli { port: Some("abc".into()), ..Cli::default() };
+        let cli = Cli {
+            port: Some("abc".into()),
+            ..Cli::default()
+        };
         let err = load(cli, &[], &dir).unwrap_err().to_string();
-        assert!(err.contains("PORT") && err.contains("abc") && err.contains("-p"), "{err}");
-        let err = load(Cli::default(), &[("UPSTREAM_URL", "ftp://x")], &dir).unwrap_err().to_string();
-        assert!(err.contains("UPSTREAM_URL") && err.contains("environment"), "{err}");
-        let cli = Cli { env_file: Some("missing.env".into()), ..Cli::default() };
+        assert!(
+            err.contains("PORT") && err.contains("abc") && err.contains("-p"),
+            "{err}"
+        );
+        let err = load(Cli::default(), &[("UPSTREAM_URL", "ftp://x")], &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("UPSTREAM_URL") && err.contains("environment"),
+            "{err}"
+        );
+        let cli = Cli {
+            env_file: Some("missing.env".into()),
+            ..Cli::default()
+        };
         let err = load(cli, &[], &dir).unwrap_err().to_string();
         assert!(err.contains("missing.env"), "{err}");
-        let err = load(Cli::default(), &[("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], &dir).unwrap_err();
+        let err = load(
+            Cli::default(),
+            &[("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")],
+            &dir,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("UPSTREAM_CA_FILE"), "{err}");
     }
 
@@ -426,9 +535,15 @@ mod tests {
     fn upstream_urls() {
         let u = parse_upstream_url("http://127.0.0.1:8080/gateway/").unwrap();
         assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 8080));
-        assert_eq!((u.authority.as_str(), u.base_path.as_str()), ("127.0.0.1:8080", "/gateway"));
+        assert_eq!(
+            (u.authority.as_str(), u.base_path.as_str()),
+            ("127.0.0.1:8080", "/gateway")
+        );
         let u = parse_upstream_url("https://[::1]:8443").unwrap();
-        assert_eq!((u.host.as_str(), u.authority.as_str()), ("::1", "[::1]:8443"));
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("::1", "[::1]:8443")
+        );
         assert!(parse_upstream_url("https://host:0").is_err());
         assert!(parse_upstream_url("https://user@host").is_err());
     }

@@ -66,7 +66,9 @@ fn main() {
         config.credentials_dir.display(),
     );
 
-    shared.stats.start_report(config.stats_interval, shared.started);
+    shared
+        .stats
+        .start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
 }
@@ -77,7 +79,11 @@ fn fail(message: &str) -> ! {
 }
 
 fn init_logging(config: &Config) {
-    let level = if config.debug && config.log_level == "info" { "debug" } else { config.log_level.as_str() };
+    let level = if config.debug && config.log_level == "info" {
+        "debug"
+    } else {
+        config.log_level.as_str()
+    };
     env_logger::Builder::new()
         .parse_filters(level)
         .format_target(false)
@@ -114,7 +120,10 @@ fn wait_for_signal(signals: &libc::sigset_t) -> libc::c_int {
 
 /// Waits up to `timeout` for a shutdown signal; true if one came.
 fn signal_within(signals: &libc::sigset_t, timeout: Duration) -> bool {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
     // SAFETY: valid set and timespec; no siginfo wanted.
     unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &ts) > 0 }
 }
@@ -125,16 +134,25 @@ fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
     let grace = shared.config.shutdown_grace;
     let lifecycle = &shared.lifecycle;
     lifecycle.begin_shutdown();
-    log::info!("shutting down: no new connections; waiting up to {}s for requests in flight", grace.as_secs());
+    log::info!(
+        "shutting down: no new connections; waiting up to {}s for requests in flight",
+        grace.as_secs()
+    );
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && (lifecycle.accepting() > 0 || lifecycle.busy() > 0) {
         if signal_within(signals, Duration::from_millis(50)) {
-            log::warn!("second signal: exiting now with {} request(s) in flight", lifecycle.busy());
+            log::warn!(
+                "second signal: exiting now with {} request(s) in flight",
+                lifecycle.busy()
+            );
             std::process::exit(1);
         }
     }
     if lifecycle.busy() > 0 {
-        log::warn!("grace period over: {} request(s) still in flight are cut off", lifecycle.busy());
+        log::warn!(
+            "grace period over: {} request(s) still in flight are cut off",
+            lifecycle.busy()
+        );
     } else {
         log::info!("all requests finished; bye");
     }

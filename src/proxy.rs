@@ -16,7 +16,9 @@ use crate::credentials::{self, domain_from_host, CredentialError};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error::ErrorReply;
 use crate::http::request::{BodyFraming, Method, RequestHead};
-use crate::http::response::{parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError};
+use crate::http::response::{
+    parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError,
+};
 use crate::request_id::RequestId;
 use crate::server::connection::ClientConn;
 use crate::server::worker::{Worker, RELAY_BUFFER};
@@ -82,24 +84,35 @@ impl ProxyError {
     /// The answer the client gets, if the response has not started. `None`: just close.
     pub fn reply(&self, upstream: &str) -> Option<ErrorReply> {
         Some(match self {
-            ProxyError::InvalidHost => ErrorReply::new(400, "invalid Host header: expected a host name"),
+            ProxyError::InvalidHost => {
+                ErrorReply::new(400, "invalid Host header: expected a host name")
+            }
             ProxyError::Credential(CredentialError::Missing) => ErrorReply::new(
                 401,
                 "no API credential: send x-api-key or Authorization, set CLAUDE_API_KEY, \
                  or add <domain>.credentials.json to CREDENTIALS_DIR",
             ),
-            ProxyError::Credential(CredentialError::InvalidFile(why)) => ErrorReply::new(500, why.clone()),
-            ProxyError::BodyTooLarge(limit) => {
-                ErrorReply::new(413, format!("request body is larger than {} MiB", limit / (1024 * 1024)))
+            ProxyError::Credential(CredentialError::InvalidFile(why)) => {
+                ErrorReply::new(500, why.clone())
             }
-            ProxyError::BadRequestBody(e) => ErrorReply::new(400, format!("malformed request body: {e}")),
-            ProxyError::Connect(e) => ErrorReply::new(502, format!("cannot reach upstream {upstream}: {e}")),
-            ProxyError::UpstreamWrite(_) | ProxyError::UpstreamRead(_) => {
-                ErrorReply::new(502, format!("upstream {upstream} closed the connection without a response"))
+            ProxyError::BodyTooLarge(limit) => ErrorReply::new(
+                413,
+                format!("request body is larger than {} MiB", limit / (1024 * 1024)),
+            ),
+            ProxyError::BadRequestBody(e) => {
+                ErrorReply::new(400, format!("malformed request body: {e}"))
             }
-            ProxyError::UpstreamTimeout(secs) => {
-                ErrorReply::new(504, format!("upstream {upstream} sent no response within {secs}s"))
+            ProxyError::Connect(e) => {
+                ErrorReply::new(502, format!("cannot reach upstream {upstream}: {e}"))
             }
+            ProxyError::UpstreamWrite(_) | ProxyError::UpstreamRead(_) => ErrorReply::new(
+                502,
+                format!("upstream {upstream} closed the connection without a response"),
+            ),
+            ProxyError::UpstreamTimeout(secs) => ErrorReply::new(
+                504,
+                format!("upstream {upstream} sent no response within {secs}s"),
+            ),
             ProxyError::UpstreamHead(_) | ProxyError::UpstreamBody(_) => {
                 ErrorReply::new(502, format!("upstream {upstream} sent an invalid response"))
             }
@@ -142,24 +155,44 @@ pub async fn forward(
         .as_ref()
         .filter(|d| d.may_have_file)
         .and_then(|d| shared.credentials.lookup(&worker.credentials, &d.name));
-    let auth = credentials::choose(entry.as_ref(), head, shared.config.claude_api_key.as_deref())
-        .map_err(ProxyError::Credential)?;
-    credentials::write_auth_headers(&mut conn.upstream_head, &auth, head.anthropic_beta.as_deref());
+    let auth = credentials::choose(
+        entry.as_ref(),
+        head,
+        shared.config.claude_api_key.as_deref(),
+    )
+    .map_err(ProxyError::Credential)?;
+    credentials::write_auth_headers(
+        &mut conn.upstream_head,
+        &auth,
+        head.anthropic_beta.as_deref(),
+    );
 
     let path = head.path();
     let buffered = path == "/v1/messages" || path == "/v1/messages/count_tokens";
-    let limit = if buffered { BUFFERED_BODY_LIMIT } else { STREAMED_BODY_LIMIT };
+    let limit = if buffered {
+        BUFFERED_BODY_LIMIT
+    } else {
+        STREAMED_BODY_LIMIT
+    };
     if let BodyFraming::Length(n) = head.framing {
         if n > limit {
             return Err(ProxyError::BodyTooLarge(limit));
         }
     }
-    let body = if buffered { Some(read_whole_body(conn, head, limit).await?) } else { None };
+    let body = if buffered {
+        Some(read_whole_body(conn, head, limit).await?)
+    } else {
+        None
+    };
 
     let framing_header = &mut conn.upstream_head;
     match (&body, head.framing) {
-        (Some(WholeBody::InConnection(range)), _) => write!(framing_header, "content-length: {}\r\n", range.len()),
-        (Some(WholeBody::Decoded(bytes)), _) => write!(framing_header, "content-length: {}\r\n", bytes.len()),
+        (Some(WholeBody::InConnection(range)), _) => {
+            write!(framing_header, "content-length: {}\r\n", range.len())
+        }
+        (Some(WholeBody::Decoded(bytes)), _) => {
+            write!(framing_header, "content-length: {}\r\n", bytes.len())
+        }
         (None, BodyFraming::Length(n)) => write!(framing_header, "content-length: {n}\r\n"),
         (None, BodyFraming::Chunked) => write!(framing_header, "transfer-encoding: chunked\r\n"),
         (None, BodyFraming::None) if !matches!(head.method, Method::Get | Method::Head) => {
@@ -173,12 +206,18 @@ pub async fn forward(
     let mut upstream = send_head(conn, worker, &mut meter).await?;
     match body {
         Some(WholeBody::InConnection(range)) if !range.is_empty() => {
-            let (res, slice) = upstream.write_all(std::mem::take(&mut conn.buf).slice(range)).await;
+            let (res, slice) = upstream
+                .write_all(std::mem::take(&mut conn.buf).slice(range))
+                .await;
             conn.buf = slice.into_inner();
             res.map_err(ProxyError::UpstreamWrite)?;
         }
         Some(WholeBody::Decoded(bytes)) if !bytes.is_empty() => {
-            upstream.write_all(bytes).await.0.map_err(ProxyError::UpstreamWrite)?;
+            upstream
+                .write_all(bytes)
+                .await
+                .0
+                .map_err(ProxyError::UpstreamWrite)?;
         }
         Some(_) => {}
         None => relay_request_body(conn, &mut upstream, head, limit).await?,
@@ -189,24 +228,34 @@ pub async fn forward(
 /// Writes the request head on a pooled or new connection. A pooled connection that fails
 /// the very first write never delivered a byte, so the request moves to a fresh one;
 /// after any byte was accepted nothing is ever re-sent (a POST may already be billing).
-async fn send_head(conn: &mut ClientConn, worker: &Worker, meter: &mut Meter<'_>) -> Result<UpstreamConn, ProxyError> {
+async fn send_head(
+    conn: &mut ClientConn,
+    worker: &Worker,
+    meter: &mut Meter<'_>,
+) -> Result<UpstreamConn, ProxyError> {
     let proxy_metrics = &worker.shared.stats.proxy;
     let mut pooled = worker.pool.checkout();
     loop {
         let (mut upstream, reused) = match pooled.take() {
             Some(conn) => {
-                proxy_metrics.upstream_connections_reused.fetch_add(1, Relaxed);
+                proxy_metrics
+                    .upstream_connections_reused
+                    .fetch_add(1, Relaxed);
                 (conn, true)
             }
             None => {
                 let since = Instant::now();
                 let opened = worker.pool.connect().await;
                 meter.waited_on_upstream(since);
-                proxy_metrics.upstream_connections_opened.fetch_add(1, Relaxed);
+                proxy_metrics
+                    .upstream_connections_opened
+                    .fetch_add(1, Relaxed);
                 (opened.map_err(ProxyError::Connect)?, false)
             }
         };
-        let (res, head) = upstream.write(std::mem::take(&mut conn.upstream_head)).await;
+        let (res, head) = upstream
+            .write(std::mem::take(&mut conn.upstream_head))
+            .await;
         match res {
             Ok(n) if n == head.len() => {
                 conn.upstream_head = head;
@@ -231,14 +280,20 @@ async fn send_head(conn: &mut ClientConn, worker: &Worker, meter: &mut Meter<'_>
 }
 
 /// Reads a `/v1/messages`-style body completely (it is classified before forwarding).
-async fn read_whole_body(conn: &mut ClientConn, head: &RequestHead, limit: u64) -> Result<WholeBody, ProxyError> {
+async fn read_whole_body(
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    limit: u64,
+) -> Result<WholeBody, ProxyError> {
     match head.framing {
         BodyFraming::None => Ok(WholeBody::InConnection(conn.pos..conn.pos)),
         BodyFraming::Length(n) => {
             let n = n as usize;
             if conn.available() < n {
                 if head.expect_continue {
-                    conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+                    conn.send_continue()
+                        .await
+                        .map_err(|_| ProxyError::ClientGone)?;
                 }
                 conn.buf.reserve(conn.pos + n - conn.buf.len());
                 while conn.available() < n {
@@ -252,13 +307,17 @@ async fn read_whole_body(conn: &mut ClientConn, head: &RequestHead, limit: u64) 
         }
         BodyFraming::Chunked => {
             if head.expect_continue && conn.available() == 0 {
-                conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+                conn.send_continue()
+                    .await
+                    .map_err(|_| ProxyError::ClientGone)?;
             }
             let mut body = Vec::new();
             let mut decoder = ChunkedDecoder::new();
             loop {
                 let progress = decoder
-                    .feed(&conn.buf[conn.pos..], &mut |data| body.extend_from_slice(data))
+                    .feed(&conn.buf[conn.pos..], &mut |data| {
+                        body.extend_from_slice(data)
+                    })
                     .map_err(ProxyError::BadRequestBody)?;
                 conn.pos += progress.consumed;
                 if body.len() as u64 > limit {
@@ -293,7 +352,9 @@ async fn relay_request_body(
         _ => u64::MAX,
     };
     if head.expect_continue && conn.available() == 0 {
-        conn.send_continue().await.map_err(|_| ProxyError::ClientGone)?;
+        conn.send_continue()
+            .await
+            .map_err(|_| ProxyError::ClientGone)?;
     }
     let mut decoded: u64 = 0;
     loop {
@@ -316,7 +377,9 @@ async fn relay_request_body(
         };
         if take > 0 {
             let range = conn.pos..conn.pos + take;
-            let (res, slice) = upstream.write_all(std::mem::take(&mut conn.buf).slice(range)).await;
+            let (res, slice) = upstream
+                .write_all(std::mem::take(&mut conn.buf).slice(range))
+                .await;
             conn.buf = slice.into_inner();
             res.map_err(ProxyError::UpstreamWrite)?;
             conn.pos += take;
@@ -331,7 +394,10 @@ async fn relay_request_body(
 }
 
 /// Reads more upstream bytes after those already in `buf`.
-async fn read_append(upstream: &mut UpstreamConn, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+async fn read_append(
+    upstream: &mut UpstreamConn,
+    buf: Vec<u8>,
+) -> (std::io::Result<usize>, Vec<u8>) {
     let (len, cap) = (buf.len(), buf.capacity());
     let (res, slice) = upstream.read(buf.slice_mut(len..cap)).await;
     (res, slice.into_inner())
@@ -346,7 +412,9 @@ async fn read_response_head(
 ) -> Result<(FinalHead, Vec<u8>), ProxyError> {
     loop {
         if !buf.is_empty() {
-            match parse_response(&buf, request_was_head, client_head).map_err(ProxyError::UpstreamHead)? {
+            match parse_response(&buf, request_was_head, client_head)
+                .map_err(ProxyError::UpstreamHead)?
+            {
                 Some(ResponseHead::Final(head)) => return Ok((head, buf)),
                 Some(ResponseHead::Interim(len)) => {
                     buf.drain(..len);
@@ -361,7 +429,11 @@ async fn read_response_head(
         let (res, b) = read_append(upstream, buf).await;
         buf = b;
         match res {
-            Ok(0) => return Err(ProxyError::UpstreamRead("closed the connection before responding".into())),
+            Ok(0) => {
+                return Err(ProxyError::UpstreamRead(
+                    "closed the connection before responding".into(),
+                ))
+            }
             Ok(_) => {}
             Err(e) => return Err(ProxyError::UpstreamRead(e.to_string())),
         }
@@ -401,7 +473,12 @@ async fn relay_response(
     meter: &mut Meter<'_>,
 ) -> Result<Outcome, ProxyError> {
     let timeout = worker.shared.config.upstream_timeout;
-    let read_head = read_response_head(&mut upstream, worker.take_buffer(), head.method == Method::Head, &mut conn.out);
+    let read_head = read_response_head(
+        &mut upstream,
+        worker.take_buffer(),
+        head.method == Method::Head,
+        &mut conn.out,
+    );
     let since = Instant::now();
     let head_read = monoio::time::timeout(timeout, read_head).await;
     meter.waited_on_upstream(since);
@@ -455,17 +532,23 @@ async fn relay_response(
                 (Emit::Relayed(start..start + take), *remaining == 0)
             }
             Relay::Chunked(decoder) => {
-                let progress = decoder.feed(&buf[start..], &mut |_| {}).map_err(ProxyError::UpstreamBody)?;
+                let progress = decoder
+                    .feed(&buf[start..], &mut |_| {})
+                    .map_err(ProxyError::UpstreamBody)?;
                 reusable &= progress.consumed == available;
-                (Emit::Relayed(start..start + progress.consumed), progress.done)
+                (
+                    Emit::Relayed(start..start + progress.consumed),
+                    progress.done,
+                )
             }
             Relay::Dechunk(decoder) => {
                 if !head_pending {
                     conn.out.clear();
                 }
                 let out = &mut conn.out;
-                let progress =
-                    decoder.feed(&buf[start..], &mut |data| out.extend_from_slice(data)).map_err(ProxyError::UpstreamBody)?;
+                let progress = decoder
+                    .feed(&buf[start..], &mut |data| out.extend_from_slice(data))
+                    .map_err(ProxyError::UpstreamBody)?;
                 (Emit::Rewritten, progress.done)
             }
             Relay::Rechunk => {
@@ -489,7 +572,11 @@ async fn relay_response(
                 conn.write_out().await
             }
             Emit::Relayed(range) => {
-                let mut res = if head_pending { conn.write_out().await } else { Ok(()) };
+                let mut res = if head_pending {
+                    conn.write_out().await
+                } else {
+                    Ok(())
+                };
                 if res.is_ok() && !range.is_empty() {
                     let (r, b) = conn.write_slice(buf, range).await;
                     buf = b;

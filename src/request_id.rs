@@ -41,7 +41,9 @@ impl RequestIds {
         }
         let a = u64::from_le_bytes(seed[..8].try_into().unwrap()) | 1;
         let b = u64::from_le_bytes(seed[8..].try_into().unwrap());
-        RequestIds { state: Cell::new([a, b]) }
+        RequestIds {
+            state: Cell::new([a, b]),
+        }
     }
 
     fn next_u64(&self) -> u64 {
@@ -97,6 +99,9 @@ mod tests {
         assert_eq!(s.len(), 36);
         assert_eq!(s.as_bytes()[14], b'4');
         assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
-        assert_eq!(s.split('-').map(str::len).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+        assert_eq!(
+            s.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
     }
 }

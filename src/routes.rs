@@ -51,22 +51,52 @@ pub fn local_response(
     let stats = &worker.shared.stats;
     match route {
         Route::Health => {
-            write_response(out, 200, "application/json", &health_body(worker), id, &[], close, head_only);
+            write_response(
+                out,
+                200,
+                "application/json",
+                &health_body(worker),
+                id,
+                &[],
+                close,
+                head_only,
+            );
         }
         Route::TokenStats => {
-            write_response(out, 200, "application/json", &stats.token_stats_json(), id, &[], close, head_only);
+            write_response(
+                out,
+                200,
+                "application/json",
+                &stats.token_stats_json(),
+                id,
+                &[],
+                close,
+                head_only,
+            );
         }
         Route::Metrics => {
             let body = stats.metrics_text();
             let content_type = "text/plain; version=0.0.4; charset=utf-8";
-            write_response(out, 200, content_type, body.as_bytes(), id, &[], close, head_only);
+            write_response(
+                out,
+                200,
+                content_type,
+                body.as_bytes(),
+                id,
+                &[],
+                close,
+                head_only,
+            );
         }
         Route::MethodNotAllowed => {
             let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));
             write_error(out, &reply, id, close);
         }
         Route::NotFound | Route::Proxy => {
-            let reply = ErrorReply::new(404, format!("no route for {}; the Claude API is under /v1/", head.path()));
+            let reply = ErrorReply::new(
+                404,
+                format!("no route for {}; the Claude API is under /v1/", head.path()),
+            );
             write_error(out, &reply, id, close);
         }
     }

@@ -17,7 +17,10 @@ pub fn domain_from_host(host: &str) -> Option<Domain> {
         if !valid_port_suffix(after) || ip.parse::<std::net::Ipv6Addr>().is_err() {
             return None;
         }
-        return Some(Domain { name: format!("[{}]", ip.to_ascii_lowercase()), may_have_file: false });
+        return Some(Domain {
+            name: format!("[{}]", ip.to_ascii_lowercase()),
+            may_have_file: false,
+        });
     }
     let (name, port) = match host.split_once(':') {
         Some((name, port)) => (name, Some(port)),
@@ -27,7 +30,10 @@ pub fn domain_from_host(host: &str) -> Option<Domain> {
         return None;
     }
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    is_hostname(&name).then_some(Domain { name, may_have_file: true })
+    is_hostname(&name).then_some(Domain {
+        name,
+        may_have_file: true,
+    })
 }
 
 fn valid_port_suffix(after: &str) -> bool {
@@ -46,7 +52,9 @@ fn is_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -57,19 +65,55 @@ mod tests {
     #[test]
     fn valid_hosts() {
         let d = domain_from_host("Claude-1.Example.COM:3000").unwrap();
-        assert_eq!(d, Domain { name: "claude-1.example.com".into(), may_have_file: true });
+        assert_eq!(
+            d,
+            Domain {
+                name: "claude-1.example.com".into(),
+                may_have_file: true
+            }
+        );
         assert_eq!(domain_from_host("localhost").unwrap().name, "localhost");
-        assert_eq!(domain_from_host("127.0.0.1:3000").unwrap().name, "127.0.0.1");
-        assert_eq!(domain_from_host("example.com.").unwrap().name, "example.com");
+        assert_eq!(
+            domain_from_host("127.0.0.1:3000").unwrap().name,
+            "127.0.0.1"
+        );
+        assert_eq!(
+            domain_from_host("example.com.").unwrap().name,
+            "example.com"
+        );
         let v6 = domain_from_host("[::1]:3000").unwrap();
-        assert_eq!(v6, Domain { name: "[::1]".into(), may_have_file: false });
+        assert_eq!(
+            v6,
+            Domain {
+                name: "[::1]".into(),
+                may_have_file: false
+            }
+        );
     }
 
     #[test]
     fn hostile_hosts_are_refused() {
         for host in [
-            "", "..", "../../etc/passwd", "../evil", "a/b", "a\\b", "a..b", ".a", "-a.com", "a-.com",
-            "a b", "a:", "a:x", "a:123456", "[::1", "[zz]", "a%2f", "a\0b", "ä.com", "x.credentials.json/",
+            "",
+            "..",
+            "../../etc/passwd",
+            "../evil",
+            "a/b",
+            "a\\b",
+            "a..b",
+            ".a",
+            "-a.com",
+            "a-.com",
+            "a b",
+            "a:",
+            "a:x",
+            "a:123456",
+            "[::1",
+            "[zz]",
+            "a%2f",
+            "a\0b",
+            "ä.com",
+            "x.credentials.json/",
         ] {
             assert_eq!(domain_from_host(host), None, "{host:?}");
         }

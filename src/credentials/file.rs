@@ -24,19 +24,29 @@ pub struct OAuthTokens {
 pub fn parse_credential(text: &str) -> Result<Credential, String> {
     let json: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
     let obj = json.as_object().ok_or("not a JSON object")?;
-    let kind = obj.get("type").and_then(Value::as_str).ok_or("missing string field \"type\"")?;
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("missing string field \"type\"")?;
     match kind {
         "api_key" => {
-            let key = non_empty_str(obj.get("api_key")).ok_or("missing string field \"api_key\"")?;
+            let key =
+                non_empty_str(obj.get("api_key")).ok_or("missing string field \"api_key\"")?;
             Ok(Credential::ApiKey { api_key: key })
         }
         "oauth" => {
-            let oauth = obj.get("oauth").and_then(Value::as_object).ok_or("missing object field \"oauth\"")?;
+            let oauth = obj
+                .get("oauth")
+                .and_then(Value::as_object)
+                .ok_or("missing object field \"oauth\"")?;
             let access_token = non_empty_str(oauth.get("accessToken"))
                 .ok_or("missing string field \"oauth.accessToken\"")?;
             let expires_at = match oauth.get("expiresAt") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().ok_or("field \"oauth.expiresAt\" is not a number of milliseconds")?),
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or("field \"oauth.expiresAt\" is not a number of milliseconds")?,
+                ),
             };
             Ok(Credential::OAuth(OAuthTokens {
                 access_token,
@@ -49,7 +59,11 @@ pub fn parse_credential(text: &str) -> Result<Credential, String> {
 }
 
 fn non_empty_str(value: Option<&Value>) -> Option<String> {
-    value.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    value
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -58,8 +72,15 @@ mod tests {
 
     #[test]
     fn parses_both_kinds() {
-        let c = parse_credential(r#"{"type":"api_key","api_key":"sk-ant-api03-x","slack":{"enabled":true}}"#);
-        assert_eq!(c.unwrap(), Credential::ApiKey { api_key: "sk-ant-api03-x".into() });
+        let c = parse_credential(
+            r#"{"type":"api_key","api_key":"sk-ant-api03-x","slack":{"enabled":true}}"#,
+        );
+        assert_eq!(
+            c.unwrap(),
+            Credential::ApiKey {
+                api_key: "sk-ant-api03-x".into()
+            }
+        );
         let c = parse_credential(
             r#"{"type":"oauth","oauth":{"accessToken":"at","refreshToken":"rt","expiresAt":1705123456789,"scopes":[],"isMax":false}}"#,
         )
@@ -81,8 +102,14 @@ mod tests {
             ("[]", "object"),
             (r#"{"api_key":"sk-secret"}"#, "\"type\""),
             (r#"{"type":"api_key","apikey":"sk-secret"}"#, "\"api_key\""),
-            (r#"{"type":"oauth","oauth":{"refreshToken":"sk-secret"}}"#, "oauth.accessToken"),
-            (r#"{"type":"oauth","oauth":{"accessToken":"sk-secret","expiresAt":"soon"}}"#, "oauth.expiresAt"),
+            (
+                r#"{"type":"oauth","oauth":{"refreshToken":"sk-secret"}}"#,
+                "oauth.accessToken",
+            ),
+            (
+                r#"{"type":"oauth","oauth":{"accessToken":"sk-secret","expiresAt":"soon"}}"#,
+                "oauth.expiresAt",
+            ),
             (r#"{"type":"password"}"#, "\"type\""),
         ];
         for (text, field) in cases {

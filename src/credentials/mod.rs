@@ -73,7 +73,10 @@ pub fn choose<'a>(
 
 fn bearer_token(authorization: &str) -> Option<&str> {
     let (scheme, token) = authorization.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Appends the credential header and the (possibly merged) `anthropic-beta` header.
@@ -137,32 +140,63 @@ mod tests {
 
     #[test]
     fn priority_is_file_then_client_then_default() {
-        let file: store::Entry = Ok(Arc::new(Credential::ApiKey { api_key: "file".into() }));
+        let file: store::Entry = Ok(Arc::new(Credential::ApiKey {
+            api_key: "file".into(),
+        }));
         let h = head(Some("client"), Some("Bearer sk-ant-api03-bearer"));
-        assert_eq!(choose(Some(&file), &h, Some("env")), Ok(UpstreamAuth::ApiKey("file")));
-        assert_eq!(choose(None, &h, Some("env")), Ok(UpstreamAuth::ApiKey("client")));
+        assert_eq!(
+            choose(Some(&file), &h, Some("env")),
+            Ok(UpstreamAuth::ApiKey("file"))
+        );
+        assert_eq!(
+            choose(None, &h, Some("env")),
+            Ok(UpstreamAuth::ApiKey("client"))
+        );
         let h = head(None, Some("Bearer sk-ant-api03-bearer"));
-        assert_eq!(choose(None, &h, Some("env")), Ok(UpstreamAuth::ApiKey("sk-ant-api03-bearer")));
+        assert_eq!(
+            choose(None, &h, Some("env")),
+            Ok(UpstreamAuth::ApiKey("sk-ant-api03-bearer"))
+        );
         let h = head(None, Some("Bearer sk-ant-oat01-token"));
-        assert_eq!(choose(None, &h, None), Ok(UpstreamAuth::OAuthBearer("sk-ant-oat01-token")));
+        assert_eq!(
+            choose(None, &h, None),
+            Ok(UpstreamAuth::OAuthBearer("sk-ant-oat01-token"))
+        );
         let h = head(None, None);
-        assert_eq!(choose(None, &h, Some("env")), Ok(UpstreamAuth::ApiKey("env")));
+        assert_eq!(
+            choose(None, &h, Some("env")),
+            Ok(UpstreamAuth::ApiKey("env"))
+        );
         assert_eq!(choose(None, &h, None), Err(CredentialError::Missing));
         let broken: store::Entry = Err(Arc::from("bad field"));
-        assert!(matches!(choose(Some(&broken), &h, Some("env")), Err(CredentialError::InvalidFile(_))));
+        assert!(matches!(
+            choose(Some(&broken), &h, Some("env")),
+            Err(CredentialError::InvalidFile(_))
+        ));
     }
 
     #[test]
     fn oauth_beta_is_merged_once() {
         let mut out = Vec::new();
-        write_auth_headers(&mut out, &UpstreamAuth::OAuthBearer("t"), Some("prompt-caching-2024-07-31"));
+        write_auth_headers(
+            &mut out,
+            &UpstreamAuth::OAuthBearer("t"),
+            Some("prompt-caching-2024-07-31"),
+        );
         assert_eq!(
             String::from_utf8_lossy(&out),
             "authorization: Bearer t\r\nanthropic-beta: prompt-caching-2024-07-31,oauth-2025-04-20\r\n"
         );
         out.clear();
-        write_auth_headers(&mut out, &UpstreamAuth::OAuthBearer("t"), Some("a, oauth-2025-04-20"));
-        assert_eq!(String::from_utf8_lossy(&out), "authorization: Bearer t\r\nanthropic-beta: a, oauth-2025-04-20\r\n");
+        write_auth_headers(
+            &mut out,
+            &UpstreamAuth::OAuthBearer("t"),
+            Some("a, oauth-2025-04-20"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "authorization: Bearer t\r\nanthropic-beta: a, oauth-2025-04-20\r\n"
+        );
         out.clear();
         write_auth_headers(&mut out, &UpstreamAuth::ApiKey("k"), None);
         assert_eq!(String::from_utf8_lossy(&out), "x-api-key: k\r\n");

@@ -64,13 +64,20 @@ impl CredentialStore {
 
     /// Number of domains with a credential file (valid or not).
     pub fn len(&self) -> usize {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Re-reads files whose stamp changed; publishes a new snapshot if anything did.
     pub fn rescan(&self) {
         let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let current = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut next: HashMap<String, Entry> = HashMap::with_capacity(current.len());
         let mut seen: HashMap<String, Stamp> = HashMap::with_capacity(stamps.len());
         let mut changed = false;
@@ -79,17 +86,24 @@ impl CredentialStore {
             Ok(entries) => entries.flatten().collect::<Vec<_>>(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                log::warn!("credentials: cannot read directory {}: {e}", self.dir.display());
+                log::warn!(
+                    "credentials: cannot read directory {}: {e}",
+                    self.dir.display()
+                );
                 return;
             }
         };
         for entry in entries {
             let file_name = entry.file_name();
-            let Some(domain) = file_name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else { continue };
+            let Some(domain) = file_name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+                continue;
+            };
             if super::domain::domain_from_host(domain).map(|d| d.name) != Some(domain.to_string()) {
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -121,7 +135,11 @@ impl CredentialStore {
         let generation = self.generation.load(Ordering::Acquire);
         let mut cached = view.0.borrow_mut();
         if cached.0 != generation || cached.1.is_none() {
-            let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let snapshot = self
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             *cached = (generation, Some(snapshot));
         }
         cached.1.as_ref().and_then(|s| s.get(domain).cloned())
@@ -143,7 +161,9 @@ fn load(path: &Path, domain: &str) -> Entry {
         }
         Err(why) => {
             log::error!("credentials: {} is unusable: {why}", path.display());
-            Err(Arc::from(format!("the credential file for {domain} is invalid: {why}")))
+            Err(Arc::from(format!(
+                "the credential file for {domain} is invalid: {why}"
+            )))
         }
     }
 }
@@ -159,7 +179,11 @@ mod tests {
         let file = dir.join("a.example.com.credentials.json");
         std::fs::write(&file, r#"{"type":"api_key","api_key":"one"}"#).unwrap();
         std::fs::write(dir.join("bad.example.com.credentials.json"), "{").unwrap();
-        std::fs::write(dir.join("..credentials.json"), r#"{"type":"api_key","api_key":"x"}"#).unwrap();
+        std::fs::write(
+            dir.join("..credentials.json"),
+            r#"{"type":"api_key","api_key":"x"}"#,
+        )
+        .unwrap();
         let store = CredentialStore::open(dir.clone());
         let view = LocalView::default();
         let key = |store: &CredentialStore| match store.lookup(&view, "a.example.com") {
@@ -170,7 +194,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(key(&store), Some("one".into()));
-        assert!(matches!(store.lookup(&view, "bad.example.com"), Some(Err(_))));
+        assert!(matches!(
+            store.lookup(&view, "bad.example.com"),
+            Some(Err(_))
+        ));
         assert_eq!(store.len(), 2, "the invalid domain name is ignored");
 
         std::fs::write(&file, r#"{"type":"api_key","api_key":"two, longer"}"#).unwrap();

@@ -88,15 +88,28 @@ impl Default for ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder positioned before the first chunk-size line.
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size { digits: 0 }, remaining: 0, skipped: 0 }
+        ChunkedDecoder {
+            state: State::Size { digits: 0 },
+            remaining: 0,
+            skipped: 0,
+        }
     }
 
     /// Consumes framing from `input`, passing each run of chunk data to `on_data`.
-    pub fn feed(&mut self, input: &[u8], on_data: &mut impl FnMut(&[u8])) -> Result<Progress, ChunkError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        on_data: &mut impl FnMut(&[u8]),
+    ) -> Result<Progress, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
-                State::Done => return Ok(Progress { consumed: i, done: true }),
+                State::Done => {
+                    return Ok(Progress {
+                        consumed: i,
+                        done: true,
+                    })
+                }
                 State::Data => {
                     let take = (input.len() - i).min(self.remaining as usize);
                     if take > 0 {
@@ -148,9 +161,14 @@ impl ChunkedDecoder {
                 (State::TrailerStart, b'\r') => State::FinalLf,
                 (State::FinalLf, b'\n') => {
                     self.state = State::Done;
-                    return Ok(Progress { consumed: i, done: true });
+                    return Ok(Progress {
+                        consumed: i,
+                        done: true,
+                    });
                 }
-                (State::TrailerStart | State::TrailerLine, b'\n' | 0) => return Err(ChunkError::BadFraming),
+                (State::TrailerStart | State::TrailerLine, b'\n' | 0) => {
+                    return Err(ChunkError::BadFraming)
+                }
                 (State::TrailerStart | State::TrailerLine, _) => {
                     self.skipped += 1;
                     if self.skipped > MAX_TRAILER_BYTES {
@@ -166,7 +184,10 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadFraming),
             };
         }
-        Ok(Progress { consumed: i, done: self.state == State::Done })
+        Ok(Progress {
+            consumed: i,
+            done: self.state == State::Done,
+        })
     }
 }
 
@@ -196,32 +217,51 @@ mod tests {
             let (data, consumed, done) = decode_in_steps(body, step).unwrap();
             assert_eq!(data, b"hello, world", "step {step}");
             assert!(done);
-            assert_eq!(consumed, body.len() - 4, "pipelined bytes stay unconsumed (step {step})");
+            assert_eq!(
+                consumed,
+                body.len() - 4,
+                "pipelined bytes stay unconsumed (step {step})"
+            );
         }
     }
 
     #[test]
     fn rejects_malformed_framing() {
         let cases: &[&[u8]] = &[
-            b"\r\n",                       // empty size
-            b"zz\r\n",                     // not hex
-            b"-1\r\n",                     // sign
-            b"1000000000000000\r\n",       // 16 digits
-            b"3\r\nabcX\r\n",              // data longer than declared
-            b"3\nabc\r\n0\r\n\r\n",        // bare LF after size
-            b"3;ext\nabc\r\n",             // bare LF after extension
-            b"0\r\nBad\nTrailer\r\n\r\n",  // bare LF in trailer
+            b"\r\n",                      // empty size
+            b"zz\r\n",                    // not hex
+            b"-1\r\n",                    // sign
+            b"1000000000000000\r\n",      // 16 digits
+            b"3\r\nabcX\r\n",             // data longer than declared
+            b"3\nabc\r\n0\r\n\r\n",       // bare LF after size
+            b"3;ext\nabc\r\n",            // bare LF after extension
+            b"0\r\nBad\nTrailer\r\n\r\n", // bare LF in trailer
         ];
         for case in cases {
-            assert!(decode_in_steps(case, case.len()).is_err(), "{:?}", String::from_utf8_lossy(case));
+            assert!(
+                decode_in_steps(case, case.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
         }
-        let long_ext = [b"1;".as_slice(), &vec![b'a'; MAX_EXTENSION_BYTES + 1], b"\r\n"].concat();
-        assert_eq!(decode_in_steps(&long_ext, 64).unwrap_err(), ChunkError::ExtensionTooLong);
+        let long_ext = [
+            b"1;".as_slice(),
+            &vec![b'a'; MAX_EXTENSION_BYTES + 1],
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            decode_in_steps(&long_ext, 64).unwrap_err(),
+            ChunkError::ExtensionTooLong
+        );
     }
 
     #[test]
     fn incomplete_input_is_not_done() {
         let (data, consumed, done) = decode_in_steps(b"4\r\nab", 100).unwrap();
-        assert_eq!((data.as_slice(), consumed, done), (b"ab".as_slice(), 5, false));
+        assert_eq!(
+            (data.as_slice(), consumed, done),
+            (b"ab".as_slice(), 5, false)
+        );
     }
 }

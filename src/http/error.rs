@@ -12,7 +12,10 @@ pub struct ErrorReply {
 
 impl ErrorReply {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ErrorReply { status, message: message.into() }
+        ErrorReply {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -56,7 +59,11 @@ pub fn reason(status: u16) -> &'static str {
 pub fn error_body(reply: &ErrorReply) -> Vec<u8> {
     // Written by hand to keep the API's key order ("type" first); the message is escaped.
     let message = serde_json::to_string(&reply.message).expect("a string always serializes");
-    format!(r#"{{"type":"error","error":{{"type":"{}","message":{message}}}}}"#, error_type(reply.status)).into_bytes()
+    format!(
+        r#"{{"type":"error","error":{{"type":"{}","message":{message}}}}}"#,
+        error_type(reply.status)
+    )
+    .into_bytes()
 }
 
 /// Writes a complete response with a body into `out` (cleared first).
@@ -71,8 +78,16 @@ pub fn write_response(
     head_only: bool,
 ) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n", reason(status));
-    let _ = write!(out, "content-length: {}\r\nx-nexus-request-id: {request_id}\r\n", body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n",
+        reason(status)
+    );
+    let _ = write!(
+        out,
+        "content-length: {}\r\nx-nexus-request-id: {request_id}\r\n",
+        body.len()
+    );
     for (name, value) in extra_headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
@@ -87,8 +102,21 @@ pub fn write_response(
 
 /// Writes an Anthropic-shaped error response into `out`.
 pub fn write_error(out: &mut Vec<u8>, reply: &ErrorReply, request_id: &str, close: bool) {
-    let extra: &[(&str, &str)] = if reply.status == 405 { &[("allow", "GET, HEAD")] } else { &[] };
-    write_response(out, reply.status, "application/json", &error_body(reply), request_id, extra, close, false);
+    let extra: &[(&str, &str)] = if reply.status == 405 {
+        &[("allow", "GET, HEAD")]
+    } else {
+        &[]
+    };
+    write_response(
+        out,
+        reply.status,
+        "application/json",
+        &error_body(reply),
+        request_id,
+        extra,
+        close,
+        false,
+    );
 }
 
 #[cfg(test)]
@@ -120,7 +148,12 @@ mod tests {
     #[test]
     fn error_response_is_complete_http() {
         let mut out = Vec::new();
-        write_error(&mut out, &ErrorReply::new(502, "upstream \"x\" down"), "rid", true);
+        write_error(
+            &mut out,
+            &ErrorReply::new(502, "upstream \"x\" down"),
+            "rid",
+            true,
+        );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));

@@ -21,7 +21,9 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// True when some `Connection` header value lists `name` as a token.
 pub fn named_by_connection(connection_values: &[&[u8]], name: &str) -> bool {
-    connection_values.iter().any(|value| tokens(value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+    connection_values
+        .iter()
+        .any(|value| tokens(value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// True when some `Connection` header carries the `close` token.
@@ -31,7 +33,10 @@ pub fn connection_close(connection_values: &[&[u8]]) -> bool {
 
 /// The comma-separated tokens of a header value, trimmed.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(|t| t.trim_ascii()).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
 }
 
 /// Appends `name: value\r\n`, turning any CR or LF left by an obs-fold into a space.
@@ -39,7 +44,11 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     if value.iter().any(|&b| b == b'\r' || b == b'\n') {
-        out.extend(value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        out.extend(
+            value
+                .iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
     } else {
         out.extend_from_slice(value);
     }
@@ -70,7 +79,14 @@ mod tests {
     #[test]
     fn content_length_is_strict() {
         assert_eq!(parse_content_length(b" 42 "), Some(42));
-        for bad in [&b""[..], b"-1", b"+1", b"1,1", b"0x10", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_content_length(bad), None, "{:?}", bad);
         }
     }

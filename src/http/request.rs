@@ -84,10 +84,14 @@ pub fn parse_request(
     let mut req = httparse::Request::new(&mut slots);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge)
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Invalid("unsupported HTTP version")),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Invalid("unsupported HTTP version"))
+        }
         Err(_) => return Err(HeadError::Invalid("malformed request head")),
     };
     if head_len > MAX_HEAD_BYTES {
@@ -97,10 +101,14 @@ pub fn parse_request(
     let target = req.path.unwrap_or("");
     let http10 = req.version == Some(0);
     if !target.starts_with('/') {
-        return Err(HeadError::Invalid("request target must be a path starting with /"));
+        return Err(HeadError::Invalid(
+            "request target must be a path starting with /",
+        ));
     }
     if has_dot_segment(target) {
-        return Err(HeadError::Invalid("request path must not contain . or .. segments"));
+        return Err(HeadError::Invalid(
+            "request path must not contain . or .. segments",
+        ));
     }
 
     let mut connection: [&[u8]; 8] = [b""; 8];
@@ -131,7 +139,8 @@ pub fn parse_request(
         let name = h.name;
         let value = h.value;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = headers::parse_content_length(value).ok_or(HeadError::Invalid("invalid Content-Length"))?;
+            let n = headers::parse_content_length(value)
+                .ok_or(HeadError::Invalid("invalid Content-Length"))?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(HeadError::Invalid("conflicting Content-Length headers"));
             }
@@ -139,7 +148,9 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only plain `chunked` is a framing we can read; anything else is unsafe to guess.
             if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::Invalid("unsupported Transfer-Encoding (only chunked is accepted)"));
+                return Err(HeadError::Invalid(
+                    "unsupported Transfer-Encoding (only chunked is accepted)",
+                ));
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("host") {
@@ -172,7 +183,9 @@ pub fn parse_request(
     let connection = &connection[..connection_count];
 
     if chunked && content_length.is_some() {
-        return Err(HeadError::Invalid("both Content-Length and Transfer-Encoding sent"));
+        return Err(HeadError::Invalid(
+            "both Content-Length and Transfer-Encoding sent",
+        ));
     }
     if host.is_none() && !http10 {
         return Err(HeadError::Invalid("missing Host header"));
@@ -206,8 +219,14 @@ pub fn parse_request(
 /// Headers that go upstream as the client sent them. Framing, Host, credentials and
 /// `anthropic-beta` are rewritten by nexus, hop-by-hop ones never leave this hop.
 fn is_forwarded(name: &str, connection: &[&[u8]]) -> bool {
-    const REWRITTEN: &[&str] =
-        &["host", "content-length", "expect", "x-api-key", "authorization", "anthropic-beta"];
+    const REWRITTEN: &[&str] = &[
+        "host",
+        "content-length",
+        "expect",
+        "x-api-key",
+        "authorization",
+        "anthropic-beta",
+    ];
     !is_hop_by_hop(name)
         && !REWRITTEN.iter().any(|r| r.eq_ignore_ascii_case(name))
         && !headers::named_by_connection(connection, name)
@@ -286,7 +305,10 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
         ];
         for raw in bad {
-            assert!(matches!(parse(raw).0, Err(HeadError::Invalid(_))), "{raw:?}");
+            assert!(
+                matches!(parse(raw).0, Err(HeadError::Invalid(_))),
+                "{raw:?}"
+            );
         }
     }
 

@@ -89,7 +89,8 @@ pub fn parse_response(
     let mut transfer_encoding: Option<&[u8]> = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = headers::parse_content_length(h.value).ok_or(ResponseHeadError::AmbiguousFraming)?;
+            let n = headers::parse_content_length(h.value)
+                .ok_or(ResponseHeadError::AmbiguousFraming)?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(ResponseHeadError::AmbiguousFraming);
             }
@@ -110,7 +111,11 @@ pub fn parse_response(
     let framing = if no_body {
         ResponseFraming::Empty
     } else if let Some(te) = transfer_encoding {
-        let last = te.split(|&b| b == b',').next_back().unwrap_or(b"").trim_ascii();
+        let last = te
+            .split(|&b| b == b',')
+            .next_back()
+            .unwrap_or(b"")
+            .trim_ascii();
         if last.eq_ignore_ascii_case(b"chunked") {
             ResponseFraming::Chunked
         } else {
@@ -134,15 +139,22 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         // A HEAD response's Content-Length describes the GET body: pass it on as sent.
         let keep_length = request_was_head && h.name.eq_ignore_ascii_case("content-length");
-        let framing_header =
-            h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding");
+        let framing_header = h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding");
         if keep_length
-            || (!framing_header && !is_hop_by_hop(h.name) && !headers::named_by_connection(connection, h.name))
+            || (!framing_header
+                && !is_hop_by_hop(h.name)
+                && !headers::named_by_connection(connection, h.name))
         {
             headers::push_header(client_head, h.name.as_bytes(), h.value);
         }
     }
-    Ok(Some(ResponseHead::Final(FinalHead { status, framing, reusable, head_len })))
+    Ok(Some(ResponseHead::Final(FinalHead {
+        status,
+        framing,
+        reusable,
+        head_len,
+    })))
 }
 
 #[cfg(test)]
@@ -164,16 +176,25 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        assert_eq!(final_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").framing, ResponseFraming::Length(5));
+        assert_eq!(
+            final_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").framing,
+            ResponseFraming::Length(5)
+        );
         let chunked = final_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(chunked.framing, ResponseFraming::Chunked);
         assert!(chunked.reusable);
         let close = final_head("HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(close.framing, ResponseFraming::UntilClose);
         assert!(!close.reusable);
-        assert_eq!(final_head("HTTP/1.1 204 No Content\r\n\r\n").framing, ResponseFraming::Empty);
+        assert_eq!(
+            final_head("HTTP/1.1 204 No Content\r\n\r\n").framing,
+            ResponseFraming::Empty
+        );
         assert!(!final_head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").reusable);
-        assert!(!final_head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").reusable);
+        assert!(
+            !final_head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+                .reusable
+        );
     }
 
     #[test]
@@ -183,7 +204,11 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n",
         ] {
-            assert_eq!(parse(raw, false).0.unwrap_err(), ResponseHeadError::AmbiguousFraming, "{raw:?}");
+            assert_eq!(
+                parse(raw, false).0.unwrap_err(),
+                ResponseHeadError::AmbiguousFraming,
+                "{raw:?}"
+            );
         }
     }
 
@@ -195,20 +220,32 @@ mod tests {
             false,
         );
         assert!(matches!(r, Ok(Some(ResponseHead::Final(_)))));
-        assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nrequest-id: req_1\r\n");
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nrequest-id: req_1\r\n"
+        );
     }
 
     #[test]
     fn head_responses_keep_their_length_and_interim_is_skipped() {
         let (_, head) = parse("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", true);
         assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n");
-        assert_eq!(parse("HTTP/1.1 100 Continue\r\n\r\n", false).0, Ok(Some(ResponseHead::Interim(25))));
-        assert_eq!(parse("HTTP/1.1 101 Switching\r\n\r\n", false).0, Err(ResponseHeadError::Upgrade));
+        assert_eq!(
+            parse("HTTP/1.1 100 Continue\r\n\r\n", false).0,
+            Ok(Some(ResponseHead::Interim(25)))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 101 Switching\r\n\r\n", false).0,
+            Err(ResponseHeadError::Upgrade)
+        );
     }
 
     #[test]
     fn tolerated_server_quirks() {
-        let (r, head) = parse("HTTP/1.1 200 OK\r\nX-Space : a\r\nX-Fold: one\r\n two\r\nContent-Length: 0\r\n\r\n", false);
+        let (r, head) = parse(
+            "HTTP/1.1 200 OK\r\nX-Space : a\r\nX-Fold: one\r\n two\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
         assert!(matches!(r, Ok(Some(ResponseHead::Final(_)))), "{r:?}");
         assert!(head.contains("X-Fold: one   two\r\n"), "{head}");
     }

@@ -73,7 +73,10 @@ impl ClientConn {
             self.buf.reserve(16 * 1024);
         }
         let (len, cap) = (self.buf.len(), self.buf.capacity());
-        let (res, slice) = self.stream.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
+        let (res, slice) = self
+            .stream
+            .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
+            .await;
         self.buf = slice.into_inner();
         match res {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
@@ -89,14 +92,21 @@ impl ClientConn {
     }
 
     /// Writes `data[range]` to the client, handing the buffer back.
-    pub async fn write_slice(&mut self, data: Vec<u8>, range: std::ops::Range<usize>) -> (io::Result<()>, Vec<u8>) {
+    pub async fn write_slice(
+        &mut self,
+        data: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
         let (res, slice) = self.stream.write_all(data.slice(range)).await;
         (res.map(|_| ()), slice.into_inner())
     }
 
     /// Answers `Expect: 100-continue` before the body is read.
     pub async fn send_continue(&mut self) -> io::Result<()> {
-        let (res, _) = self.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        let (res, _) = self
+            .stream
+            .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            .await;
         res.map(|_| ())
     }
 
@@ -104,7 +114,11 @@ impl ClientConn {
     async fn read_head(&mut self, worker: &Worker) -> Result<Option<RequestHead>, HeadError> {
         loop {
             if self.available() > 0 {
-                if let Some(head) = parse_request(&self.buf[self.pos..], &worker.shared.config.upstream, &mut self.upstream_head)? {
+                if let Some(head) = parse_request(
+                    &self.buf[self.pos..],
+                    &worker.shared.config.upstream,
+                    &mut self.upstream_head,
+                )? {
                     return Ok(Some(head));
                 }
             }
@@ -155,7 +169,9 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
             Ok(None) => return,
             Err(e) => {
                 let reply = match e {
-                    HeadError::TooLarge => ErrorReply::new(431, "request head is larger than 64 KiB"),
+                    HeadError::TooLarge => {
+                        ErrorReply::new(431, "request head is larger than 64 KiB")
+                    }
                     HeadError::Invalid(why) => ErrorReply::new(400, why),
                 };
                 let id = worker.request_ids.next();
@@ -165,7 +181,9 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
                 return;
             }
         };
-        let busy = first_request.take().unwrap_or_else(|| lifecycle.busy_guard());
+        let busy = first_request
+            .take()
+            .unwrap_or_else(|| lifecycle.busy_guard());
         let keep_alive = handle(&mut conn, &worker, &head).await;
         drop(busy);
         if !keep_alive || lifecycle.shutting_down() {
@@ -196,7 +214,9 @@ async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> b
             if conn.response_started {
                 return false;
             }
-            let Some(reply) = err.reply(&worker.shared.upstream.display) else { return false };
+            let Some(reply) = err.reply(&worker.shared.upstream.display) else {
+                return false;
+            };
             let keep = keep_alive(conn);
             write_error(&mut conn.out, &reply, request_id.as_str(), !keep);
             conn.write_out().await.is_ok() && keep

@@ -42,7 +42,11 @@ fn tuned_ring() -> io_uring::Builder {
 
 /// Runs `make(driver)` to completion on the best runtime this machine allows.
 /// `why_not_uring` receives the reason whenever io_uring was given up.
-pub fn block_on<F, Fut>(choice: DriverChoice, make: F, why_not_uring: impl FnOnce(String)) -> Fut::Output
+pub fn block_on<F, Fut>(
+    choice: DriverChoice,
+    make: F,
+    why_not_uring: impl FnOnce(String),
+) -> Fut::Output
 where
     F: FnOnce(Driver) -> Fut,
     Fut: Future,
@@ -56,7 +60,11 @@ where
         if let Ok(mut rt) = tuned {
             return rt.block_on(make(Driver::UringTuned));
         }
-        match RuntimeBuilder::<IoUringDriver>::new().enable_timer().with_entries(RING_ENTRIES).build() {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .with_entries(RING_ENTRIES)
+            .build()
+        {
             Ok(mut rt) => return rt.block_on(make(Driver::Uring)),
             Err(e) => why_not_uring(e.to_string()),
         }

@@ -39,7 +39,10 @@ pub struct Worker {
 impl Worker {
     /// An empty relay buffer of [`RELAY_BUFFER`] capacity, reused when possible.
     pub fn take_buffer(&self) -> Vec<u8> {
-        self.spare_buffers.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(RELAY_BUFFER))
+        self.spare_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(RELAY_BUFFER))
     }
 
     /// Hands a relay buffer back for the next request.
@@ -53,9 +56,17 @@ impl Worker {
 }
 
 /// The worker thread's main future: bind, report ready, serve until the process exits.
-pub async fn run(id: usize, shared: Arc<Shared>, driver: Driver, ready: Sender<Result<Driver, String>>) {
+pub async fn run(
+    id: usize,
+    shared: Arc<Shared>,
+    driver: Driver,
+    ready: Sender<Result<Driver, String>>,
+) {
     let addr = (shared.config.host.as_str(), shared.config.port);
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
         Ok(listener) => listener,
         Err(e) => {
@@ -134,7 +145,8 @@ fn drain_backlog(listener: &TcpListener, worker: &Rc<Worker>) {
     };
     let mut drained = 0;
     loop {
-        let conn = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), socket_flags) };
+        let conn =
+            unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), socket_flags) };
         if conn < 0 {
             break;
         }
@@ -144,10 +156,16 @@ fn drain_backlog(listener: &TcpListener, worker: &Rc<Worker>) {
                 drained += 1;
                 monoio::spawn(connection::serve(stream, Rc::clone(worker)));
             }
-            Err(e) => log::warn!("worker {}: cannot adopt a queued connection: {e}", worker.id),
+            Err(e) => log::warn!(
+                "worker {}: cannot adopt a queued connection: {e}",
+                worker.id
+            ),
         }
     }
     if drained > 0 {
-        log::info!("worker {}: serving {drained} connection(s) queued before shutdown", worker.id);
+        log::info!(
+            "worker {}: serving {drained} connection(s) queued before shutdown",
+            worker.id
+        );
     }
 }

@@ -19,13 +19,21 @@ pub struct Meter<'a> {
 
 impl<'a> Meter<'a> {
     /// Starts metering a request for the domain `counters` belong to.
-    pub fn start(counters: Arc<DomainCounters>, proxy: &'a ProxyMetrics, is_messages: bool) -> Self {
+    pub fn start(
+        counters: Arc<DomainCounters>,
+        proxy: &'a ProxyMetrics,
+        is_messages: bool,
+    ) -> Self {
         Meter {
             counters,
             proxy,
             started: Instant::now(),
             upstream_wait: Duration::ZERO,
-            record: RequestRecord { is_messages, error: true, ..Default::default() },
+            record: RequestRecord {
+                is_messages,
+                error: true,
+                ..Default::default()
+            },
         }
     }
 
@@ -39,7 +47,9 @@ impl Drop for Meter<'_> {
     fn drop(&mut self) {
         let total = self.started.elapsed();
         self.proxy.request_duration.observe(total);
-        self.proxy.proxy_overhead.observe(total.saturating_sub(self.upstream_wait));
+        self.proxy
+            .proxy_overhead
+            .observe(total.saturating_sub(self.upstream_wait));
         self.counters.record(&self.record, now_ms());
     }
 }

@@ -8,8 +8,8 @@ use super::registry::DomainSnapshot;
 
 /// Upper bounds of the latency histograms, in seconds.
 const BUCKETS: [f64; 20] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 300.0, 600.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
 
 /// A fixed-bucket histogram of durations, lock-free.
@@ -25,7 +25,10 @@ impl Histogram {
     /// Adds one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let slot = BUCKETS.iter().position(|&le| secs <= le).unwrap_or(BUCKETS.len());
+        let slot = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
         self.buckets[slot].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
@@ -40,7 +43,11 @@ impl Histogram {
         }
         cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
     }
 }
@@ -60,7 +67,11 @@ pub struct ProxyMetrics {
 }
 
 /// Renders the Prometheus text exposition (format 0.0.4).
-pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: &ProxyMetrics) -> String {
+pub fn render(
+    domains: &[(String, DomainSnapshot)],
+    folded_domains: u64,
+    proxy: &ProxyMetrics,
+) -> String {
     let mut out = String::with_capacity(4096 + domains.len() * 1024);
     let _ = writeln!(
         out,
@@ -69,13 +80,31 @@ pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: 
         env!("CARGO_PKG_VERSION")
     );
 
-    family(&mut out, "nexus_requests_total", "Requests forwarded, by domain and endpoint.", "counter");
+    family(
+        &mut out,
+        "nexus_requests_total",
+        "Requests forwarded, by domain and endpoint.",
+        "counter",
+    );
     for (domain, s) in domains {
         let d = escape(domain);
-        let _ = writeln!(out, "nexus_requests_total{{domain=\"{d}\",endpoint=\"messages\"}} {}", s.requests);
-        let _ = writeln!(out, "nexus_requests_total{{domain=\"{d}\",endpoint=\"other\"}} {}", s.other_requests);
+        let _ = writeln!(
+            out,
+            "nexus_requests_total{{domain=\"{d}\",endpoint=\"messages\"}} {}",
+            s.requests
+        );
+        let _ = writeln!(
+            out,
+            "nexus_requests_total{{domain=\"{d}\",endpoint=\"other\"}} {}",
+            s.other_requests
+        );
     }
-    family(&mut out, "nexus_tokens_total", "Tokens counted in responses, by domain and kind.", "counter");
+    family(
+        &mut out,
+        "nexus_tokens_total",
+        "Tokens counted in responses, by domain and kind.",
+        "counter",
+    );
     for (domain, s) in domains {
         let d = escape(domain);
         for (kind, n) in [
@@ -84,14 +113,33 @@ pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: 
             ("cache_creation", s.cache_creation_input_tokens),
             ("cache_read", s.cache_read_input_tokens),
         ] {
-            let _ = writeln!(out, "nexus_tokens_total{{domain=\"{d}\",kind=\"{kind}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "nexus_tokens_total{{domain=\"{d}\",kind=\"{kind}\"}} {n}"
+            );
         }
     }
     let per_domain: [(&str, &str, fn(&DomainSnapshot) -> u64); 4] = [
-        ("nexus_query_evaluations_total", "Requests with exactly one system prompt.", |s| s.query_evaluations),
-        ("nexus_inferences_total", "Requests with more than one system prompt.", |s| s.inferences),
-        ("nexus_tool_calls_total", "tool_use blocks in responses.", |s| s.tool_calls),
-        ("nexus_errors_total", "Requests that ended in an error.", |s| s.errors),
+        (
+            "nexus_query_evaluations_total",
+            "Requests with exactly one system prompt.",
+            |s| s.query_evaluations,
+        ),
+        (
+            "nexus_inferences_total",
+            "Requests with more than one system prompt.",
+            |s| s.inferences,
+        ),
+        (
+            "nexus_tool_calls_total",
+            "tool_use blocks in responses.",
+            |s| s.tool_calls,
+        ),
+        (
+            "nexus_errors_total",
+            "Requests that ended in an error.",
+            |s| s.errors,
+        ),
     ];
     for (name, help, get) in per_domain {
         family(&mut out, name, help, "counter");
@@ -99,8 +147,20 @@ pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: 
             let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), get(s));
         }
     }
-    single(&mut out, "nexus_domains_folded_total", "Domains counted under \"other\" past NEXUS_MAX_DOMAINS.", "counter", folded_domains as i64);
-    single(&mut out, "nexus_open_connections", "Client connections open now.", "gauge", proxy.open_connections.load(Relaxed));
+    single(
+        &mut out,
+        "nexus_domains_folded_total",
+        "Domains counted under \"other\" past NEXUS_MAX_DOMAINS.",
+        "counter",
+        folded_domains as i64,
+    );
+    single(
+        &mut out,
+        "nexus_open_connections",
+        "Client connections open now.",
+        "gauge",
+        proxy.open_connections.load(Relaxed),
+    );
     single(
         &mut out,
         "nexus_upstream_connections_opened_total",
@@ -115,9 +175,22 @@ pub fn render(domains: &[(String, DomainSnapshot)], folded_domains: u64, proxy: 
         "counter",
         proxy.upstream_connections_reused.load(Relaxed) as i64,
     );
-    family(&mut out, "nexus_notify_dropped_total", "Side-channel events dropped (queue full or undeliverable).", "counter");
-    let _ = writeln!(out, "nexus_notify_dropped_total{{sink=\"telemetry\"}} {}", proxy.notify_dropped_telemetry.load(Relaxed));
-    let _ = writeln!(out, "nexus_notify_dropped_total{{sink=\"slack\"}} {}", proxy.notify_dropped_slack.load(Relaxed));
+    family(
+        &mut out,
+        "nexus_notify_dropped_total",
+        "Side-channel events dropped (queue full or undeliverable).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "nexus_notify_dropped_total{{sink=\"telemetry\"}} {}",
+        proxy.notify_dropped_telemetry.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "nexus_notify_dropped_total{{sink=\"slack\"}} {}",
+        proxy.notify_dropped_slack.load(Relaxed)
+    );
     proxy.request_duration.render(
         &mut out,
         "nexus_request_duration_seconds",
@@ -142,7 +215,10 @@ fn single(out: &mut String, name: &str, help: &str, kind: &str, value: i64) {
 
 /// Escapes a label value (backslash, quote, newline).
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -165,7 +241,11 @@ mod tests {
 
     #[test]
     fn domains_are_labelled() {
-        let s = DomainSnapshot { requests: 3, input_tokens: 10, ..Default::default() };
+        let s = DomainSnapshot {
+            requests: 3,
+            input_tokens: 10,
+            ..Default::default()
+        };
         let text = render(&[("a\"b".into(), s)], 1, &ProxyMetrics::default());
         assert!(text.contains("nexus_requests_total{domain=\"a\\\"b\",endpoint=\"messages\"} 3\n"));
         assert!(text.contains("nexus_tokens_total{domain=\"a\\\"b\",kind=\"input\"} 10\n"));

@@ -20,7 +20,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(max_domains: usize) -> Self {
-        Stats { registry: StatsRegistry::new(max_domains), proxy: ProxyMetrics::default() }
+        Stats {
+            registry: StatsRegistry::new(max_domains),
+            proxy: ProxyMetrics::default(),
+        }
     }
 
     /// The `/token-stats` body (shape fixed by DESIGN.md; `errorCount` and
@@ -55,11 +58,19 @@ impl Stats {
 
     /// The `/metrics` body.
     pub fn metrics_text(&self) -> String {
-        metrics::render(&self.registry.snapshot(), self.registry.folded_domains(), &self.proxy)
+        metrics::render(
+            &self.registry.snapshot(),
+            self.registry.folded_domains(),
+            &self.proxy,
+        )
     }
 
     /// Starts the thread that prints the console report every `interval` (0: never).
-    pub fn start_report(self: &std::sync::Arc<Self>, interval: Duration, started: std::time::Instant) {
+    pub fn start_report(
+        self: &std::sync::Arc<Self>,
+        interval: Duration,
+        started: std::time::Instant,
+    ) {
         if interval.is_zero() {
             return;
         }
@@ -69,7 +80,9 @@ impl Stats {
             .spawn(move || loop {
                 std::thread::sleep(interval);
                 let snapshot = stats.registry.snapshot();
-                if let Some(text) = report::render(&snapshot, &report::local_time_now(), started.elapsed()) {
+                if let Some(text) =
+                    report::render(&snapshot, &report::local_time_now(), started.elapsed())
+                {
                     println!("{text}");
                 }
             })
@@ -79,5 +92,8 @@ impl Stats {
 
 /// Milliseconds since the Unix epoch, for `lastUpdated`.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

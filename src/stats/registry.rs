@@ -55,13 +55,16 @@ impl DomainCounters {
     pub fn record(&self, r: &RequestRecord, now_ms: u64) {
         if r.is_messages {
             self.requests.fetch_add(1, Relaxed);
-            self.query_evaluations.fetch_add(r.query_evaluation as u64, Relaxed);
+            self.query_evaluations
+                .fetch_add(r.query_evaluation as u64, Relaxed);
             self.inferences.fetch_add(r.inference as u64, Relaxed);
             self.tool_calls.fetch_add(r.tool_calls, Relaxed);
             self.input_tokens.fetch_add(r.input_tokens, Relaxed);
             self.output_tokens.fetch_add(r.output_tokens, Relaxed);
-            self.cache_creation_input_tokens.fetch_add(r.cache_creation_input_tokens, Relaxed);
-            self.cache_read_input_tokens.fetch_add(r.cache_read_input_tokens, Relaxed);
+            self.cache_creation_input_tokens
+                .fetch_add(r.cache_creation_input_tokens, Relaxed);
+            self.cache_read_input_tokens
+                .fetch_add(r.cache_read_input_tokens, Relaxed);
         } else {
             self.other_requests.fetch_add(1, Relaxed);
         }
@@ -114,12 +117,21 @@ pub struct StatsRegistry {
 impl StatsRegistry {
     /// A registry that tracks at most `max_domains` domains by name.
     pub fn new(max_domains: usize) -> Self {
-        StatsRegistry { domains: RwLock::new(HashMap::new()), max_domains, folded_domains: AtomicU64::new(0) }
+        StatsRegistry {
+            domains: RwLock::new(HashMap::new()),
+            max_domains,
+            folded_domains: AtomicU64::new(0),
+        }
     }
 
     /// The counters for `domain`, creating them (or folding into [`OTHER`]) on first sight.
     pub fn counters(&self, domain: &str) -> Arc<DomainCounters> {
-        if let Some(c) = self.domains.read().unwrap_or_else(|e| e.into_inner()).get(domain) {
+        if let Some(c) = self
+            .domains
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+        {
             return Arc::clone(c);
         }
         let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
@@ -193,19 +205,39 @@ mod tests {
             ..Default::default()
         };
         local.get(&registry, "a.com").record(&record, 1000);
-        local.get(&registry, "a.com").record(&RequestRecord { error: true, ..Default::default() }, 2000);
+        local.get(&registry, "a.com").record(
+            &RequestRecord {
+                error: true,
+                ..Default::default()
+            },
+            2000,
+        );
         local.get(&registry, "b.com").record(&record, 1000);
         local.get(&registry, "c.com").record(&record, 1000);
         local.get(&registry, "d.com").record(&record, 1000);
         local.get(&registry, INVALID_HOST).record(&record, 1000);
         let snap: HashMap<_, _> = registry.snapshot().into_iter().collect();
         let a = snap["a.com"];
-        assert_eq!((a.requests, a.other_requests, a.inferences, a.tool_calls), (1, 1, 1, 2));
-        assert_eq!((a.input_tokens, a.output_tokens, a.cache_read_input_tokens, a.errors), (10, 5, 7, 1));
+        assert_eq!(
+            (a.requests, a.other_requests, a.inferences, a.tool_calls),
+            (1, 1, 1, 2)
+        );
+        assert_eq!(
+            (
+                a.input_tokens,
+                a.output_tokens,
+                a.cache_read_input_tokens,
+                a.errors
+            ),
+            (10, 5, 7, 1)
+        );
         assert_eq!(a.last_updated_ms, 2000);
         assert_eq!(snap[OTHER].requests, 2, "c.com and d.com folded");
         assert_eq!(registry.folded_domains(), 2);
-        assert_eq!(snap[INVALID_HOST].requests, 1, "buckets do not count against the cap");
+        assert_eq!(
+            snap[INVALID_HOST].requests, 1,
+            "buckets do not count against the cap"
+        );
         assert_eq!(snap.len(), 4);
     }
 }

@@ -5,24 +5,43 @@ use std::time::Duration;
 
 use super::registry::DomainSnapshot;
 
-const HEAVY_RULE: &str = "==========================================================================================";
-const LIGHT_RULE: &str = "------------------------------------------------------------------------------------------";
+const HEAVY_RULE: &str =
+    "==========================================================================================";
+const LIGHT_RULE: &str =
+    "------------------------------------------------------------------------------------------";
 
 /// Renders the report; `None` when no domain has a request yet (nothing is printed then).
 /// `local_time` is the title's timestamp, e.g. `1/13/2025, 3:45:23 PM`.
-pub fn render(stats: &[(String, DomainSnapshot)], local_time: &str, uptime: Duration) -> Option<String> {
+pub fn render(
+    stats: &[(String, DomainSnapshot)],
+    local_time: &str,
+    uptime: Duration,
+) -> Option<String> {
     let rows: Vec<_> = stats.iter().filter(|(_, s)| s.requests > 0).collect();
     if rows.is_empty() {
         return None;
     }
     let mut out = String::new();
     let _ = writeln!(out, "{HEAVY_RULE}");
-    let _ = writeln!(out, "Token Usage Report - {local_time} (Uptime: {})", format_uptime(uptime));
+    let _ = writeln!(
+        out,
+        "Token Usage Report - {local_time} (Uptime: {})",
+        format_uptime(uptime)
+    );
     let _ = writeln!(out, "{HEAVY_RULE}");
     let _ = writeln!(
         out,
         "{:<25}{:>5}{:>7}{:>7}{:>7}{:>12}{:>13}{:>13}{:>13}{:>13}",
-        "Domain", "Reqs", "Query", "Infer", "Tools", "Input Tok", "Output Tok", "Total Tok", "Cache Write", "Cache Read"
+        "Domain",
+        "Reqs",
+        "Query",
+        "Infer",
+        "Tools",
+        "Input Tok",
+        "Output Tok",
+        "Total Tok",
+        "Cache Write",
+        "Cache Read"
     );
     let _ = writeln!(out, "{LIGHT_RULE}");
     let mut total = DomainSnapshot::default();
@@ -116,7 +135,14 @@ pub fn local_time_now() -> String {
 mod tests {
     use super::*;
 
-    fn snap(requests: u64, query: u64, infer: u64, tools: u64, input: u64, output: u64) -> DomainSnapshot {
+    fn snap(
+        requests: u64,
+        query: u64,
+        infer: u64,
+        tools: u64,
+        input: u64,
+        output: u64,
+    ) -> DomainSnapshot {
         DomainSnapshot {
             requests,
             query_evaluations: query,
@@ -131,14 +157,23 @@ mod tests {
     #[test]
     fn matches_the_seed_layout() {
         let stats = vec![
-            ("claude-1.example.com".to_string(), snap(12, 8, 4, 3, 5234, 8921)),
-            ("claude-2.example.com".to_string(), snap(8, 5, 3, 0, 3456, 6789)),
+            (
+                "claude-1.example.com".to_string(),
+                snap(12, 8, 4, 3, 5234, 8921),
+            ),
+            (
+                "claude-2.example.com".to_string(),
+                snap(8, 5, 3, 0, 3456, 6789),
+            ),
             ("idle.example.com".to_string(), snap(0, 0, 0, 0, 0, 0)),
             ("localhost".to_string(), snap(3, 2, 1, 2, 892, 1234)),
         ];
         let report = render(&stats, "1/13/2025, 3:45:23 PM", Duration::from_secs(135)).unwrap();
         // The seed's columns, character for character; cache columns follow on the right.
-        let seed_columns: Vec<String> = report.lines().map(|l| l.chars().take(89).collect()).collect();
+        let seed_columns: Vec<String> = report
+            .lines()
+            .map(|l| l.chars().take(89).collect())
+            .collect();
         let expected = "\
 ==========================================================================================
 Token Usage Report - 1/13/2025, 3:45:23 PM (Uptime: 2m 15s)
@@ -151,15 +186,29 @@ localhost                    3      2      1      2         892        1,234    
 ------------------------------------------------------------------------------------------
 TOTAL                       23     15      8      5       9,582       16,944       26,526
 ==========================================================================================";
-        let expected: Vec<String> = expected.lines().map(|l| l.chars().take(89).collect()).collect();
+        let expected: Vec<String> = expected
+            .lines()
+            .map(|l| l.chars().take(89).collect())
+            .collect();
         assert_eq!(seed_columns, expected);
-        assert!(report.lines().nth(3).unwrap().ends_with("  Cache Write   Cache Read"));
+        assert!(report
+            .lines()
+            .nth(3)
+            .unwrap()
+            .ends_with("  Cache Write   Cache Read"));
     }
 
     #[test]
     fn nothing_to_report_prints_nothing() {
         assert_eq!(render(&[], "t", Duration::ZERO), None);
-        assert_eq!(render(&[("a".into(), DomainSnapshot::default())], "t", Duration::ZERO), None);
+        assert_eq!(
+            render(
+                &[("a".into(), DomainSnapshot::default())],
+                "t",
+                Duration::ZERO
+            ),
+            None
+        );
     }
 
     #[test]

@@ -25,11 +25,19 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     pub(super) fn plain(stream: TcpStream, fd: RawFd) -> Self {
-        UpstreamConn { transport: Transport::Plain(stream), fd, reused: false }
+        UpstreamConn {
+            transport: Transport::Plain(stream),
+            fd,
+            reused: false,
+        }
     }
 
     pub(super) fn tls(stream: ClientTlsStream<TcpStream>, fd: RawFd) -> Self {
-        UpstreamConn { transport: Transport::Tls(Box::new(stream)), fd, reused: false }
+        UpstreamConn {
+            transport: Transport::Tls(Box::new(stream)),
+            fd,
+            reused: false,
+        }
     }
 
     /// Reads into the buffer's spare capacity.
@@ -64,7 +72,12 @@ impl UpstreamConn {
         let mut byte = 0u8;
         // SAFETY: recv into a one-byte stack buffer on a socket we own.
         let n = unsafe {
-            libc::recv(self.fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            libc::recv(
+                self.fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
         };
         n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }

@@ -38,7 +38,9 @@ impl std::fmt::Display for ConnectError {
             ConnectError::NoAddress => f.write_str("its address could not be resolved"),
             ConnectError::Connect(e) => write!(f, "connection failed: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            ConnectError::Timeout => write!(f, "no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+            ConnectError::Timeout => {
+                write!(f, "no connection within {}s", CONNECT_TIMEOUT.as_secs())
+            }
         }
     }
 }
@@ -53,9 +55,17 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(upstream: Arc<Upstream>) -> Rc<Pool> {
-        let tls = upstream.tls.as_ref().map(|(config, name)| (TlsConnector::from(Arc::clone(config)), name.clone()));
+        let tls = upstream
+            .tls
+            .as_ref()
+            .map(|(config, name)| (TlsConnector::from(Arc::clone(config)), name.clone()));
         let idle_timeout = upstream.idle_timeout;
-        Rc::new(Pool { upstream, tls, idle: RefCell::new(Vec::new()), idle_timeout })
+        Rc::new(Pool {
+            upstream,
+            tls,
+            idle: RefCell::new(Vec::new()),
+            idle_timeout,
+        })
     }
 
     /// The most recently used idle connection that is still open, if any.
@@ -103,15 +113,19 @@ impl Pool {
                     let fd = stream.as_raw_fd();
                     return match &self.tls {
                         None => Ok(UpstreamConn::plain(stream, fd)),
-                        Some((connector, name)) => match connector.connect(name.clone(), stream).await {
-                            Ok(tls) => Ok(UpstreamConn::tls(tls, fd)),
-                            Err(e) => Err(ConnectError::Tls(e.to_string())),
-                        },
+                        Some((connector, name)) => {
+                            match connector.connect(name.clone(), stream).await {
+                                Ok(tls) => Ok(UpstreamConn::tls(tls, fd)),
+                                Err(e) => Err(ConnectError::Tls(e.to_string())),
+                            }
+                        }
                     };
                 }
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.map(ConnectError::Connect).unwrap_or(ConnectError::NoAddress))
+        Err(last_error
+            .map(ConnectError::Connect)
+            .unwrap_or(ConnectError::NoAddress))
     }
 }

@@ -23,9 +23,17 @@ impl Resolver {
     pub fn start(host: &str, port: u16) -> Arc<Resolver> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             let addrs: Arc<[SocketAddr]> = Arc::new([SocketAddr::new(ip, port)]);
-            return Arc::new(Resolver { host: host.into(), port, addrs: RwLock::new(addrs) });
+            return Arc::new(Resolver {
+                host: host.into(),
+                port,
+                addrs: RwLock::new(addrs),
+            });
         }
-        let resolver = Arc::new(Resolver { host: host.into(), port, addrs: RwLock::new(Arc::new([])) });
+        let resolver = Arc::new(Resolver {
+            host: host.into(),
+            port,
+            addrs: RwLock::new(Arc::new([])),
+        });
         resolver.refresh();
         let background = Arc::clone(&resolver);
         std::thread::Builder::new()
@@ -70,8 +78,16 @@ mod tests {
 
     #[test]
     fn ip_literals_and_localhost() {
-        assert_eq!(&*Resolver::start("127.0.0.1", 8080).addrs(), &["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(
+            &*Resolver::start("127.0.0.1", 8080).addrs(),
+            &["127.0.0.1:8080".parse().unwrap()]
+        );
         let local = Resolver::start("localhost", 443).addrs();
-        assert!(!local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 443));
+        assert!(
+            !local.is_empty()
+                && local
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 443)
+        );
     }
 }

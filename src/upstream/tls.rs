@@ -16,12 +16,21 @@ pub fn client_config(extra_ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, 
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("invalid UPSTREAM_CA_FILE {}: {e}", path.display()))?;
         for cert in certs {
-            let cert = cert.map_err(|e| format!("invalid UPSTREAM_CA_FILE {}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("invalid certificate in UPSTREAM_CA_FILE {}: {e}", path.display()))?;
+            let cert =
+                cert.map_err(|e| format!("invalid UPSTREAM_CA_FILE {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "invalid certificate in UPSTREAM_CA_FILE {}: {e}",
+                    path.display()
+                )
+            })?;
             added += 1;
         }
         if added == 0 {
-            return Err(format!("invalid UPSTREAM_CA_FILE {}: no PEM certificates in it", path.display()));
+            return Err(format!(
+                "invalid UPSTREAM_CA_FILE {}: no PEM certificates in it",
+                path.display()
+            ));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -36,5 +45,6 @@ pub fn client_config(extra_ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, 
 
 /// The name the upstream certificate must carry: a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(host.to_string()).map_err(|_| format!("{host:?} is not a valid TLS server name"))
+    ServerName::try_from(host.to_string())
+        .map_err(|_| format!("{host:?} is not a valid TLS server name"))
 }
