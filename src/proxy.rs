@@ -167,6 +167,20 @@ pub async fn forward(
         head.anthropic_beta.as_deref(),
     );
 
+    // Messages responses are metered, so the upstream is asked for identity encoding: the
+    // scanner then reads the very bytes the client gets. SSE events are small and flushed
+    // one by one, so compression would save little on the wire and cost CPU at both ends.
+    match head.accept_encoding.as_deref() {
+        _ if is_messages => conn
+            .upstream_head
+            .extend_from_slice(b"accept-encoding: identity\r\n"),
+        Some(value) => crate::http::headers::push_header(
+            &mut conn.upstream_head,
+            b"accept-encoding",
+            value.as_bytes(),
+        ),
+        None => {}
+    }
     let path = head.path();
     let buffered = path == "/v1/messages" || path == "/v1/messages/count_tokens";
     let limit = if buffered {

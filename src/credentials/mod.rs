@@ -134,6 +134,7 @@ mod tests {
             x_api_key: x_api_key.map(Into::into),
             authorization: authorization.map(Into::into),
             anthropic_beta: None,
+            accept_encoding: None,
             head_len: 0,
         }
     }

@@ -50,6 +50,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// The client's `anthropic-beta` values, joined with ", ".
     pub anthropic_beta: Option<String>,
+    /// The client's `Accept-Encoding`; the proxy decides what the upstream is asked for.
+    pub accept_encoding: Option<String>,
     /// Length of the head in bytes, including the blank line.
     pub head_len: usize,
 }
@@ -132,6 +134,7 @@ pub fn parse_request(
         x_api_key: None,
         authorization: None,
         anthropic_beta: None,
+        accept_encoding: None,
         head_len,
     };
 
@@ -172,6 +175,8 @@ pub fn parse_request(
             head.x_api_key = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(text(value)?);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accept_encoding = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("anthropic-beta") {
             let value = text(value)?;
             head.anthropic_beta = Some(match head.anthropic_beta.take() {
@@ -223,6 +228,7 @@ fn is_forwarded(name: &str, connection: &[&[u8]]) -> bool {
         "host",
         "content-length",
         "expect",
+        "accept-encoding",
         "x-api-key",
         "authorization",
         "anthropic-beta",
