@@ -1,0 +1,258 @@
+//! Starting the real `nexus` binary for a test, and stopping it afterwards.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use super::client::{Client, Request, Response};
+use super::process::{ChildGuard, OutputLog};
+use super::tempdir::TempDir;
+use super::IO_TIMEOUT;
+
+/// Variables taken from the test process's own environment when set there: the suite runs
+/// once per driver, and NEXUS_LOG lets a developer turn nexus's logging up while debugging.
+const FORWARDED_ENV: [&str; 2] = ["NEXUS_DRIVER", "NEXUS_LOG"];
+
+/// Overrides the binary under test (e.g. a release build); default: this crate's `nexus`.
+const BINARY_OVERRIDE: &str = "NEXUS_BIN";
+
+/// The program the tests start.
+fn nexus_binary() -> OsString {
+    std::env::var_os(BINARY_OVERRIDE).unwrap_or_else(|| env!("CARGO_BIN_EXE_nexus").into())
+}
+
+/// How nexus is started; see [`Nexus::builder`].
+pub struct NexusBuilder {
+    workers: usize,
+    env: Vec<(String, OsString)>,
+    args: Vec<String>,
+    credentials_dir: Option<PathBuf>,
+    credential_files: Vec<(String, String)>,
+}
+
+impl NexusBuilder {
+    /// `-w N` (default 2, one per core of the test machine).
+    pub fn workers(mut self, n: usize) -> NexusBuilder {
+        self.workers = n;
+        self
+    }
+
+    /// Sets an environment variable for nexus.
+    pub fn env(mut self, name: &str, value: impl Into<OsString>) -> NexusBuilder {
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// `UPSTREAM_URL`.
+    pub fn upstream(self, url: &str) -> NexusBuilder {
+        self.env("UPSTREAM_URL", url)
+    }
+
+    /// `UPSTREAM_CA_FILE`.
+    pub fn ca_file(self, path: &Path) -> NexusBuilder {
+        self.env("UPSTREAM_CA_FILE", path)
+    }
+
+    /// `CLAUDE_API_KEY`.
+    pub fn api_key(self, key: &str) -> NexusBuilder {
+        self.env("CLAUDE_API_KEY", key)
+    }
+
+    /// Uses an existing `CREDENTIALS_DIR` (also nexus's working directory) instead of a
+    /// fresh temporary one.
+    pub fn credentials_dir(mut self, dir: &Path) -> NexusBuilder {
+        self.credentials_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Writes `<domain>.credentials.json` with `json` into the credentials dir before start.
+    pub fn credential(mut self, domain: &str, json: &str) -> NexusBuilder {
+        self.credential_files
+            .push((domain.to_string(), json.to_string()));
+        self
+    }
+
+    /// An extra command-line argument.
+    pub fn arg(mut self, arg: &str) -> NexusBuilder {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Spawns nexus and waits (up to 10 s) for its `listening on` line.
+    pub fn start(self) -> Nexus {
+        let scratch = match self.credentials_dir {
+            Some(_) => None,
+            None => Some(TempDir::new("creds")),
+        };
+        let dir = self
+            .credentials_dir
+            .clone()
+            .unwrap_or_else(|| scratch.as_ref().unwrap().path().to_path_buf());
+        for (domain, json) in &self.credential_files {
+            let file = dir.join(format!("{domain}.credentials.json"));
+            std::fs::write(&file, json)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        }
+        let mut child = self.command(&dir).spawn().expect("spawning nexus");
+        let stdout = child.stdout.take().expect("nexus stdout");
+        let stderr = child.stderr.take().expect("nexus stderr");
+        let mut child = ChildGuard::new(child);
+        let log = OutputLog::default();
+        let (lines, _) = log.drain("stdout", stdout);
+        let _ = log.drain("stderr", stderr);
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let addr = loop {
+            match lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listen_addr(&line) {
+                        break addr;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = child.wait_for_exit(Duration::from_secs(2));
+                    panic!(
+                        "nexus closed stdout without a `listening on` line (exit: {status:?})\n{}",
+                        log.snapshot()
+                    );
+                }
+            }
+            if let Some(status) = child.exited() {
+                panic!(
+                    "nexus exited ({status}) before listening\n{}",
+                    log.snapshot()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "nexus printed no `listening on 127.0.0.1:PORT` line within {IO_TIMEOUT:?}\n{}",
+                    log.snapshot()
+                );
+            }
+        };
+        Nexus {
+            child,
+            addr,
+            log,
+            credentials_dir: dir,
+            _scratch: scratch,
+        }
+    }
+
+    fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(nexus_binary());
+        cmd.args([
+            "-p",
+            "0",
+            "-H",
+            "127.0.0.1",
+            "-w",
+            &self.workers.to_string(),
+        ]);
+        cmd.args(&self.args);
+        cmd.env_clear();
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for name in FORWARDED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.env("STATS_INTERVAL_SECS", "0");
+        cmd.env("CREDENTIALS_DIR", dir);
+        for (name, value) in &self.env {
+            cmd.env(name, value);
+        }
+        // Nexus loads `.env` from its working directory; a fresh directory has none.
+        cmd.current_dir(dir);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// A running nexus process; killed (and its log printed, if the test failed) on drop.
+pub struct Nexus {
+    child: ChildGuard,
+    addr: SocketAddr,
+    log: OutputLog,
+    credentials_dir: PathBuf,
+    _scratch: Option<TempDir>,
+}
+
+impl Nexus {
+    /// Options for starting nexus.
+    pub fn builder() -> NexusBuilder {
+        NexusBuilder {
+            workers: 2,
+            env: Vec::new(),
+            args: Vec::new(),
+            credentials_dir: None,
+            credential_files: Vec::new(),
+        }
+    }
+
+    /// The address nexus listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything nexus printed so far (stdout and stderr, prefixed per line).
+    pub fn logs(&self) -> String {
+        self.log.snapshot()
+    }
+
+    /// The credentials directory nexus was started with.
+    pub fn credentials_dir(&self) -> &Path {
+        &self.credentials_dir
+    }
+
+    /// A new client connection to nexus.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends `request` on a new connection and returns the response.
+    pub fn request(&self, request: &Request) -> Response {
+        self.client().request(request)
+    }
+
+    /// Panics if nexus has exited (e.g. crashed while handling a failure).
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.exited() {
+            panic!(
+                "nexus exited unexpectedly ({status})\n{}",
+                self.log.snapshot()
+            );
+        }
+    }
+}
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- nexus log ({}) -----\n{}----- end of nexus log -----",
+                self.addr,
+                self.log.snapshot()
+            );
+        }
+    }
+}
+
+/// The address in a line like `nexus 0.1.0 listening on 127.0.0.1:40123, 2 workers, …`.
+pub fn parse_listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
