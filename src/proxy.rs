@@ -42,8 +42,6 @@ pub struct Outcome {
 /// Why a request could not be forwarded.
 #[derive(Debug)]
 pub enum ProxyError {
-    /// The Host header is not a valid host name.
-    InvalidHost,
     Credential(CredentialError),
     BodyTooLarge(u64),
     BadRequestBody(ChunkError),
@@ -63,7 +61,6 @@ pub enum ProxyError {
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProxyError::InvalidHost => f.write_str("invalid Host header"),
             ProxyError::Credential(CredentialError::Missing) => f.write_str("no credential"),
             ProxyError::Credential(CredentialError::InvalidFile(why)) => f.write_str(why),
             ProxyError::BodyTooLarge(limit) => write!(f, "request body over {limit} bytes"),
@@ -84,9 +81,6 @@ impl ProxyError {
     /// The answer the client gets, if the response has not started. `None`: just close.
     pub fn reply(&self, upstream: &str) -> Option<ErrorReply> {
         Some(match self {
-            ProxyError::InvalidHost => {
-                ErrorReply::new(400, "invalid Host header: expected a host name")
-            }
             ProxyError::Credential(CredentialError::Missing) => ErrorReply::new(
                 401,
                 "no API credential: send x-api-key or Authorization, set CLAUDE_API_KEY, \
@@ -146,11 +140,9 @@ pub async fn forward(
     let is_messages = head.method == Method::Post && head.path() == "/v1/messages";
     let counters = worker.counters.get(&shared.stats.registry, stats_domain);
     let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
-    let domain = match domain {
-        Some(None) => return Err(ProxyError::InvalidHost),
-        Some(Some(d)) => Some(d),
-        None => None,
-    };
+    // A Host that is not a host name never names a file: the request falls through to
+    // the client's own key or CLAUDE_API_KEY, and is counted under "invalid-host".
+    let domain = domain.flatten();
     let entry = domain
         .as_ref()
         .filter(|d| d.may_have_file)

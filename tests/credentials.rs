@@ -240,34 +240,43 @@ fn host_is_rewritten_to_the_upstream_authority() {
 }
 
 #[test]
-fn host_values_that_are_not_hostnames_are_400_and_never_read_a_file() {
+fn host_values_that_are_not_hostnames_never_read_a_file_and_fall_through() {
     let root = TempDir::new("traversal");
     let creds = root.subdir("creds");
+    // A sentinel one level above CREDENTIALS_DIR: where `../evil` would land.
     root.write(
         "evil.credentials.json",
         api_key_file("sk-ant-api03-EVIL").as_bytes(),
     );
     let mock = MockUpstream::start(|_| MockReply::json(200, "{}"));
     let rig = Rig::around(mock, |n| n.credentials_dir(&creds).api_key(ENV_KEY));
+    let long_host = "a".repeat(300);
 
-    for host in [
+    let hosts = [
         "../evil",
         "../../etc/passwd",
         "a/b",
         "..",
         "../evil:8080",
         "evil/../../evil",
-    ] {
+        "%2e%2e/evil",
+        "",
+        long_host.as_str(),
+        "évil.example.com",
+    ];
+    for host in hosts {
         let response = rig.nexus.request(&bare_messages_request().host(host));
-        assert_anthropic_error(&response, 400, "invalid_request_error");
+        assert_eq!(response.status, 200, "Host {host:?}: {}", response.text());
     }
 
+    let seen = rig.mock.requests();
+    assert_eq!(seen.len(), hosts.len());
+    for request in &seen {
+        // The next rule in line: no client key was sent, so CLAUDE_API_KEY.
+        assert_eq!(request.headers.get_all("x-api-key"), [ENV_KEY]);
+    }
     assert!(
-        !rig.mock
-            .requests()
-            .iter()
-            .any(|r| r.headers.mention("EVIL")),
+        !seen.iter().any(|r| r.headers.mention("EVIL")),
         "the traversal file was used"
     );
-    assert_no_upstream_contact(&rig.mock);
 }

@@ -195,7 +195,8 @@ pub fn parse_request(
     if host.is_none() && !http10 {
         return Err(HeadError::Invalid("missing Host header"));
     }
-    head.host = host.map(text).transpose()?;
+    // Lossy: a non-UTF-8 Host is simply not a host name (it falls through, never a file).
+    head.host = host.map(|h| String::from_utf8_lossy(h).trim().to_string());
     head.framing = match (chunked, content_length) {
         (true, _) => BodyFraming::Chunked,
         (false, Some(0) | None) => BodyFraming::None,
