@@ -415,10 +415,11 @@ async fn read_response_head(
     mut buf: Vec<u8>,
     request_was_head: bool,
     client_head: &mut Vec<u8>,
+    on_header: &mut dyn FnMut(&str, &[u8]),
 ) -> Result<(FinalHead, Vec<u8>), ProxyError> {
     loop {
         if !buf.is_empty() {
-            match parse_response(&buf, request_was_head, client_head)
+            match parse_response(&buf, request_was_head, client_head, on_header)
                 .map_err(ProxyError::UpstreamHead)?
             {
                 Some(ResponseHead::Final(head)) => return Ok((head, buf)),
@@ -479,11 +480,17 @@ async fn relay_response(
     meter: &mut Meter<'_>,
 ) -> Result<Outcome, ProxyError> {
     let timeout = worker.shared.config.upstream_timeout;
+    let rate_limit = &meter.counters().rate_limit;
+    let now = crate::stats::now_ms();
+    let mut on_header = |name: &str, value: &[u8]| {
+        rate_limit.observe(name, value, now);
+    };
     let read_head = read_response_head(
         &mut upstream,
         worker.take_buffer(),
         head.method == Method::Head,
         &mut conn.out,
+        &mut on_header,
     );
     let since = Instant::now();
     let head_read = monoio::time::timeout(timeout, read_head).await;

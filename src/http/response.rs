@@ -37,6 +37,8 @@ pub struct FinalHead {
     /// The upstream connection may carry another request afterwards.
     pub reusable: bool,
     pub head_len: usize,
+    /// `Content-Type: text/event-stream`: the body is SSE.
+    pub event_stream: bool,
 }
 
 /// Why an upstream response head cannot be relayed (the client gets 502).
@@ -58,6 +60,7 @@ pub fn parse_response(
     buf: &[u8],
     request_was_head: bool,
     client_head: &mut Vec<u8>,
+    on_header: &mut dyn FnMut(&str, &[u8]),
 ) -> Result<Option<ResponseHead>, ResponseHeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
@@ -87,7 +90,12 @@ pub fn parse_response(
     let mut connection_count = 0;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
+    let mut event_stream = false;
     for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-type") {
+            event_stream = h.value.trim_ascii_start().len() >= 17
+                && h.value.trim_ascii_start()[..17].eq_ignore_ascii_case(b"text/event-stream");
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = headers::parse_content_length(h.value)
                 .ok_or(ResponseHeadError::AmbiguousFraming)?;
@@ -137,6 +145,7 @@ pub fn parse_response(
     client_head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     client_head.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
+        on_header(h.name, h.value);
         // A HEAD response's Content-Length describes the GET body: pass it on as sent.
         let keep_length = request_was_head && h.name.eq_ignore_ascii_case("content-length");
         let framing_header = h.name.eq_ignore_ascii_case("content-length")
@@ -154,6 +163,7 @@ pub fn parse_response(
         framing,
         reusable,
         head_len,
+        event_stream,
     })))
 }
 
@@ -163,7 +173,7 @@ mod tests {
 
     fn parse(raw: &str, head: bool) -> (Result<Option<ResponseHead>, ResponseHeadError>, String) {
         let mut out = Vec::new();
-        let r = parse_response(raw.as_bytes(), head, &mut out);
+        let r = parse_response(raw.as_bytes(), head, &mut out, &mut |_, _| {});
         (r, String::from_utf8(out).unwrap())
     }
 

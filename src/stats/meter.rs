@@ -37,6 +37,11 @@ impl<'a> Meter<'a> {
         }
     }
 
+    /// The domain's counters.
+    pub fn counters(&self) -> &Arc<DomainCounters> {
+        &self.counters
+    }
+
     /// Adds time spent waiting on the upstream (connect, response head, body reads).
     pub fn waited_on_upstream(&mut self, since: Instant) {
         self.upstream_wait += since.elapsed();

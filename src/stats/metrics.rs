@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::ratelimit::RateLimitSnapshot;
 use super::registry::DomainSnapshot;
 
 /// Upper bounds of the latency histograms, in seconds.
@@ -147,6 +148,7 @@ pub fn render(
             let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), get(s));
         }
     }
+    render_rate_limits(&mut out, domains);
     single(
         &mut out,
         "nexus_domains_folded_total",
@@ -202,6 +204,77 @@ pub fn render(
         "Request duration minus time waiting on the upstream.",
     );
     out
+}
+
+/// Gauges of the last rate-limit headers seen per domain (only figures ever seen).
+fn render_rate_limits(out: &mut String, domains: &[(String, DomainSnapshot)]) {
+    use super::ratelimit::{KINDS, STATUSES, WINDOWS};
+    type Pick = fn(&RateLimitSnapshot, usize) -> Option<u64>;
+    let per_kind: [(&str, &str, Pick); 3] = [
+        (
+            "nexus_ratelimit_limit",
+            "Last anthropic-ratelimit-*-limit seen.",
+            |r, i| r.limit[i],
+        ),
+        (
+            "nexus_ratelimit_remaining",
+            "Last anthropic-ratelimit-*-remaining seen.",
+            |r, i| r.remaining[i],
+        ),
+        (
+            "nexus_ratelimit_reset_timestamp_seconds",
+            "Last anthropic-ratelimit-*-reset seen, as Unix time.",
+            |r, i| r.reset[i],
+        ),
+    ];
+    for (name, help, pick) in per_kind {
+        family(out, name, help, "gauge");
+        for (domain, s) in domains {
+            for (i, kind) in KINDS.iter().enumerate() {
+                if let Some(v) = pick(&s.rate_limit, i) {
+                    let kind = kind.replace('-', "_");
+                    let _ = writeln!(
+                        out,
+                        "{name}{{domain=\"{}\",kind=\"{kind}\"}} {v}",
+                        escape(domain)
+                    );
+                }
+            }
+        }
+    }
+    family(
+        out,
+        "nexus_ratelimit_unified_utilization",
+        "Subscription window utilization (0-1) from anthropic-ratelimit-unified-*.",
+        "gauge",
+    );
+    for (domain, s) in domains {
+        for (i, window) in WINDOWS.iter().enumerate() {
+            if let Some(v) = s.rate_limit.unified_utilization[i] {
+                let _ = writeln!(
+                    out,
+                    "nexus_ratelimit_unified_utilization{{domain=\"{}\",window=\"{window}\"}} {v}",
+                    escape(domain)
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "nexus_ratelimit_unified_rejected",
+        "1 when the last unified status was rejected, 0.5 for allowed_warning, 0 for allowed.",
+        "gauge",
+    );
+    for (domain, s) in domains {
+        if let Some(status) = s.rate_limit.unified_status {
+            let level = STATUSES.iter().position(|x| *x == status).unwrap_or(0) as f64 / 2.0;
+            let _ = writeln!(
+                out,
+                "nexus_ratelimit_unified_rejected{{domain=\"{}\"}} {level}",
+                escape(domain)
+            );
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -3,6 +3,7 @@
 
 pub mod meter;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 pub mod report;
 
@@ -31,9 +32,7 @@ impl Stats {
     pub fn token_stats_json(&self) -> Vec<u8> {
         let mut stats = serde_json::Map::new();
         for (domain, s) in self.registry.snapshot() {
-            stats.insert(
-                domain,
-                serde_json::json!({
+            let mut entry = serde_json::json!({
                     "inputTokens": s.input_tokens,
                     "outputTokens": s.output_tokens,
                     "cacheCreationInputTokens": s.cache_creation_input_tokens,
@@ -45,8 +44,11 @@ impl Stats {
                     "errorCount": s.errors,
                     "otherRequestCount": s.other_requests,
                     "lastUpdated": s.last_updated_ms,
-                }),
-            );
+            });
+            if let Some(rate_limit) = s.rate_limit.to_json() {
+                entry["rateLimit"] = rate_limit;
+            }
+            stats.insert(domain, entry);
         }
         let body = serde_json::json!({
             "status": "ok",

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
+use super::ratelimit::{RateLimitGauges, RateLimitSnapshot};
+
 /// Where requests with a Host that is not a valid host name are counted.
 pub const INVALID_HOST: &str = "invalid-host";
 /// Where requests from domains beyond `NEXUS_MAX_DOMAINS` are counted.
@@ -33,6 +35,8 @@ pub struct DomainCounters {
     pub errors: AtomicU64,
     /// Milliseconds since the Unix epoch of the last recorded request.
     pub last_updated_ms: AtomicU64,
+    /// The last rate-limit figures the upstream sent for this domain.
+    pub rate_limit: RateLimitGauges,
 }
 
 /// What one finished request adds to its domain.
@@ -86,12 +90,13 @@ impl DomainCounters {
             cache_read_input_tokens: self.cache_read_input_tokens.load(Relaxed),
             errors: self.errors.load(Relaxed),
             last_updated_ms: self.last_updated_ms.load(Relaxed),
+            rate_limit: self.rate_limit.read(),
         }
     }
 }
 
 /// A domain's counters at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct DomainSnapshot {
     pub requests: u64,
     pub other_requests: u64,
@@ -104,6 +109,7 @@ pub struct DomainSnapshot {
     pub cache_read_input_tokens: u64,
     pub errors: u64,
     pub last_updated_ms: u64,
+    pub rate_limit: RateLimitSnapshot,
 }
 
 /// All domains' counters, capped in number.
