@@ -22,7 +22,8 @@ use crate::http::response::{
 use crate::request_id::RequestId;
 use crate::server::connection::ClientConn;
 use crate::server::worker::{Worker, RELAY_BUFFER};
-use crate::stats::{registry, Meter};
+use crate::stats::{registry, BodyScanner, Meter};
+use crate::usage::classify_request;
 use crate::upstream::{ConnectError, UpstreamConn};
 
 /// The API's own request size limit; these bodies are held whole (they are classified).
@@ -190,6 +191,14 @@ pub async fn forward(
     } else {
         None
     };
+    if is_messages {
+        let bytes: &[u8] = match &body {
+            Some(WholeBody::InConnection(range)) => &conn.buf[range.clone()],
+            Some(WholeBody::Decoded(bytes)) => bytes,
+            None => &[],
+        };
+        meter.classify(classify_request(bytes, false).kind);
+    }
 
     let framing_header = &mut conn.upstream_head;
     match (&body, head.framing) {
@@ -528,6 +537,7 @@ async fn relay_response(
     }
     out.extend_from_slice(b"\r\n");
 
+    let mut scanner = BodyScanner::for_response(meter.record.is_messages, response.event_stream);
     let mut reusable = response.reusable;
     let mut start = response.head_len;
     let mut head_pending = true;
@@ -542,11 +552,12 @@ async fn relay_response(
                 let take = (available as u64).min(*remaining) as usize;
                 *remaining -= take as u64;
                 reusable &= take == available;
+                scanner.feed(&buf[start..start + take]);
                 (Emit::Relayed(start..start + take), *remaining == 0)
             }
             Relay::Chunked(decoder) => {
                 let progress = decoder
-                    .feed(&buf[start..], &mut |_| {})
+                    .feed(&buf[start..], &mut |data| scanner.feed(data))
                     .map_err(ProxyError::UpstreamBody)?;
                 reusable &= progress.consumed == available;
                 (
@@ -560,7 +571,10 @@ async fn relay_response(
                 }
                 let out = &mut conn.out;
                 let progress = decoder
-                    .feed(&buf[start..], &mut |data| out.extend_from_slice(data))
+                    .feed(&buf[start..], &mut |data| {
+                        out.extend_from_slice(data);
+                        scanner.feed(data);
+                    })
                     .map_err(ProxyError::UpstreamBody)?;
                 (Emit::Rewritten, progress.done)
             }
@@ -568,6 +582,7 @@ async fn relay_response(
                 if !head_pending {
                     conn.out.clear();
                 }
+                scanner.feed(&buf[start..]);
                 if available > 0 {
                     let _ = write!(conn.out, "{available:x}\r\n");
                     conn.out.extend_from_slice(&buf[start..]);
@@ -575,8 +590,14 @@ async fn relay_response(
                 }
                 (Emit::Rewritten, false)
             }
-            Relay::UntilClose => (Emit::Relayed(start..buf.len()), false),
+            Relay::UntilClose => {
+                scanner.feed(&buf[start..]);
+                (Emit::Relayed(start..buf.len()), false)
+            }
         };
+        if let Some(facts) = scanner.facts() {
+            meter.absorb(facts);
+        }
 
         conn.response_started = true;
         let written = match emit {
@@ -636,7 +657,13 @@ async fn relay_response(
         }
     }
     worker.give_buffer(buf);
+    scanner.finish();
     meter.record.error = response.status >= 400;
+    if let Some(facts) = scanner.facts() {
+        meter.absorb(facts);
+        // An error event after a 200, or a stream that ended without message_stop.
+        meter.record.error |= facts.error_type.is_some() || !facts.complete;
+    }
     if reusable {
         worker.pool.checkin(upstream);
     }

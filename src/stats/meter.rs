@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{DomainCounters, RequestRecord};
+use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 use super::{now_ms, ProxyMetrics};
 
 /// Accumulates what one request cost; recorded on drop, so an error return, a client
@@ -56,5 +57,69 @@ impl Drop for Meter<'_> {
             .proxy_overhead
             .observe(total.saturating_sub(self.upstream_wait));
         self.counters.record(&self.record, now_ms());
+    }
+}
+
+impl Meter<'_> {
+    /// Counts the request's kind (query evaluation / inference) from its classification.
+    pub fn classify(&mut self, kind: RequestKind) {
+        self.record.query_evaluation = kind == RequestKind::QueryEvaluation;
+        self.record.inference = kind == RequestKind::Inference;
+    }
+
+    /// Takes the figures seen so far; called as the body streams, so a request that breaks
+    /// off is recorded with what it had cost until then.
+    pub fn absorb(&mut self, facts: &ResponseFacts) {
+        let r = &mut self.record;
+        r.input_tokens = facts.usage.input_tokens;
+        r.output_tokens = facts.usage.output_tokens;
+        r.cache_creation_input_tokens = facts.usage.cache_creation_input_tokens;
+        r.cache_read_input_tokens = facts.usage.cache_read_input_tokens;
+        r.tool_calls = facts.tool_calls as u64;
+    }
+}
+
+/// Reads usage off a metered response body as it is relayed, streaming or not.
+pub enum BodyScanner {
+    /// Not a metered response.
+    Off,
+    Sse(Box<SseScanner>),
+    Json(Box<JsonResponseScanner>),
+}
+
+impl BodyScanner {
+    /// The scanner a response needs: only `POST /v1/messages` responses are metered.
+    pub fn for_response(metered: bool, event_stream: bool) -> Self {
+        match (metered, event_stream) {
+            (false, _) => BodyScanner::Off,
+            (true, true) => BodyScanner::Sse(Box::new(SseScanner::new(false))),
+            (true, false) => BodyScanner::Json(Box::new(JsonResponseScanner::new(false))),
+        }
+    }
+
+    /// Feeds body bytes (without transfer framing), in order.
+    #[inline]
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            BodyScanner::Off => {}
+            BodyScanner::Sse(s) => s.feed(bytes),
+            BodyScanner::Json(s) => s.feed(bytes),
+        }
+    }
+
+    /// Marks the end of the body (a JSON body is only complete once it has ended).
+    pub fn finish(&mut self) {
+        if let BodyScanner::Json(s) = self {
+            s.finish();
+        }
+    }
+
+    /// The figures so far.
+    pub fn facts(&self) -> Option<&ResponseFacts> {
+        match self {
+            BodyScanner::Off => None,
+            BodyScanner::Sse(s) => Some(s.facts()),
+            BodyScanner::Json(s) => Some(s.facts()),
+        }
     }
 }
