@@ -90,6 +90,22 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Idle pooled upstream connections are closed after this (NEXUS_UPSTREAM_IDLE_SECS).
     pub upstream_idle_timeout: Duration,
+    /// Opening an upstream connection, TCP + TLS (NEXUS_CONNECT_TIMEOUT_SECS) → 502.
+    pub connect_timeout: Duration,
+    /// No upstream byte for this long while streaming a body ends it (NEXUS_STREAM_IDLE_SECS).
+    pub stream_idle_timeout: Duration,
+    /// A request head must be complete this long after its first byte, or after a new
+    /// connection is accepted (NEXUS_HEADER_TIMEOUT_SECS) → 408.
+    pub header_timeout: Duration,
+    /// Longest pause while reading a request body (NEXUS_BODY_TIMEOUT_SECS) → 408.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no new request is closed (NEXUS_KEEPALIVE_SECS).
+    pub keepalive_timeout: Duration,
+    /// A client that accepts no bytes for this long is dropped (NEXUS_CLIENT_WRITE_TIMEOUT_SECS).
+    pub client_write_timeout: Duration,
+    /// Client connections open at once; more wait in the kernel's backlog
+    /// (NEXUS_MAX_CONNECTIONS; 0 = derived from the open-file limit).
+    pub max_connections: usize,
     pub claude_api_key: Option<String>,
     pub client_api_keys: Vec<String>,
     pub credentials_dir: PathBuf,
@@ -310,6 +326,13 @@ impl Config {
             upstream_ca_file,
             upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 600, 1)?,
             upstream_idle_timeout: secs("NEXUS_UPSTREAM_IDLE_SECS", 30, 1)?,
+            connect_timeout: secs("NEXUS_CONNECT_TIMEOUT_SECS", 10, 1)?,
+            stream_idle_timeout: secs("NEXUS_STREAM_IDLE_SECS", 300, 1)?,
+            header_timeout: secs("NEXUS_HEADER_TIMEOUT_SECS", 30, 1)?,
+            body_timeout: secs("NEXUS_BODY_TIMEOUT_SECS", 60, 1)?,
+            keepalive_timeout: secs("NEXUS_KEEPALIVE_SECS", 75, 1)?,
+            client_write_timeout: secs("NEXUS_CLIENT_WRITE_TIMEOUT_SECS", 300, 1)?,
+            max_connections: src.number("NEXUS_MAX_CONNECTIONS", None, 0usize, 0, 10_000_000)?,
             claude_api_key: src.string("CLAUDE_API_KEY"),
             client_api_keys: src
                 .string("CLIENT_API_KEYS")

@@ -38,11 +38,13 @@ fn main() {
     let credentials = CredentialStore::open(config.credentials_dir.clone());
     credentials.watch();
     let stats = Arc::new(Stats::new(config.max_domains));
+    let max_connections = server::limits::max_connections(config.max_connections);
     let shared = Arc::new(Shared {
         config,
         upstream,
         credentials,
         lifecycle: Lifecycle::default(),
+        max_connections,
         stats,
         started: Instant::now(),
     });

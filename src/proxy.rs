@@ -15,6 +15,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use crate::credentials::{self, domain_from_host, CredentialError};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error::ErrorReply;
+use crate::http::event_stream::{upstream_lost_event, EventReframer, Frame};
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{
     parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError,
@@ -48,6 +49,8 @@ pub enum ProxyError {
     BadRequestBody(ChunkError),
     /// The client closed or broke its connection.
     ClientGone,
+    /// The client paused sending its body for longer than the body timeout.
+    ClientBodyTimeout,
     Connect(ConnectError),
     UpstreamWrite(std::io::Error),
     /// The upstream closed or failed before a complete response head.
@@ -67,6 +70,7 @@ impl fmt::Display for ProxyError {
             ProxyError::BodyTooLarge(limit) => write!(f, "request body over {limit} bytes"),
             ProxyError::BadRequestBody(e) => write!(f, "request body: {e}"),
             ProxyError::ClientGone => f.write_str("client went away"),
+            ProxyError::ClientBodyTimeout => f.write_str("client stopped sending its body"),
             ProxyError::Connect(e) => write!(f, "upstream {e}"),
             ProxyError::UpstreamWrite(e) => write!(f, "sending to upstream failed: {e}"),
             ProxyError::UpstreamRead(e) => write!(f, "upstream {e}"),
@@ -79,6 +83,15 @@ impl fmt::Display for ProxyError {
 }
 
 impl ProxyError {
+    /// Maps a failed client body read: a stall is answered (408), anything else means
+    /// the client is gone.
+    pub fn from_client_read(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => ProxyError::ClientBodyTimeout,
+            _ => ProxyError::ClientGone,
+        }
+    }
+
     /// The answer the client gets, if the response has not started. `None`: just close.
     pub fn reply(&self, upstream: &str) -> Option<ErrorReply> {
         Some(match self {
@@ -110,6 +123,9 @@ impl ProxyError {
             ),
             ProxyError::UpstreamHead(_) | ProxyError::UpstreamBody(_) => {
                 ErrorReply::new(502, format!("upstream {upstream} sent an invalid response"))
+            }
+            ProxyError::ClientBodyTimeout => {
+                ErrorReply::new(408, "the request body stopped arriving before it was complete")
             }
             ProxyError::ClientGone | ProxyError::UpstreamBroke(_) => return None,
         })
@@ -312,7 +328,7 @@ async fn read_whole_body(
                 }
                 conn.buf.reserve(conn.pos + n - conn.buf.len());
                 while conn.available() < n {
-                    conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+                    conn.read_body_more().await.map_err(ProxyError::from_client_read)?;
                 }
             }
             let range = conn.pos..conn.pos + n;
@@ -343,7 +359,7 @@ async fn read_whole_body(
                     return Ok(WholeBody::Decoded(body));
                 }
                 conn.discard_consumed();
-                conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+                conn.read_body_more().await.map_err(ProxyError::from_client_read)?;
             }
         }
     }
@@ -404,7 +420,7 @@ async fn relay_request_body(
             return Ok(());
         }
         conn.discard_consumed();
-        conn.read_more().await.map_err(|_| ProxyError::ClientGone)?;
+        conn.read_body_more().await.map_err(ProxyError::from_client_read)?;
     }
 }
 
@@ -464,6 +480,8 @@ enum Relay {
     Length(u64),
     /// Chunked both sides: the upstream's framing passes through untouched.
     Chunked(ChunkedDecoder),
+    /// A chunked event stream to an HTTP/1.1 client: re-framed on event boundaries.
+    Events(EventReframer),
     /// Chunked upstream, HTTP/1.0 client: decode, end by closing.
     Dechunk(ChunkedDecoder),
     /// Close-delimited upstream, HTTP/1.1 client: wrap each read in a chunk.
@@ -476,8 +494,12 @@ enum Relay {
 enum Emit {
     /// `buf[range]`.
     Relayed(Range<usize>),
+    /// A re-framed run of whole events in `buf`.
+    Frame(Frame),
     /// `conn.out` (framing was rewritten).
     Rewritten,
+    /// Nothing yet (an event is still incomplete).
+    Nothing,
 }
 
 async fn relay_response(
@@ -519,7 +541,11 @@ async fn relay_response(
         }
         (ResponseFraming::Chunked, false) => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Relay::Chunked(ChunkedDecoder::new())
+            if response.event_stream {
+                Relay::Events(EventReframer::new(response.head_len))
+            } else {
+                Relay::Chunked(ChunkedDecoder::new())
+            }
         }
         (ResponseFraming::Chunked, true) => Relay::Dechunk(ChunkedDecoder::new()),
         (ResponseFraming::UntilClose, false) => {
@@ -538,20 +564,21 @@ async fn relay_response(
     out.extend_from_slice(b"\r\n");
 
     let mut scanner = BodyScanner::for_response(meter.record.is_messages, response.event_stream);
+    let config = &worker.shared.config;
     let mut reusable = response.reusable;
     let mut start = response.head_len;
     let mut head_pending = true;
     loop {
-        let available = buf.len() - start;
+        let fresh = buf.len() - start;
         let (emit, done) = match &mut relay {
             Relay::Empty => {
-                reusable &= available == 0;
+                reusable &= fresh == 0;
                 (Emit::Relayed(start..start), true)
             }
             Relay::Length(remaining) => {
-                let take = (available as u64).min(*remaining) as usize;
+                let take = (fresh as u64).min(*remaining) as usize;
                 *remaining -= take as u64;
-                reusable &= take == available;
+                reusable &= take == fresh;
                 scanner.feed(&buf[start..start + take]);
                 (Emit::Relayed(start..start + take), *remaining == 0)
             }
@@ -559,11 +586,19 @@ async fn relay_response(
                 let progress = decoder
                     .feed(&buf[start..], &mut |data| scanner.feed(data))
                     .map_err(ProxyError::UpstreamBody)?;
-                reusable &= progress.consumed == available;
-                (
-                    Emit::Relayed(start..start + progress.consumed),
-                    progress.done,
-                )
+                // Bytes after the last chunk: the upstream cannot be trusted with more.
+                reusable &= progress.consumed == fresh;
+                (Emit::Relayed(start..start + progress.consumed), progress.done)
+            }
+            Relay::Events(events) => {
+                events
+                    .absorb(&mut buf, &mut |data| scanner.feed(data))
+                    .map_err(ProxyError::UpstreamBody)?;
+                reusable &= !events.trailing_garbage;
+                match events.frame(&mut buf) {
+                    Some(frame) => (Emit::Frame(frame), events.done()),
+                    None => (Emit::Nothing, false),
+                }
             }
             Relay::Dechunk(decoder) => {
                 if !head_pending {
@@ -583,8 +618,8 @@ async fn relay_response(
                     conn.out.clear();
                 }
                 scanner.feed(&buf[start..]);
-                if available > 0 {
-                    let _ = write!(conn.out, "{available:x}\r\n");
+                if fresh > 0 {
+                    let _ = write!(conn.out, "{fresh:x}\r\n");
                     conn.out.extend_from_slice(&buf[start..]);
                     conn.out.extend_from_slice(b"\r\n");
                 }
@@ -599,18 +634,20 @@ async fn relay_response(
             meter.absorb(facts);
         }
 
+        // The client head goes out with the first bytes of body (or alone, if none yet).
+        let (range, frame) = match emit {
+            Emit::Relayed(range) => (Some(range), None),
+            Emit::Frame(frame) => (Some(frame.range.clone()), Some(frame)),
+            Emit::Rewritten | Emit::Nothing => (None, None),
+        };
         conn.response_started = true;
-        let written = match emit {
-            Emit::Relayed(range) if head_pending && range.len() <= COALESCE_LIMIT => {
+        let written = match range {
+            Some(range) if head_pending && range.len() <= COALESCE_LIMIT => {
                 conn.out.extend_from_slice(&buf[range]);
                 conn.write_out().await
             }
-            Emit::Relayed(range) => {
-                let mut res = if head_pending {
-                    conn.write_out().await
-                } else {
-                    Ok(())
-                };
+            Some(range) => {
+                let mut res = if head_pending { conn.write_out().await } else { Ok(()) };
                 if res.is_ok() && !range.is_empty() {
                     let (r, b) = conn.write_slice(buf, range).await;
                     buf = b;
@@ -618,8 +655,8 @@ async fn relay_response(
                 }
                 res
             }
-            Emit::Rewritten if conn.out.is_empty() => Ok(()),
-            Emit::Rewritten => conn.write_out().await,
+            None if head_pending || !conn.out.is_empty() => conn.write_out().await,
+            None => Ok(()),
         };
         written.map_err(|_| ProxyError::ClientGone)?;
         head_pending = false;
@@ -627,32 +664,61 @@ async fn relay_response(
             break;
         }
 
-        buf.clear();
-        start = 0;
+        // Next read: an event stream keeps its held (partial) event; the rest start over.
+        match (&mut relay, frame) {
+            (Relay::Events(events), Some(frame)) => events.forwarded(&mut buf, &frame),
+            (Relay::Events(_), None) => {}
+            _ => buf.clear(),
+        }
+        start = buf.len();
+        if buf.capacity() - buf.len() < RELAY_BUFFER / 2 {
+            buf.reserve(RELAY_BUFFER);
+        }
         let since = Instant::now();
-        let (res, b) = read_append(&mut upstream, buf).await;
+        let read = monoio::time::timeout(
+            config.stream_idle_timeout,
+            read_append(&mut upstream, buf),
+        )
+        .await;
         meter.waited_on_upstream(since);
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {}
-            end => {
-                // EOF or error. Close-delimited bodies end exactly like this.
-                match relay {
-                    Relay::Rechunk if end.is_ok() => {
-                        conn.out.clear();
-                        conn.out.extend_from_slice(b"0\r\n\r\n");
-                        conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
-                        break;
-                    }
-                    Relay::UntilClose if end.is_ok() => break,
-                    _ => {
-                        let why = match end {
-                            Err(e) => e.to_string(),
-                            Ok(_) => "connection closed before the body ended".into(),
-                        };
-                        return Err(ProxyError::UpstreamBroke(why));
-                    }
-                }
+        let ended = match read {
+            Ok((Ok(n), b)) if n > 0 => {
+                buf = b;
+                continue;
+            }
+            Ok((Ok(_), b)) => {
+                buf = b;
+                None
+            }
+            Ok((Err(e), b)) => {
+                buf = b;
+                Some(e.to_string())
+            }
+            Err(_) => {
+                buf = worker.take_buffer();
+                Some(format!("no data for {}s", config.stream_idle_timeout.as_secs()))
+            }
+        };
+        // EOF ends close-delimited bodies; for any other framing the upstream broke off.
+        match (&relay, ended) {
+            (Relay::Rechunk, None) => {
+                conn.out.clear();
+                conn.out.extend_from_slice(b"0\r\n\r\n");
+                conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
+                break;
+            }
+            (Relay::UntilClose, None) => break,
+            (Relay::Events(_), why) => {
+                let why = why.unwrap_or_else(|| "connection closed".into());
+                log::warn!("{request_id} upstream stream broke off ({why}); ending it with an error event");
+                end_with_error_event(conn, "upstream connection lost").await?;
+                meter.record.error = true;
+                worker.give_buffer(buf);
+                return Ok(Outcome { close });
+            }
+            (_, why) => {
+                let why = why.unwrap_or_else(|| "connection closed before the body ended".into());
+                return Err(ProxyError::UpstreamBroke(why));
             }
         }
     }
@@ -668,4 +734,12 @@ async fn relay_response(
         worker.pool.checkin(upstream);
     }
     Ok(Outcome { close })
+}
+
+/// Ends a chunked SSE response with the API-shaped error event and the last chunk.
+async fn end_with_error_event(conn: &mut ClientConn, message: &str) -> Result<(), ProxyError> {
+    let event = upstream_lost_event(message);
+    conn.out.clear();
+    let _ = write!(conn.out, "{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
+    conn.write_out().await.map_err(|_| ProxyError::ClientGone)
 }

@@ -12,31 +12,39 @@ fn sse_events_are_relayed_one_at_a_time_as_the_upstream_sends_them() {
 }
 
 #[test]
-fn the_first_half_of_an_event_is_forwarded_before_the_second_half_exists() {
-    // Design: response bytes go to the client as they arrive, not at event boundaries.
-    let first = "event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: content_block_delta\ndata: {\"type\":\"content_bl";
+fn events_are_forwarded_whole_and_a_partial_event_waits_for_its_end() {
+    // Design (hardening issue): SSE leaves nexus on event boundaries, so a client never
+    // holds half an event if the upstream dies; a complete event is never held back.
+    let first_event = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
+    let partial = "event: content_block_delta\ndata: {\"type\":\"content_bl";
     let second = "ock_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     let gate = Gate::new();
     let reply = MockReply::new(200)
         .header("Content-Type", "text/event-stream")
-        .gated(vec![first.into(), second.into()], gate.clone());
+        .gated(
+            vec![format!("{first_event}{partial}").into(), second.into()],
+            gate.clone(),
+        );
     let rig = Rig::plain(move |_| reply.clone());
     let mut client = rig.nexus.client();
     client
         .send(&messages_request(stream_request_body()))
         .unwrap();
     let head = client.read_head().expect("response head");
+    // Short enough to keep the test quick, long enough for a loaded machine to deliver
+    // the complete first event.
+    client.set_read_timeout(std::time::Duration::from_secs(2));
     let mut body = client.body_stream("POST", &head).unwrap();
 
-    let early = body.read_at_least(first.len()).unwrap_or_else(|e| {
-        panic!(
-            "the bytes sent so far did not come through nexus ({e}); is it holding partial events?"
-        )
-    });
-    assert_eq!(String::from_utf8_lossy(&early), first);
+    let early = body
+        .read_at_least(first_event.len())
+        .unwrap_or_else(|e| panic!("the complete first event did not come through nexus ({e})"));
+    assert_eq!(String::from_utf8_lossy(&early), first_event);
+    let held = body.read_at_least(1);
+    assert!(held.is_err(), "half an event was forwarded: {held:?}");
     gate.open_one();
     let rest = body.read_to_end().expect("rest of the stream");
-    assert_eq!(String::from_utf8_lossy(&rest), second);
+    assert_eq!(String::from_utf8_lossy(&rest), format!("{partial}{second}"));
 }
 
 #[test]

@@ -101,26 +101,69 @@ impl ChunkedDecoder {
         input: &[u8],
         on_data: &mut impl FnMut(&[u8]),
     ) -> Result<Progress, ChunkError> {
-        let mut i = 0;
+        let mut at = 0;
+        loop {
+            match self.step(input, at)? {
+                Step::Data(run) => {
+                    on_data(&input[run.clone()]);
+                    at = run.end;
+                }
+                Step::End(progress) => return Ok(progress),
+            }
+        }
+    }
+
+    /// Decodes `buf[from..]` in place: chunk data is moved down to start at `write_at`
+    /// (which must not be past `from`), framing bytes are dropped. Returns the end of the
+    /// decoded data and the progress over the raw bytes.
+    pub fn decode_in_place(
+        &mut self,
+        buf: &mut [u8],
+        from: usize,
+        mut write_at: usize,
+    ) -> Result<(usize, Progress), ChunkError> {
+        debug_assert!(write_at <= from);
+        let mut at = from;
+        loop {
+            match self.step(buf, at)? {
+                Step::Data(run) => {
+                    buf.copy_within(run.clone(), write_at);
+                    write_at += run.len();
+                    at = run.end;
+                }
+                Step::End(progress) => {
+                    let consumed = progress.consumed;
+                    return Ok((
+                        write_at,
+                        Progress {
+                            consumed: consumed - from,
+                            ..progress
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Parses framing from `input[at..]` up to the next run of data (returned as a range
+    /// of `input`), or to the end of the input or message.
+    fn step(&mut self, input: &[u8], at: usize) -> Result<Step, ChunkError> {
+        let mut i = at;
         while i < input.len() {
             match self.state {
                 State::Done => {
-                    return Ok(Progress {
+                    return Ok(Step::End(Progress {
                         consumed: i,
                         done: true,
-                    })
+                    }))
                 }
                 State::Data => {
                     let take = (input.len() - i).min(self.remaining as usize);
-                    if take > 0 {
-                        on_data(&input[i..i + take]);
-                    }
-                    i += take;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
                         self.state = State::DataCr;
                     }
-                    continue;
+                    return Ok(Step::Data(i..i + take));
                 }
                 _ => {}
             }
@@ -161,10 +204,10 @@ impl ChunkedDecoder {
                 (State::TrailerStart, b'\r') => State::FinalLf,
                 (State::FinalLf, b'\n') => {
                     self.state = State::Done;
-                    return Ok(Progress {
+                    return Ok(Step::End(Progress {
                         consumed: i,
                         done: true,
-                    });
+                    }));
                 }
                 (State::TrailerStart | State::TrailerLine, b'\n' | 0) => {
                     return Err(ChunkError::BadFraming)
@@ -184,11 +227,17 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadFraming),
             };
         }
-        Ok(Progress {
+        Ok(Step::End(Progress {
             consumed: i,
             done: self.state == State::Done,
-        })
+        }))
     }
+}
+
+/// One move of the parser: a run of body data, or where it stopped.
+enum Step {
+    Data(std::ops::Range<usize>),
+    End(Progress),
 }
 
 #[cfg(test)]
@@ -222,6 +271,25 @@ mod tests {
                 body.len() - 4,
                 "pipelined bytes stay unconsumed (step {step})"
             );
+        }
+    }
+
+    #[test]
+    fn decodes_in_place_at_every_split() {
+        let body = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
+        for split in 1..body.len() {
+            let mut buf = body.to_vec();
+            let mut d = ChunkedDecoder::new();
+            // Feed the first `split` bytes, then the rest, decoding to the front each time.
+            let mut view = buf[..split].to_vec();
+            let (end, p1) = d.decode_in_place(&mut view, 0, 0).unwrap();
+            let mut decoded = view[..end].to_vec();
+            assert_eq!(p1.consumed, split);
+            buf.drain(..split);
+            let (end, p2) = d.decode_in_place(&mut buf, 0, 0).unwrap();
+            decoded.extend_from_slice(&buf[..end]);
+            assert!(p2.done, "split {split}");
+            assert_eq!(decoded, b"hello, world", "split {split}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod error;
+pub mod event_stream;
 pub mod headers;
 pub mod request;
 pub mod response;

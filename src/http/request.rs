@@ -70,6 +70,8 @@ pub enum HeadError {
     TooLarge,
     /// 400 with this message.
     Invalid(&'static str),
+    /// 408: the head did not arrive in time.
+    Timeout,
 }
 
 /// Parses a request head from `buf`. `Ok(None)` means more bytes are needed.

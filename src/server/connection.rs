@@ -4,13 +4,14 @@
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::worker::Worker;
+use crate::config::Config;
 use crate::http::error::{write_error, ErrorReply};
 use crate::http::request::{parse_request, BodyFraming, HeadError, RequestHead, MAX_HEAD_BYTES};
 use crate::proxy::{self, ProxyError};
@@ -21,8 +22,6 @@ use crate::routes::{self, Route};
 const INITIAL_BUFFER: usize = 8 * 1024;
 /// Buffers grown past this are dropped between requests so idle connections stay small.
 const KEEP_BUFFER_UP_TO: usize = 64 * 1024;
-/// A keep-alive connection with no new request for this long is closed (nginx's default).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
 
 /// The client side of a connection and its reusable buffers.
 pub struct ClientConn {
@@ -38,10 +37,12 @@ pub struct ClientConn {
     pub body_pending: bool,
     /// Some of the current response has been written: errors can no longer be answered.
     pub response_started: bool,
+    body_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl ClientConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, config: &Config) -> Self {
         ClientConn {
             stream,
             buf: Vec::with_capacity(INITIAL_BUFFER),
@@ -50,6 +51,8 @@ impl ClientConn {
             upstream_head: Vec::with_capacity(1024),
             body_pending: false,
             response_started: false,
+            body_timeout: config.body_timeout,
+            write_timeout: config.client_write_timeout,
         }
     }
 
@@ -66,9 +69,18 @@ impl ClientConn {
         }
     }
 
+    /// Reads more of a request body; a pause longer than the body timeout is an error
+    /// of kind `TimedOut`, EOF one of kind `UnexpectedEof`.
+    pub async fn read_body_more(&mut self) -> io::Result<usize> {
+        match monoio::time::timeout(self.body_timeout, self.read_more()).await {
+            Ok(result) => result,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
     /// Reads more client bytes after the existing ones. EOF is an error: a request was
     /// in progress.
-    pub async fn read_more(&mut self) -> io::Result<usize> {
+    async fn read_more(&mut self) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
@@ -84,11 +96,18 @@ impl ClientConn {
         }
     }
 
-    /// Writes `out` to the client.
+    /// Writes `out` to the client and empties it.
     pub async fn write_out(&mut self) -> io::Result<()> {
-        let (res, out) = self.stream.write_all(std::mem::take(&mut self.out)).await;
-        self.out = out;
-        res.map(|_| ())
+        let write = self.stream.write_all(std::mem::take(&mut self.out));
+        match monoio::time::timeout(self.write_timeout, write).await {
+            Ok((res, mut out)) => {
+                out.clear();
+                self.out = out;
+                res.map(|_| ())
+            }
+            // The buffer went with the cancelled write; the connection is finished anyway.
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
     }
 
     /// Writes `data[range]` to the client, handing the buffer back.
@@ -97,8 +116,11 @@ impl ClientConn {
         data: Vec<u8>,
         range: std::ops::Range<usize>,
     ) -> (io::Result<()>, Vec<u8>) {
-        let (res, slice) = self.stream.write_all(data.slice(range)).await;
-        (res.map(|_| ()), slice.into_inner())
+        let write = self.stream.write_all(data.slice(range));
+        match monoio::time::timeout(self.write_timeout, write).await {
+            Ok((res, slice)) => (res.map(|_| ()), slice.into_inner()),
+            Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
+        }
     }
 
     /// Answers `Expect: 100-continue` before the body is read.
@@ -111,7 +133,18 @@ impl ClientConn {
     }
 
     /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out.
-    async fn read_head(&mut self, worker: &Worker) -> Result<Option<RequestHead>, HeadError> {
+    ///
+    /// On a fresh connection the head must be complete `header_timeout` after the accept;
+    /// on a kept-alive one the client may idle `keepalive_timeout`, then the head must be
+    /// complete `header_timeout` after its first byte. A partial head past its deadline is
+    /// [`HeadError::Timeout`] (slowloris); an idle connection just closes.
+    async fn read_head(
+        &mut self,
+        worker: &Worker,
+        fresh: bool,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        let config = &worker.shared.config;
+        let mut deadline = fresh.then(|| Instant::now() + config.header_timeout);
         loop {
             if self.available() > 0 {
                 if let Some(head) = parse_request(
@@ -131,16 +164,21 @@ impl ClientConn {
             if self.buf.len() >= MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
             }
-            let read = if self.buf.is_empty() {
-                match monoio::time::timeout(KEEPALIVE_IDLE, self.read_more()).await {
-                    Ok(result) => result,
-                    Err(_) => return Ok(None),
-                }
-            } else {
-                self.read_more().await
+            let wait_until = match deadline {
+                Some(deadline) => deadline,
+                None if self.buf.is_empty() => Instant::now() + config.keepalive_timeout,
+                None => *deadline.insert(Instant::now() + config.header_timeout),
             };
-            if read.is_err() {
-                return Ok(None);
+            let limit = wait_until.saturating_duration_since(Instant::now());
+            // (A cancelled read takes the buffer with it: decide from what was there before.)
+            let idle = self.buf.is_empty();
+            match monoio::time::timeout(limit, self.read_more()).await {
+                Ok(Ok(_)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + config.header_timeout);
+                }
+                Ok(Err(_)) => return Ok(None),
+                Err(_) if idle => return Ok(None),
+                Err(_) => return Err(HeadError::Timeout),
             }
         }
     }
@@ -159,12 +197,12 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
     let _open = OpenConnection::count(&worker.shared.stats.proxy.open_connections);
     let lifecycle = &worker.shared.lifecycle;
-    let mut conn = ClientConn::new(stream);
+    let mut conn = ClientConn::new(stream, &worker.shared.config);
     // A new connection counts as busy until its first request is answered, so shutdown
     // serves connections it has accepted instead of dropping them.
     let mut first_request = Some(lifecycle.busy_guard());
     loop {
-        let head = match conn.read_head(&worker).await {
+        let head = match conn.read_head(&worker, first_request.is_some()).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
@@ -173,6 +211,13 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
                         ErrorReply::new(431, "request head is larger than 64 KiB")
                     }
                     HeadError::Invalid(why) => ErrorReply::new(400, why),
+                    HeadError::Timeout => ErrorReply::new(
+                        408,
+                        format!(
+                            "request head not received within {}s",
+                            worker.shared.config.header_timeout.as_secs()
+                        ),
+                    ),
                 };
                 let id = worker.request_ids.next();
                 log::info!("{id} rejected request head: {}", reply.message);

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod lifecycle;
+pub mod limits;
 pub mod runtime;
 pub mod worker;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     pub upstream: Arc<Upstream>,
     pub credentials: Arc<CredentialStore>,
     pub lifecycle: Lifecycle,
+    /// Client connections open at once across all workers (see [`limits`]).
+    pub max_connections: usize,
     pub stats: Arc<Stats>,
     pub started: Instant,
 }

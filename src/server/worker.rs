@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +91,15 @@ pub async fn run(
     let canceller = Canceller::new();
     let accept_handle = canceller.handle();
     monoio::spawn(housekeeping(Rc::clone(&worker), canceller));
+    let open = &shared.stats.proxy.open_connections;
     loop {
+        // At the connection budget, leave new connections in the kernel's backlog rather
+        // than run out of descriptors mid-request.
+        while open.load(Relaxed) >= shared.max_connections as i64
+            && !shared.lifecycle.shutting_down()
+        {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
         match listener.cancelable_accept(accept_handle.clone()).await {
             Ok((stream, _peer)) => {
                 monoio::spawn(connection::serve(stream, Rc::clone(&worker)));

@@ -26,6 +26,8 @@ pub struct Upstream {
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// Pooled connections older than this are closed; keep it under the upstream's own.
     pub idle_timeout: Duration,
+    /// Opening a connection (TCP + TLS) may take this long.
+    pub connect_timeout: Duration,
 }
 
 impl Upstream {
@@ -43,6 +45,7 @@ impl Upstream {
             resolver: Resolver::start(&url.host, url.port),
             tls,
             idle_timeout: config.upstream_idle_timeout,
+            connect_timeout: config.connect_timeout,
         }))
     }
 }

@@ -16,8 +16,6 @@ use super::Upstream;
 
 /// Most idle connections a worker keeps; more are closed when returned.
 const MAX_IDLE: usize = 256;
-/// How long opening a connection (TCP + TLS) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why no upstream connection could be opened.
 #[derive(Debug)]
@@ -28,8 +26,8 @@ pub enum ConnectError {
     Connect(std::io::Error),
     /// TLS handshake failed (certificate, protocol).
     Tls(String),
-    /// Opening took longer than the connect timeout.
-    Timeout,
+    /// Opening took longer than the connect timeout (seconds).
+    Timeout(u64),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -38,9 +36,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::NoAddress => f.write_str("its address could not be resolved"),
             ConnectError::Connect(e) => write!(f, "connection failed: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            ConnectError::Timeout => {
-                write!(f, "no connection within {}s", CONNECT_TIMEOUT.as_secs())
-            }
+            ConnectError::Timeout(secs) => write!(f, "no connection within {secs}s"),
         }
     }
 }
@@ -97,9 +93,10 @@ impl Pool {
 
     /// Opens a new connection, trying each resolved address in turn.
     pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
-        match monoio::time::timeout(CONNECT_TIMEOUT, self.open()).await {
+        let limit = self.upstream.connect_timeout;
+        match monoio::time::timeout(limit, self.open()).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout),
+            Err(_) => Err(ConnectError::Timeout(limit.as_secs())),
         }
     }
 

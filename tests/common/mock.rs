@@ -96,6 +96,11 @@ pub enum ReplyBody {
     UntilClose(Vec<u8>),
     /// Chunked; the first piece goes at once, each later one only after a gate permit.
     Gated { pieces: Vec<Vec<u8>>, gate: Gate },
+    /// Chunked; one piece every `interval` (a live stream).
+    Paced {
+        pieces: Vec<Vec<u8>>,
+        interval: Duration,
+    },
     /// These bytes instead of a whole response (status and headers ignored), then close.
     Raw(Vec<u8>),
     /// Read the request, never answer, keep the connection open.
@@ -148,6 +153,15 @@ impl MockReply {
             .header("Content-Type", "text/event-stream; charset=utf-8")
             .header("Cache-Control", "no-cache")
             .chunked(events.into_iter().map(String::into_bytes).collect())
+    }
+
+    /// An SSE response that sends one event every `interval`, like a live generation.
+    pub fn sse_paced(events: Vec<String>, interval: Duration) -> MockReply {
+        let pieces = events.into_iter().map(String::into_bytes).collect();
+        MockReply {
+            body: ReplyBody::Paced { pieces, interval },
+            ..MockReply::new(200).header("Content-Type", "text/event-stream")
+        }
     }
 
     /// Raw bytes instead of an HTTP response, then close.
@@ -610,6 +624,20 @@ fn write_reply(out: &mut Conn, reply: MockReply, shared: &Shared) -> io::Result<
             bytes.extend_from_slice(body);
             send(out, &bytes)?;
             return Ok(false);
+        }
+        ReplyBody::Paced { pieces, interval } => {
+            send(
+                out,
+                &reply_head(&reply, Some(("Transfer-Encoding", "chunked".into()))),
+            )?;
+            for piece in pieces {
+                // A write error means nexus dropped the stream: stop, as a server would.
+                send(out, &encode_chunk(piece))?;
+                if !pause(*interval, &shared.stop) {
+                    return Ok(false);
+                }
+            }
+            send(out, LAST_CHUNK)?;
         }
         ReplyBody::Gated { pieces, gate } => {
             let mut bytes = reply_head(&reply, Some(("Transfer-Encoding", "chunked".into())));

@@ -225,6 +225,26 @@ impl Nexus {
         self.client().request(request)
     }
 
+    /// The process id, for reading /proc/PID.
+    pub fn pid(&mut self) -> u32 {
+        self.child.child_mut().id()
+    }
+
+    /// Open file descriptors of the nexus process now.
+    pub fn open_fds(&mut self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Resident memory of the nexus process now, in KiB.
+    pub fn rss_kib(&mut self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Panics if nexus has exited (e.g. crashed while handling a failure).
     pub fn assert_alive(&mut self) {
         if let Some(status) = self.child.exited() {

@@ -1,0 +1,302 @@
+//! Relaying a chunked `text/event-stream` on event boundaries.
+//!
+//! The upstream's chunks need not line up with SSE events, so nexus decodes them in place
+//! in its relay buffer and writes whole events to the client as chunks of its own. A
+//! client therefore never holds half an event, and when the upstream breaks off nexus can
+//! still end the response with an API-shaped error event and a valid last chunk.
+//! The body is never copied to another buffer: data moves down over the framing it
+//! replaces, and the client's chunk header is written into the space in front of it.
+
+use std::ops::Range;
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+
+/// Space kept in front of the data for the client chunk header (`{len:x}\r\n`).
+pub const HEADROOM: usize = 16;
+/// Most bytes of one unfinished event held back; past this, they are forwarded anyway.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// Room needed after the data for `\r\n` and, at the end, `0\r\n\r\n`.
+const TRAILER_ROOM: usize = 7;
+
+/// The error event sent when the upstream stream breaks off (the API's own shape).
+pub fn upstream_lost_event(message: &str) -> String {
+    let message = serde_json::to_string(message).expect("a string always serializes");
+    format!(
+        "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":{message}}}}}\n\n"
+    )
+}
+
+/// Finds event boundaries (a line terminator right after another: `\n`, `\r` or `\r\n`
+/// in any mix) in bytes fed piece by piece.
+#[derive(Debug, Default, Clone, Copy)]
+struct EventCutter {
+    /// The previous byte was a CR (a following LF belongs to the same terminator).
+    after_cr: bool,
+    /// Line terminators in a row so far (capped at 2).
+    terminators: u8,
+}
+
+impl EventCutter {
+    /// Scans `data`; returns the offset just past the last event boundary in it.
+    fn scan(&mut self, data: &[u8]) -> Option<usize> {
+        let mut last = None;
+        for (i, &b) in data.iter().enumerate() {
+            match b {
+                b'\n' if self.after_cr => {
+                    self.after_cr = false;
+                    // The LF of a CRLF blank line: cut after it rather than between.
+                    if self.terminators >= 2 {
+                        last = Some(i + 1);
+                    }
+                }
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    self.terminators = (self.terminators + 1).min(2);
+                    if self.terminators >= 2 {
+                        last = Some(i + 1);
+                    }
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.terminators = 0;
+                }
+            }
+        }
+        last
+    }
+}
+
+/// State of one re-framed event stream over a relay buffer `buf`:
+/// `buf[data_start..data_end]` is decoded data not yet forwarded, raw upstream bytes
+/// follow it.
+#[derive(Debug)]
+pub struct EventReframer {
+    decoder: ChunkedDecoder,
+    cutter: EventCutter,
+    data_start: usize,
+    data_end: usize,
+    /// Where the held data will sit after the next forward.
+    cut: usize,
+    done: bool,
+    /// The upstream sent bytes after its last chunk.
+    pub trailing_garbage: bool,
+}
+
+/// A frame ready to write: `buf[range]`; `saved` must be put back with [`EventReframer::forwarded`].
+pub struct Frame {
+    pub range: Range<usize>,
+    saved: [u8; TRAILER_ROOM],
+    saved_len: usize,
+    /// This frame ends the response.
+    pub last: bool,
+}
+
+impl EventReframer {
+    /// Starts with the body's first raw bytes at `buf[body_start..]` (right after the
+    /// upstream's response head, whose space becomes the headroom).
+    pub fn new(body_start: usize) -> Self {
+        debug_assert!(body_start >= HEADROOM);
+        EventReframer {
+            decoder: ChunkedDecoder::new(),
+            cutter: EventCutter::default(),
+            data_start: body_start,
+            data_end: body_start,
+            cut: body_start,
+            done: false,
+            trailing_garbage: false,
+        }
+    }
+
+    /// Decodes the raw bytes after the held data, handing each new piece of body to
+    /// `on_body`. Afterwards `buf` ends at the decoded data.
+    pub fn absorb(
+        &mut self,
+        buf: &mut Vec<u8>,
+        on_body: &mut impl FnMut(&[u8]),
+    ) -> Result<(), ChunkError> {
+        let before = self.data_end;
+        let (end, progress) = self.decoder.decode_in_place(buf, before, before)?;
+        self.trailing_garbage |= progress.done && before + progress.consumed < buf.len();
+        self.done = progress.done;
+        buf.truncate(end);
+        self.data_end = end;
+        let fresh = &buf[before..end];
+        on_body(fresh);
+        if let Some(offset) = self.cutter.scan(fresh) {
+            self.cut = before + offset;
+        }
+        if self.data_end - self.data_start > MAX_HELD_BYTES {
+            self.cut = self.data_end;
+        }
+        if self.done {
+            self.cut = self.data_end;
+        }
+        Ok(())
+    }
+
+    /// The upstream's last chunk has been read.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Frames the whole events decoded so far as one client chunk (plus the last chunk
+    /// when the stream is done); `None` when there is nothing to send yet.
+    pub fn frame(&mut self, buf: &mut Vec<u8>) -> Option<Frame> {
+        let len = self.cut - self.data_start;
+        if len == 0 && !self.done {
+            return None;
+        }
+        let mut header = [0u8; HEADROOM];
+        let header_len = {
+            use std::io::Write;
+            let mut w = &mut header[..];
+            let _ = write!(w, "{len:x}\r\n");
+            HEADROOM - w.len()
+        };
+        let trailer: &[u8] = match (len, self.done) {
+            (0, _) => b"0\r\n\r\n",
+            (_, true) => b"\r\n0\r\n\r\n",
+            (_, false) => b"\r\n",
+        };
+        let start = if len == 0 {
+            self.cut
+        } else {
+            self.data_start - header_len
+        };
+        if len > 0 {
+            buf[start..self.data_start].copy_from_slice(&header[..header_len]);
+        }
+        // The trailer overwrites the start of the held bytes (or runs past them): save them.
+        let mut saved = [0u8; TRAILER_ROOM];
+        let saved_len = (self.data_end - self.cut).min(trailer.len());
+        saved[..saved_len].copy_from_slice(&buf[self.cut..self.cut + saved_len]);
+        let end = self.cut + trailer.len();
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        buf[self.cut..end].copy_from_slice(trailer);
+        Some(Frame {
+            range: start..end,
+            saved,
+            saved_len,
+            last: self.done,
+        })
+    }
+
+    /// After a frame was written: restores the held bytes and moves them to the front,
+    /// behind fresh headroom, ready for the next read.
+    pub fn forwarded(&mut self, buf: &mut Vec<u8>, frame: &Frame) {
+        buf[self.cut..self.cut + frame.saved_len].copy_from_slice(&frame.saved[..frame.saved_len]);
+        buf.truncate(self.data_end);
+        let held = self.data_end - self.cut;
+        buf.copy_within(self.cut..self.data_end, HEADROOM);
+        buf.truncate(HEADROOM + held);
+        self.data_start = HEADROOM;
+        self.data_end = HEADROOM + held;
+        self.cut = HEADROOM;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::chunked::ChunkedDecoder;
+
+    /// Runs a raw chunked body through the reframer in reads of `step` bytes and returns
+    /// what the client would receive, decoded, with each frame's content.
+    fn relay(raw: &[u8], step: usize) -> (Vec<u8>, Vec<String>) {
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mut buf = head.to_vec();
+        let mut r = EventReframer::new(head.len());
+        let mut wire = Vec::new();
+        let mut scanned = Vec::new();
+        for piece in raw.chunks(step) {
+            buf.extend_from_slice(piece);
+            r.absorb(&mut buf, &mut |b| scanned.extend_from_slice(b))
+                .unwrap();
+            if let Some(frame) = r.frame(&mut buf) {
+                wire.extend_from_slice(&buf[frame.range.clone()]);
+                r.forwarded(&mut buf, &frame);
+            }
+            if r.done() {
+                break;
+            }
+        }
+        assert_eq!(
+            scanned,
+            decode(raw).0,
+            "the scanner sees the body exactly once, in order"
+        );
+        decode(&wire)
+    }
+
+    /// Decodes chunked bytes; returns (data, each chunk's text).
+    fn decode(wire: &[u8]) -> (Vec<u8>, Vec<String>) {
+        let mut d = ChunkedDecoder::new();
+        let mut data = Vec::new();
+        let mut chunks = Vec::new();
+        d.feed(wire, &mut |c| {
+            data.extend_from_slice(c);
+            chunks.push(String::from_utf8_lossy(c).into_owned());
+        })
+        .unwrap();
+        (data, chunks)
+    }
+
+    fn chunked(pieces: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend_from_slice(format!("{:x}\r\n{p}\r\n", p.len()).as_bytes());
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    #[test]
+    fn whole_events_only_at_every_read_size() {
+        let events =
+            "event: a\ndata: {\"x\":1}\n\nevent: b\r\ndata: 2\r\n\r\ndata: 3\r\rdata: 4\n\n";
+        // Upstream chunks that cut events anywhere.
+        let raw = chunked(&[&events[..5], &events[5..30], &events[30..31], &events[31..]]);
+        for step in 1..=raw.len() {
+            let (data, frames) = relay(&raw, step);
+            assert_eq!(String::from_utf8(data).unwrap(), events, "step {step}");
+            let mut sent = String::new();
+            for frame in &frames {
+                sent.push_str(frame);
+                // Two line terminators in a row; a lone CR is one (its LF may follow later).
+                let ends_whole = ["\n\n", "\r\r", "\n\r", "\n\r\n", "\r\r\n"]
+                    .iter()
+                    .any(|end| sent.ends_with(end));
+                assert!(ends_whole, "step {step}: cut mid-event after {sent:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn boundaries_found_across_pieces() {
+        let mut c = EventCutter::default();
+        assert_eq!(c.scan(b"data: x\r"), None);
+        assert_eq!(c.scan(b"\n"), None);
+        assert_eq!(c.scan(b"\r"), Some(1));
+        assert_eq!(
+            c.scan(b"\ndata"),
+            Some(1),
+            "cut after the LF of a CRLF blank line"
+        );
+        assert_eq!(c.scan(b"\n\n"), Some(2));
+    }
+
+    #[test]
+    fn error_event_is_the_api_shape() {
+        let event = upstream_lost_event("upstream connection lost");
+        let data = event
+            .strip_prefix("event: error\ndata: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(json["error"]["type"], "api_error");
+        assert_eq!(json["error"]["message"], "upstream connection lost");
+    }
+}
