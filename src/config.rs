@@ -110,6 +110,8 @@ pub struct Config {
     pub client_api_keys: Vec<String>,
     pub credentials_dir: PathBuf,
     pub oauth_token_url: String,
+    /// Bound on one OAuth token request (NEXUS_OAUTH_TIMEOUT_SECS).
+    pub oauth_timeout: Duration,
     pub client_setup_dir: PathBuf,
     pub telemetry_endpoint: Option<String>,
     pub slack: SlackConfig,
@@ -350,6 +352,7 @@ impl Config {
             oauth_token_url: src
                 .string("OAUTH_TOKEN_URL")
                 .unwrap_or_else(|| "https://platform.claude.com/v1/oauth/token".into()),
+            oauth_timeout: secs("NEXUS_OAUTH_TIMEOUT_SECS", 30, 1)?,
             client_setup_dir: cwd.join(
                 src.string("CLIENT_SETUP_DIR")
                     .unwrap_or_else(|| "client-setup".into()),

@@ -37,6 +37,10 @@ fn main() {
     let upstream = Upstream::new(&config).unwrap_or_else(|e| fail(&e));
     let credentials = CredentialStore::open(config.credentials_dir.clone());
     credentials.watch();
+    credentials.start_refresher(&config).unwrap_or_else(|e| fail(&e));
+    if let Some(warning) = nexus::credentials::exposure_warning(&config, &credentials) {
+        log::warn!("{warning}");
+    }
     let stats = Arc::new(Stats::new(config.max_domains));
     let max_connections = server::limits::max_connections(config.max_connections);
     let shared = Arc::new(Shared {

@@ -66,7 +66,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProxyError::Credential(CredentialError::Missing) => f.write_str("no credential"),
-            ProxyError::Credential(CredentialError::InvalidFile(why)) => f.write_str(why),
+            ProxyError::Credential(e) => write!(f, "{e}"),
             ProxyError::BodyTooLarge(limit) => write!(f, "request body over {limit} bytes"),
             ProxyError::BadRequestBody(e) => write!(f, "request body: {e}"),
             ProxyError::ClientGone => f.write_str("client went away"),
@@ -103,6 +103,8 @@ impl ProxyError {
             ProxyError::Credential(CredentialError::InvalidFile(why)) => {
                 ErrorReply::new(500, why.clone())
             }
+            // Client key refused (401), credential to renew (401), refresh failed (503).
+            ProxyError::Credential(e) => ErrorReply::new(e.status(), e.to_string()),
             ProxyError::BodyTooLarge(limit) => ErrorReply::new(
                 413,
                 format!("request body is larger than {} MiB", limit / (1024 * 1024)),
@@ -160,16 +162,29 @@ pub async fn forward(
     // A Host that is not a host name never names a file: the request falls through to
     // the client's own key or CLAUDE_API_KEY, and is counted under "invalid-host".
     let domain = domain.flatten();
-    let entry = domain
+    let config = &shared.config;
+    let file_domain = domain
         .as_ref()
         .filter(|d| d.may_have_file)
-        .and_then(|d| shared.credentials.lookup(&worker.credentials, &d.name));
+        .map(|d| d.name.as_str());
+    // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
+    let entry = credentials::ready_entry(
+        &shared.credentials,
+        &worker.credentials,
+        file_domain,
+        head,
+        &config.client_api_keys,
+    )
+    .await
+    .map_err(ProxyError::Credential)?;
     let auth = credentials::choose(
         entry.as_ref(),
         head,
-        shared.config.claude_api_key.as_deref(),
+        config.claude_api_key.as_deref(),
+        &config.client_api_keys,
     )
     .map_err(ProxyError::Credential)?;
+    log::debug!("{request_id} credential: {auth}");
     credentials::write_auth_headers(
         &mut conn.upstream_head,
         &auth,

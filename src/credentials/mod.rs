@@ -2,23 +2,36 @@
 //!
 //! Priority (as in the seed): the domain's credential file → the request's own
 //! `x-api-key`, else its `Authorization` → `CLAUDE_API_KEY`. Exactly one credential
-//! header reaches the upstream.
+//! header reaches the upstream. A credential nexus hands out (a domain file, or
+//! `CLAUDE_API_KEY`) may be guarded by client keys (`client_api_keys` in the file,
+//! `CLIENT_API_KEYS`); a client key is checked and dropped, never forwarded.
 
+pub mod client_keys;
 pub mod domain;
 pub mod file;
+pub mod mask;
+pub mod oauth;
+pub mod persist;
 pub mod store;
+pub mod token_client;
+pub mod wait;
+
+use std::fmt;
 
 pub use domain::domain_from_host;
-pub use file::Credential;
-pub use store::{CredentialStore, LocalView};
+pub use file::{Credential, CredentialFile};
+pub use mask::mask;
+pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
+pub use wait::ready_entry;
 
+use crate::config::Config;
 use crate::http::request::RequestHead;
 
 /// The beta flag the API requires alongside an OAuth access token.
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 
 /// A credential as it goes upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum UpstreamAuth<'a> {
     /// `x-api-key: <key>`.
     ApiKey(&'a str),
@@ -28,30 +41,144 @@ pub enum UpstreamAuth<'a> {
     ClientAuthorization(&'a str),
 }
 
-/// Why no credential could be chosen.
+/// Masked: safe in any log line.
+impl fmt::Display for UpstreamAuth<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamAuth::ApiKey(key) => write!(f, "x-api-key {}", mask(key)),
+            UpstreamAuth::OAuthBearer(token) => write!(f, "OAuth bearer {}", mask(token)),
+            UpstreamAuth::ClientAuthorization(value) => {
+                write!(f, "client authorization {}", mask(value))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for UpstreamAuth<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why an OAuth credential must be renewed by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renew {
+    /// The token endpoint answered `invalid_grant`.
+    InvalidGrant,
+    /// The file has no refresh token.
+    NoRefreshToken,
+}
+
+/// Why no credential could be chosen. Messages name domains and fields, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialError {
     /// Nothing configured and nothing sent.
     Missing,
     /// The domain's file exists but is unusable (the message names the field).
     InvalidFile(String),
+    /// The credential is guarded and the request did not present a valid client key.
+    ClientKey { presented: bool },
+    /// The domain's OAuth token has expired and cannot be refreshed (401).
+    Renew(String, Renew),
+    /// The domain's OAuth token has expired and the refresh failed for now (503).
+    RefreshFailed(String),
 }
 
-/// Applies the priority rule.
+impl CredentialError {
+    /// The HTTP status nexus answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CredentialError::Missing
+            | CredentialError::ClientKey { .. }
+            | CredentialError::Renew(..) => 401,
+            CredentialError::InvalidFile(_) => 500,
+            CredentialError::RefreshFailed(_) => 503,
+        }
+    }
+}
+
+impl fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialError::Missing => f.write_str("no API credential"),
+            // Short on purpose: the file and field were logged once when it was loaded; the
+            // client's error body (ProxyError::reply) carries the full reason.
+            CredentialError::InvalidFile(_) => {
+                f.write_str("the domain's credential file is unusable (reported when loaded)")
+            }
+            CredentialError::ClientKey { presented: false } => f.write_str(
+                "this proxy requires a client key: send it as x-api-key or Authorization: Bearer",
+            ),
+            CredentialError::ClientKey { presented: true } => {
+                f.write_str("the client key presented is not valid for this proxy")
+            }
+            CredentialError::Renew(domain, Renew::InvalidGrant) => write!(
+                f,
+                "the OAuth credential for {domain} has expired and its refresh token was \
+                 refused (invalid_grant); the domain's credential must be renewed"
+            ),
+            CredentialError::Renew(domain, Renew::NoRefreshToken) => write!(
+                f,
+                "the OAuth credential for {domain} has expired and has no refresh token; \
+                 the domain's credential must be renewed"
+            ),
+            CredentialError::RefreshFailed(domain) => write!(
+                f,
+                "the OAuth token for {domain} has expired and refreshing it failed; \
+                 nexus retries the refresh in the background, try again shortly"
+            ),
+        }
+    }
+}
+
+/// Checks the client key a guarded credential needs: the file's own keys if it has any,
+/// else `CLIENT_API_KEYS`; no keys at all means unguarded.
+pub fn check_guard(
+    file_keys: Option<&[String]>,
+    global_keys: &[String],
+    head: &RequestHead,
+) -> Result<(), CredentialError> {
+    let keys = file_keys.unwrap_or(global_keys);
+    if keys.is_empty() || client_keys::accepted(keys, head) {
+        return Ok(());
+    }
+    Err(CredentialError::ClientKey {
+        presented: client_keys::any_presented(head),
+    })
+}
+
+/// Applies the priority rule and the client key guard.
 pub fn choose<'a>(
-    domain_entry: Option<&'a store::Entry>,
+    domain_entry: Option<&'a Entry>,
     head: &'a RequestHead,
     default_key: Option<&'a str>,
+    global_keys: &[String],
 ) -> Result<UpstreamAuth<'a>, CredentialError> {
     match domain_entry {
-        Some(Ok(credential)) => {
-            return Ok(match &**credential {
+        Some(Ok(entry)) => {
+            check_guard(entry.file.client_keys.as_deref(), global_keys, head)?;
+            return Ok(match &entry.file.credential {
                 Credential::ApiKey { api_key } => UpstreamAuth::ApiKey(api_key),
                 Credential::OAuth(tokens) => UpstreamAuth::OAuthBearer(&tokens.access_token),
-            })
+            });
         }
         Some(Err(why)) => return Err(CredentialError::InvalidFile(why.to_string())),
         None => {}
+    }
+    if !global_keys.is_empty() {
+        if client_keys::accepted(global_keys, head) {
+            // A client key opened the door; CLAUDE_API_KEY goes in its place.
+            return default_key
+                .map(default_auth)
+                .ok_or(CredentialError::Missing);
+        }
+        if default_key.is_some() {
+            return Err(CredentialError::ClientKey {
+                presented: client_keys::any_presented(head),
+            });
+        }
+        // Nothing of nexus's own to hand out: the client's own key goes through, as in
+        // the seed.
     }
     if let Some(key) = head.x_api_key.as_deref().filter(|k| !k.is_empty()) {
         return Ok(UpstreamAuth::ApiKey(key));
@@ -64,10 +191,16 @@ pub fn choose<'a>(
             None => UpstreamAuth::ClientAuthorization(auth),
         });
     }
-    match default_key {
-        Some(key) if key.starts_with("sk-ant-oat") => Ok(UpstreamAuth::OAuthBearer(key)),
-        Some(key) => Ok(UpstreamAuth::ApiKey(key)),
-        None => Err(CredentialError::Missing),
+    default_key
+        .map(default_auth)
+        .ok_or(CredentialError::Missing)
+}
+
+fn default_auth(key: &str) -> UpstreamAuth<'_> {
+    if key.starts_with("sk-ant-oat") {
+        UpstreamAuth::OAuthBearer(key)
+    } else {
+        UpstreamAuth::ApiKey(key)
     }
 }
 
@@ -77,6 +210,39 @@ fn bearer_token(authorization: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The start-up warning for a proxy that hands credentials to anyone who can reach it:
+/// listening beyond loopback, with `CLAUDE_API_KEY` or a domain file and no client keys.
+pub fn exposure_warning(config: &Config, store: &CredentialStore) -> Option<String> {
+    if is_loopback(&config.host) {
+        return None;
+    }
+    let guarded = !config.client_api_keys.is_empty();
+    let open_default = config.claude_api_key.is_some() && !guarded;
+    let open_files = store.unguarded(guarded);
+    if !open_default && open_files == 0 {
+        return None;
+    }
+    let what = match (open_default, open_files) {
+        (true, 0) => "CLAUDE_API_KEY".to_string(),
+        (true, n) => format!("CLAUDE_API_KEY and {n} domain credential file(s)"),
+        (false, n) => format!("{n} domain credential file(s)"),
+    };
+    Some(format!(
+        "listening on {} (not loopback) with {what} and no client keys: anyone who can reach \
+         port {} can spend that credential. Set CLIENT_API_KEYS (or client_api_keys in the \
+         files), or listen on 127.0.0.1",
+        config.host, config.port
+    ))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Appends the credential header and the (possibly merged) `anthropic-beta` header.
@@ -139,41 +305,132 @@ mod tests {
         }
     }
 
+    fn file_entry(key: &str, client_keys: Option<&[&str]>) -> Entry {
+        Ok(Arc::new(DomainEntry {
+            file: CredentialFile {
+                credential: Credential::ApiKey {
+                    api_key: key.into(),
+                },
+                client_keys: client_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect()),
+                slack: None,
+            },
+            refresh: RefreshState::Ok,
+        }))
+    }
+
     #[test]
     fn priority_is_file_then_client_then_default() {
-        let file: store::Entry = Ok(Arc::new(Credential::ApiKey {
-            api_key: "file".into(),
-        }));
+        let file = file_entry("file", None);
         let h = head(Some("client"), Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(Some(&file), &h, Some("env")),
+            choose(Some(&file), &h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(None, &h, Some("env")),
+            choose(None, &h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("client"))
         );
         let h = head(None, Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(None, &h, Some("env")),
+            choose(None, &h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("sk-ant-api03-bearer"))
         );
         let h = head(None, Some("Bearer sk-ant-oat01-token"));
         assert_eq!(
-            choose(None, &h, None),
+            choose(None, &h, None, &[]),
             Ok(UpstreamAuth::OAuthBearer("sk-ant-oat01-token"))
         );
         let h = head(None, None);
         assert_eq!(
-            choose(None, &h, Some("env")),
+            choose(None, &h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("env"))
         );
-        assert_eq!(choose(None, &h, None), Err(CredentialError::Missing));
+        assert_eq!(choose(None, &h, None, &[]), Err(CredentialError::Missing));
         let broken: store::Entry = Err(Arc::from("bad field"));
         assert!(matches!(
-            choose(Some(&broken), &h, Some("env")),
+            choose(Some(&broken), &h, Some("env"), &[]),
             Err(CredentialError::InvalidFile(_))
         ));
+    }
+
+    #[test]
+    fn client_keys_guard_files_and_the_default_key() {
+        let global = vec!["global-key".to_string()];
+        let own = file_entry("file", Some(&["team-key"]));
+        let plain = file_entry("file", None);
+        let missing = head(None, None);
+        let wrong = head(Some("nope"), None);
+        let team = head(Some("team-key"), None);
+        let team_bearer = head(None, Some("Bearer team-key"));
+        let global_key = head(Some("global-key"), None);
+
+        // A file's own list.
+        assert_eq!(
+            choose(Some(&own), &team, None, &global),
+            Ok(UpstreamAuth::ApiKey("file"))
+        );
+        assert_eq!(
+            choose(Some(&own), &team_bearer, None, &[]),
+            Ok(UpstreamAuth::ApiKey("file"))
+        );
+        assert_eq!(
+            choose(Some(&own), &global_key, None, &global),
+            Err(CredentialError::ClientKey { presented: true }),
+            "a file's own list replaces CLIENT_API_KEYS"
+        );
+        assert_eq!(
+            choose(Some(&own), &missing, None, &[]),
+            Err(CredentialError::ClientKey { presented: false })
+        );
+        // CLIENT_API_KEYS for a file without a list, and for CLAUDE_API_KEY.
+        assert_eq!(
+            choose(Some(&plain), &global_key, None, &global),
+            Ok(UpstreamAuth::ApiKey("file"))
+        );
+        assert!(choose(Some(&plain), &wrong, None, &global).is_err());
+        assert_eq!(
+            choose(None, &global_key, Some("env"), &global),
+            Ok(UpstreamAuth::ApiKey("env"))
+        );
+        assert_eq!(
+            choose(None, &wrong, Some("env"), &global),
+            Err(CredentialError::ClientKey { presented: true })
+        );
+        assert_eq!(
+            choose(None, &missing, Some("env"), &global),
+            Err(CredentialError::ClientKey { presented: false })
+        );
+        // Nothing of nexus's own to guard: the client's own key passes, a client key never.
+        assert_eq!(
+            choose(None, &wrong, None, &global),
+            Ok(UpstreamAuth::ApiKey("nope"))
+        );
+        assert_eq!(
+            choose(None, &global_key, None, &global),
+            Err(CredentialError::Missing)
+        );
+    }
+
+    #[test]
+    fn upstream_auth_shows_only_masked_values() {
+        let token = "sk-ant-oat01-abcdefghijklmnopqrstuvwxyz";
+        let shown = format!(
+            "{} {:?}",
+            UpstreamAuth::OAuthBearer(token),
+            UpstreamAuth::ApiKey(token)
+        );
+        assert!(!shown.contains("sk-ant-oat01-abc"), "{shown}");
+        assert!(shown.contains("qrstuvwxyz"), "{shown}");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.1", "example.com"] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 
     #[test]

@@ -1,31 +1,73 @@
 //! The credential store shared by all workers.
 //!
-//! A background thread scans `CREDENTIALS_DIR` every second and publishes an immutable
-//! snapshot when anything changed. A request's lookup is one atomic load of the
-//! generation plus a hash lookup in the worker's cached snapshot: no disk I/O, no lock.
+//! A background thread scans `CREDENTIALS_DIR` twice a second and publishes an immutable
+//! snapshot when anything changed; the OAuth refresher publishes the same way when a token
+//! is refreshed or a refresh fails. A request's lookup is one atomic load of the
+//! generation plus a hash lookup in the worker's cached snapshot: no disk I/O, no lock
+//! (the snapshot's read lock is taken only when the generation moved, and never across I/O).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::file::{parse_credential, Credential};
+use super::file::{parse_credential, Credential, CredentialFile};
+use super::oauth::Refresher;
 
 const SUFFIX: &str = ".credentials.json";
-const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// A change takes effect within this (plus one scan), well inside the 2 s promise even on
+/// a loaded machine; a scan is one `readdir` and one `stat` per file.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// A file that does not parse and changed less than this long ago is probably still being
+/// written (`echo > file`, an editor's save); it gets another scan before it counts.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Where a domain's OAuth refresh stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshState {
+    /// Nothing has failed since the file was (re)loaded or last refreshed.
+    Ok,
+    /// The endpoint refused this refresh token; no new attempt until the file changes.
+    InvalidGrant,
+    /// `failures` attempts in a row failed transiently; the next one not before `retry_at`.
+    Failing { failures: u32, retry_at: Instant },
+}
+
+/// A loaded credential file and its refresh state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainEntry {
+    pub file: CredentialFile,
+    pub refresh: RefreshState,
+}
 
 /// A domain's file: the credential, or why the file cannot be used.
-pub type Entry = Result<Arc<Credential>, Arc<str>>;
-type Snapshot = Arc<HashMap<String, Entry>>;
+pub type Entry = Result<Arc<DomainEntry>, Arc<str>>;
+pub(super) type Snapshot = Arc<HashMap<String, Entry>>;
 
 /// Identity of a file's content as far as `stat` can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
+}
+
+impl Stamp {
+    pub(super) fn of(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|meta| Stamp::from(&meta))
+    }
+}
+
+impl From<&std::fs::Metadata> for Stamp {
+    fn from(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: std::os::unix::fs::MetadataExt::ino(meta),
+        }
+    }
 }
 
 /// Credentials by domain, hot-reloaded from one directory.
@@ -33,8 +75,10 @@ pub struct CredentialStore {
     dir: PathBuf,
     generation: AtomicU64,
     snapshot: RwLock<Snapshot>,
-    /// Scanner-only state: what each file looked like when last parsed.
-    stamps: std::sync::Mutex<HashMap<String, Stamp>>,
+    /// Held by whoever publishes (scanner, refresh jobs), so publishes never interleave.
+    /// Holds what each file looked like when last loaded.
+    writer: Mutex<HashMap<String, Stamp>>,
+    pub(super) refresher: Refresher,
 }
 
 impl CredentialStore {
@@ -44,9 +88,10 @@ impl CredentialStore {
             dir,
             generation: AtomicU64::new(0),
             snapshot: RwLock::new(Arc::new(HashMap::new())),
-            stamps: std::sync::Mutex::new(HashMap::new()),
+            writer: Mutex::new(HashMap::new()),
+            refresher: Refresher::default(),
         });
-        store.rescan();
+        store.scan(false);
         store
     }
 
@@ -64,20 +109,54 @@ impl CredentialStore {
 
     /// Number of domains with a credential file (valid or not).
     pub fn len(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Whether no domain has a credential file.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Domains whose credential anyone may use: valid files without `client_api_keys`,
+    /// when `CLIENT_API_KEYS` is not set either.
+    pub fn unguarded(&self, global_keys_set: bool) -> usize {
+        if global_keys_set {
+            return 0;
+        }
+        self.current()
+            .values()
+            .filter(|e| matches!(e, Ok(entry) if entry.file.client_keys.is_none()))
+            .count()
+    }
+
+    /// `CREDENTIALS_DIR/<domain>.credentials.json`.
+    pub(super) fn file_path(&self, domain: &str) -> PathBuf {
+        self.dir.join(format!("{domain}{SUFFIX}"))
+    }
+
+    /// The latest published snapshot.
+    pub(super) fn current(&self) -> Snapshot {
         self.snapshot
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .clone()
+    }
+
+    fn publish(&self, next: HashMap<String, Entry>) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Re-reads files whose stamp changed; publishes a new snapshot if anything did.
     pub fn rescan(&self) {
-        let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        self.scan(true);
+    }
+
+    /// [`CredentialStore::rescan`]; `settle`: give a fresh file that does not parse one
+    /// more scan (off for the first load, when there is no previous credential to keep).
+    fn scan(&self, settle: bool) {
+        let mut stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current();
         let mut next: HashMap<String, Entry> = HashMap::with_capacity(current.len());
         let mut seen: HashMap<String, Stamp> = HashMap::with_capacity(stamps.len());
         let mut changed = false;
@@ -107,27 +186,84 @@ impl CredentialStore {
             if !meta.is_file() {
                 continue;
             }
-            let stamp = Stamp {
-                modified: meta.modified().ok(),
-                len: meta.len(),
-                inode: std::os::unix::fs::MetadataExt::ino(&meta),
-            };
-            seen.insert(domain.to_string(), stamp);
+            let stamp = Stamp::from(&meta);
             if let (Some(old), Some(entry)) = (stamps.get(domain), current.get(domain)) {
                 if *old == stamp {
+                    seen.insert(domain.to_string(), stamp);
                     next.insert(domain.to_string(), entry.clone());
                     continue;
                 }
             }
-            changed = true;
-            next.insert(domain.to_string(), load(&entry.path(), domain));
+            let settling = settle
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age < SETTLE);
+            match load(&entry.path(), domain, settling) {
+                Some(loaded) => {
+                    seen.insert(domain.to_string(), stamp);
+                    changed |= current.get(domain) != Some(&loaded);
+                    next.insert(domain.to_string(), loaded);
+                }
+                // Still being written: keep what was there, look again next scan.
+                None => {
+                    if let Some(previous) = current.get(domain) {
+                        next.insert(domain.to_string(), previous.clone());
+                    }
+                }
+            }
         }
         changed |= current.keys().any(|d| !next.contains_key(d));
         *stamps = seen;
         if changed {
-            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.publish(next);
         }
+    }
+
+    /// Publishes `file` for `domain` with a clean refresh state, and remembers `stamp` (the
+    /// file as written) so the scanner does not load it a second time.
+    pub(super) fn publish_file(&self, domain: &str, file: CredentialFile, stamp: Option<Stamp>) {
+        let mut stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (*self.current()).clone();
+        next.insert(
+            domain.to_string(),
+            Ok(Arc::new(DomainEntry {
+                file,
+                refresh: RefreshState::Ok,
+            })),
+        );
+        if let Some(stamp) = stamp {
+            stamps.insert(domain.to_string(), stamp);
+        }
+        self.publish(next);
+    }
+
+    /// Replaces the refresh state of `domain`, if its file still holds `refresh_token` (a
+    /// file changed meanwhile starts over). Returns the state it replaced.
+    pub(super) fn set_refresh_state(
+        &self,
+        domain: &str,
+        refresh_token: &str,
+        state: impl FnOnce(RefreshState) -> RefreshState,
+    ) -> Option<RefreshState> {
+        let _stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current();
+        let Some(Ok(entry)) = current.get(domain) else {
+            return None;
+        };
+        match &entry.file.credential {
+            Credential::OAuth(tokens) if tokens.refresh_token.as_deref() == Some(refresh_token) => {
+            }
+            _ => return None,
+        }
+        let previous = entry.refresh;
+        let mut updated = (**entry).clone();
+        updated.refresh = state(previous);
+        let mut next = (*current).clone();
+        next.insert(domain.to_string(), Ok(Arc::new(updated)));
+        self.publish(next);
+        Some(previous)
     }
 
     /// The entry for `domain`, if it has a file. Cheap: see [`LocalView`].
@@ -135,12 +271,7 @@ impl CredentialStore {
         let generation = self.generation.load(Ordering::Acquire);
         let mut cached = view.0.borrow_mut();
         if cached.0 != generation || cached.1.is_none() {
-            let snapshot = self
-                .snapshot
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            *cached = (generation, Some(snapshot));
+            *cached = (generation, Some(self.current()));
         }
         cached.1.as_ref().and_then(|s| s.get(domain).cloned())
     }
@@ -150,20 +281,25 @@ impl CredentialStore {
 #[derive(Default)]
 pub struct LocalView(RefCell<(u64, Option<Snapshot>)>);
 
-fn load(path: &Path, domain: &str) -> Entry {
+/// Loads one file. `None` when it does not parse but may still be being written.
+fn load(path: &Path, domain: &str, settling: bool) -> Option<Entry> {
     let parsed = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read ({e})"))
         .and_then(|text| parse_credential(&text));
     match parsed {
-        Ok(credential) => {
+        Ok(file) => {
             log::info!("credentials: loaded {}", path.display());
-            Ok(Arc::new(credential))
+            Some(Ok(Arc::new(DomainEntry {
+                file,
+                refresh: RefreshState::Ok,
+            })))
         }
+        Err(_) if settling => None,
         Err(why) => {
             log::error!("credentials: {} is unusable: {why}", path.display());
-            Err(Arc::from(format!(
+            Some(Err(Arc::from(format!(
                 "the credential file for {domain} is invalid: {why}"
-            )))
+            ))))
         }
     }
 }
@@ -172,22 +308,29 @@ fn load(path: &Path, domain: &str) -> Entry {
 mod tests {
     use super::*;
 
+    fn age(path: &Path) {
+        // Backdate the file past the settle window, as if written a while ago.
+        let old = SystemTime::now() - Duration::from_secs(5);
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(old).unwrap();
+    }
+
     #[test]
     fn picks_up_new_changed_and_deleted_files() {
         let dir = std::env::temp_dir().join(format!("nexus-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.example.com.credentials.json");
         std::fs::write(&file, r#"{"type":"api_key","api_key":"one"}"#).unwrap();
-        std::fs::write(dir.join("bad.example.com.credentials.json"), "{").unwrap();
-        std::fs::write(
-            dir.join("..credentials.json"),
-            r#"{"type":"api_key","api_key":"x"}"#,
-        )
-        .unwrap();
+        let bad = dir.join("bad.example.com.credentials.json");
+        std::fs::write(&bad, "{").unwrap();
+        age(&bad);
+        for ignored in ["..credentials.json", ".tmp-a.example.com.credentials.json"] {
+            std::fs::write(dir.join(ignored), r#"{"type":"api_key","api_key":"x"}"#).unwrap();
+        }
         let store = CredentialStore::open(dir.clone());
         let view = LocalView::default();
         let key = |store: &CredentialStore| match store.lookup(&view, "a.example.com") {
-            Some(Ok(c)) => match &*c {
+            Some(Ok(c)) => match &c.file.credential {
                 Credential::ApiKey { api_key } => Some(api_key.clone()),
                 _ => None,
             },
@@ -198,14 +341,57 @@ mod tests {
             store.lookup(&view, "bad.example.com"),
             Some(Err(_))
         ));
-        assert_eq!(store.len(), 2, "the invalid domain name is ignored");
+        assert_eq!(
+            store.len(),
+            2,
+            "invalid domain names (and temp files) are ignored"
+        );
+        assert_eq!(store.unguarded(false), 1);
+        assert_eq!(store.unguarded(true), 0);
 
         std::fs::write(&file, r#"{"type":"api_key","api_key":"two, longer"}"#).unwrap();
         store.rescan();
         assert_eq!(key(&store), Some("two, longer".into()));
+
+        // Half-written: the previous credential stays until the file settles.
+        std::fs::write(&file, r#"{"type":"api_k"#).unwrap();
+        store.rescan();
+        assert_eq!(key(&store), Some("two, longer".into()));
+        age(&file);
+        store.rescan();
+        assert!(matches!(store.lookup(&view, "a.example.com"), Some(Err(_))));
+
         std::fs::remove_file(&file).unwrap();
         store.rescan();
         assert_eq!(key(&store), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refresh_state_applies_only_to_the_same_refresh_token() {
+        let dir = std::env::temp_dir().join(format!("nexus-store-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("o.example.com.credentials.json"),
+            r#"{"type":"oauth","oauth":{"accessToken":"a","refreshToken":"r1","expiresAt":1}}"#,
+        )
+        .unwrap();
+        let store = CredentialStore::open(dir.clone());
+        let view = LocalView::default();
+        let state = || match store.lookup(&view, "o.example.com") {
+            Some(Ok(entry)) => entry.refresh,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            store.set_refresh_state("o.example.com", "other", |_| RefreshState::InvalidGrant),
+            None
+        );
+        assert_eq!(state(), RefreshState::Ok);
+        assert_eq!(
+            store.set_refresh_state("o.example.com", "r1", |_| RefreshState::InvalidGrant),
+            Some(RefreshState::Ok)
+        );
+        assert_eq!(state(), RefreshState::InvalidGrant);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod http;
 pub mod mock;
 pub mod nexus;
+pub mod oauth;
 pub mod process;
 pub mod rig;
 pub mod scenarios;

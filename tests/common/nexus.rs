@@ -225,6 +225,12 @@ impl Nexus {
         self.client().request(request)
     }
 
+    /// Sends SIGKILL and waits for the process to be gone (no shutdown, no cleanup).
+    pub fn kill(&mut self) {
+        let _ = self.child.child_mut().kill();
+        let _ = self.child.child_mut().wait();
+    }
+
     /// The process id, for reading /proc/PID.
     pub fn pid(&mut self) -> u32 {
         self.child.child_mut().id()
@@ -232,12 +238,15 @@ impl Nexus {
 
     /// Open file descriptors of the nexus process now.
     pub fn open_fds(&mut self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Resident memory of the nexus process now, in KiB.
     pub fn rss_kib(&mut self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -1,0 +1,362 @@
+//! OAuth refresh: ahead of expiry, single-flight per credential, persisted atomically,
+//! coordinated across processes with `flock`.
+//!
+//! One scheduler thread looks at the snapshot every second (and at once when a request
+//! asks) and starts a refresh job thread for each credential that is due and has none
+//! running. A job takes the credential's lock file, re-reads the file (another process
+//! may have refreshed it already), POSTs the refresh token, writes the new tokens with
+//! every other field kept, and publishes them: the file and the in-memory copy switch
+//! together. Workers never block on any of it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::file::{apply_tokens, parse_value, Credential, OAuthTokens};
+use super::mask::mask;
+use super::persist::{lock_path, write_atomically, FileLock};
+use super::store::{CredentialStore, RefreshState, Stamp};
+use super::token_client::{now_ms, RefreshError, TokenEndpoint};
+use crate::config::Config;
+
+/// Background refresh starts this long before a token expires.
+pub const REFRESH_AHEAD_MS: u64 = 5 * 60 * 1000;
+/// How often the scheduler looks for due credentials without being asked.
+const TICK: Duration = Duration::from_secs(1);
+/// Retry delays after transient failures: 1 s, 2 s, 4 s, … up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Shared refresh bookkeeping; lives in the store.
+#[derive(Default)]
+pub(crate) struct Refresher {
+    endpoint: OnceLock<TokenEndpoint>,
+    /// Domains with a refresh job running in this process.
+    in_flight: Mutex<HashSet<String>>,
+    /// Set by a request that needs a refresh now; wakes the scheduler.
+    wanted: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// Whether the background refresh should run for these tokens now.
+pub fn due(tokens: &OAuthTokens, now_ms: u64) -> bool {
+    tokens.refresh_token.is_some()
+        && tokens
+            .expires_at
+            .is_some_and(|at| at <= now_ms.saturating_add(REFRESH_AHEAD_MS))
+}
+
+impl CredentialStore {
+    /// Starts the refresh scheduler with `OAUTH_TOKEN_URL` (TLS roots as for the upstream).
+    pub fn start_refresher(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+        let endpoint = TokenEndpoint::new(
+            &config.oauth_token_url,
+            || crate::upstream::tls::client_config(config.upstream_ca_file.as_deref()),
+            config.oauth_timeout,
+        )?;
+        if self.refresher.endpoint.set(endpoint).is_err() {
+            return Ok(());
+        }
+        let store = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("nexus-oauth".into())
+            .spawn(move || store.schedule_forever())
+            .map_err(|e| format!("cannot start the OAuth refresh thread: {e}"))?;
+        Ok(())
+    }
+
+    /// Asks the scheduler to look for due credentials now (a request is waiting).
+    pub(super) fn demand_refresh(&self) {
+        *self
+            .refresher
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.refresher.wake.notify_one();
+    }
+
+    /// Whether a refresh of `domain` is running in this process.
+    pub(super) fn is_refreshing(&self, domain: &str) -> bool {
+        self.refresher
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(domain)
+    }
+
+    /// How long a request may wait for a refresh: the token request itself, plus waiting
+    /// for another process that holds the lock, plus slack.
+    pub(super) fn refresh_wait_limit(&self) -> Duration {
+        match self.refresher.endpoint.get() {
+            Some(endpoint) => endpoint.timeout * 2 + Duration::from_secs(2),
+            None => Duration::ZERO,
+        }
+    }
+
+    fn schedule_forever(self: Arc<Self>) {
+        loop {
+            self.start_due_jobs();
+            {
+                let wanted = self
+                    .refresher
+                    .wanted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let (mut wanted, _) = self
+                    .refresher
+                    .wake
+                    .wait_timeout_while(wanted, TICK, |wanted| !*wanted)
+                    .unwrap_or_else(|e| e.into_inner());
+                *wanted = false;
+            }
+        }
+    }
+
+    /// Starts a job for every credential that is due, not failed for good, past its
+    /// backoff, and not already being refreshed.
+    fn start_due_jobs(self: &Arc<Self>) {
+        let now = now_ms();
+        let instant = Instant::now();
+        for (domain, entry) in self.current().iter() {
+            let Ok(entry) = entry else { continue };
+            let Credential::OAuth(tokens) = &entry.file.credential else {
+                continue;
+            };
+            if !due(tokens, now) {
+                continue;
+            }
+            match entry.refresh {
+                RefreshState::InvalidGrant => continue,
+                RefreshState::Failing { retry_at, .. } if retry_at > instant => continue,
+                _ => {}
+            }
+            if !self
+                .refresher
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(domain.clone())
+            {
+                continue;
+            }
+            let store = Arc::clone(self);
+            let domain = domain.clone();
+            let spawned = std::thread::Builder::new()
+                .name("nexus-oauth-job".into())
+                .spawn({
+                    let domain = domain.clone();
+                    move || {
+                        store.refresh_domain(&domain);
+                        store
+                            .refresher
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&domain);
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("credentials: cannot start a refresh for {domain}: {e}");
+                self.refresher
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&domain);
+            }
+        }
+    }
+
+    /// One refresh of one credential, start to end. Runs on its own thread.
+    fn refresh_domain(&self, domain: &str) {
+        let Some(endpoint) = self.refresher.endpoint.get() else {
+            return;
+        };
+        let path = self.file_path(domain);
+        let lock_wait = endpoint.timeout + Duration::from_secs(2);
+        let lock = match FileLock::try_acquire(&lock_path(&path)) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => {
+                log::info!("credentials: {domain}: another process is refreshing; waiting for it");
+                FileLock::acquire(&lock_path(&path), lock_wait)
+            }
+            Err(e) => Err(e),
+        };
+        let _lock = match lock {
+            Ok(lock) => lock,
+            Err(e) => {
+                // Without the lock another process may be refreshing: stepping in could
+                // spend the refresh token twice. Try again later.
+                let why = format!("cannot lock {}: {e}", lock_path(&path).display());
+                if let Some(refresh_token) = self.refresh_token_of(domain) {
+                    self.record_failure(domain, &refresh_token, &why);
+                }
+                return;
+            }
+        };
+
+        // Under the lock, the file is the truth: another process may have refreshed it.
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(_) => return, // deleted meanwhile: the scanner drops it
+        };
+        let stamp = Stamp::of(&path);
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return; // broken meanwhile: the scanner reports it
+        };
+        let Ok(file) = parse_value(&doc) else { return };
+        let Credential::OAuth(tokens) = &file.credential else {
+            self.publish_file(domain, file, stamp);
+            return;
+        };
+        if !due(tokens, now_ms()) {
+            log::info!("credentials: {domain}: token already refreshed (by another process)");
+            self.publish_file(domain, file, stamp);
+            return;
+        }
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            return;
+        };
+        // The file may hold other tokens than the snapshot (changed by hand or by another
+        // process); publish them first so the outcome below is recorded against them.
+        if !matches!(self.current().get(domain), Some(Ok(entry)) if entry.file == file) {
+            self.publish_file(domain, file.clone(), stamp);
+        }
+        let started = Instant::now();
+        log::debug!(
+            "credentials: {domain}: refreshing with refresh token {}",
+            mask(&refresh_token)
+        );
+        match endpoint.refresh(&refresh_token) {
+            Ok(new) => {
+                if let Err(why) = apply_tokens(&mut doc, &new) {
+                    log::error!("credentials: {domain}: cannot update the file: {why}");
+                    return;
+                }
+                if Stamp::of(&path) != stamp {
+                    // Replaced during the POST by something that does not take the lock (an
+                    // operator renewing it): their file wins, ours would overwrite it.
+                    log::warn!(
+                        "credentials: {domain}: {} changed during the refresh; keeping the \
+                         new file and discarding the refreshed token",
+                        path.display()
+                    );
+                    return;
+                }
+                let mut text = serde_json::to_vec_pretty(&doc).expect("JSON always serializes");
+                text.push(b'\n');
+                let written = write_atomically(&path, &text);
+                let Ok(file) = parse_value(&doc) else { return };
+                let previous = self.current().get(domain).cloned();
+                match written {
+                    Ok(()) => self.publish_file(domain, file, Stamp::of(&path)),
+                    Err(e) => {
+                        // The old refresh token may already be spent: keep the new one in
+                        // memory so this process keeps working, and say so loudly.
+                        log::error!(
+                            "credentials: {domain}: refreshed, but cannot save {}: {e}; \
+                             the new token lives in memory only and the file must be \
+                             renewed before nexus restarts",
+                            path.display()
+                        );
+                        self.publish_file(domain, file, None);
+                    }
+                }
+                if let Some(Ok(previous)) = previous {
+                    if let RefreshState::Failing { failures, .. } = previous.refresh {
+                        log::info!(
+                            "credentials: {domain}: refresh recovered after {failures} failed attempt(s)"
+                        );
+                    }
+                }
+                log::info!(
+                    "credentials: {domain}: OAuth token refreshed in {} ms (new token {}, expires in {} s)",
+                    started.elapsed().as_millis(),
+                    mask(&new.access_token),
+                    new.expires_at.saturating_sub(now_ms()) / 1000
+                );
+            }
+            Err(RefreshError::InvalidGrant) => {
+                let previous =
+                    self.set_refresh_state(domain, &refresh_token, |_| RefreshState::InvalidGrant);
+                if previous.is_some_and(|p| p != RefreshState::InvalidGrant) {
+                    log::error!(
+                        "credentials: {domain}: the token endpoint refused the refresh token \
+                         (invalid_grant); no further attempts until {} changes — renew it",
+                        path.display()
+                    );
+                }
+            }
+            Err(RefreshError::Transient(why)) => {
+                self.record_failure(domain, &refresh_token, &why);
+            }
+        }
+    }
+
+    fn refresh_token_of(&self, domain: &str) -> Option<String> {
+        match self.current().get(domain) {
+            Some(Ok(entry)) => match &entry.file.credential {
+                Credential::OAuth(tokens) => tokens.refresh_token.clone(),
+                Credential::ApiKey { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Counts a transient failure and schedules the retry; logs the first of a streak.
+    fn record_failure(&self, domain: &str, refresh_token: &str, why: &str) {
+        let mut failures = 0;
+        self.set_refresh_state(domain, refresh_token, |previous| {
+            failures = match previous {
+                RefreshState::Failing { failures, .. } => failures + 1,
+                _ => 1,
+            };
+            RefreshState::Failing {
+                failures,
+                retry_at: Instant::now() + backoff(failures),
+            }
+        });
+        match failures {
+            0 => {}
+            1 => log::warn!(
+                "credentials: {domain}: OAuth refresh failed: {why}; retrying with backoff, \
+                 the current token is used while it is valid"
+            ),
+            n => log::debug!("credentials: {domain}: OAuth refresh failed again ({n}): {why}"),
+        }
+    }
+}
+
+/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … capped.
+fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn due_five_minutes_ahead_and_only_with_a_refresh_token() {
+        let tokens = |expires_at, refresh: Option<&str>| OAuthTokens {
+            access_token: "a".into(),
+            refresh_token: refresh.map(Into::into),
+            expires_at,
+        };
+        let now = 1_000_000_000;
+        assert!(due(&tokens(Some(now), Some("r")), now));
+        assert!(due(&tokens(Some(now + REFRESH_AHEAD_MS), Some("r")), now));
+        assert!(!due(
+            &tokens(Some(now + REFRESH_AHEAD_MS + 1), Some("r")),
+            now
+        ));
+        assert!(!due(&tokens(Some(now), None), now));
+        assert!(!due(&tokens(None, Some("r")), now));
+    }
+}

@@ -1,0 +1,251 @@
+//! The request side of OAuth refresh: a request whose token has expired, or expires within
+//! a minute, waits for the one refresh in flight instead of starting its own.
+//!
+//! This is the rare path. The wait is a short async sleep polling the store's generation,
+//! so the worker thread keeps serving every other connection meanwhile; it is bounded by
+//! the refresh timeout.
+
+use std::time::{Duration, Instant};
+
+use super::file::Credential;
+use super::store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
+use super::token_client::now_ms;
+use super::{CredentialError, Renew};
+use crate::http::request::RequestHead;
+
+/// A token this close to expiry is not sent while a refresh can replace it.
+pub const EXPIRY_MARGIN_MS: u64 = 60 * 1000;
+/// How often a waiting request looks for the refreshed token.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a request does with the entry it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Go with the entry as it is.
+    Use,
+    /// A refresh is due or running: look again shortly.
+    Wait,
+    /// The token has expired and cannot be refreshed.
+    Renew(Renew),
+    /// The token has expired and refreshing it failed for now.
+    RefreshFailed,
+}
+
+/// What the waiting request saw first, to recognise the refresh's outcome.
+pub(super) struct Start {
+    access_token: String,
+    failures: u32,
+}
+
+impl Start {
+    fn of(entry: &DomainEntry) -> Start {
+        Start {
+            access_token: match &entry.file.credential {
+                Credential::OAuth(tokens) => tokens.access_token.clone(),
+                Credential::ApiKey { api_key } => api_key.clone(),
+            },
+            failures: failures(entry.refresh),
+        }
+    }
+}
+
+fn failures(state: RefreshState) -> u32 {
+    match state {
+        RefreshState::Failing { failures, .. } => failures,
+        _ => 0,
+    }
+}
+
+/// Whether the entry is an OAuth token that expires within [`EXPIRY_MARGIN_MS`].
+fn near_expiry(entry: &DomainEntry, now_ms: u64) -> bool {
+    match &entry.file.credential {
+        Credential::OAuth(tokens) => tokens
+            .expires_at
+            .is_some_and(|at| now_ms.saturating_add(EXPIRY_MARGIN_MS) >= at),
+        Credential::ApiKey { .. } => false,
+    }
+}
+
+/// The rule, as a pure function of what the request can see.
+pub(super) fn decide(
+    entry: &DomainEntry,
+    start: &Start,
+    now_ms: u64,
+    refreshing: impl FnOnce() -> bool,
+) -> Decision {
+    if !near_expiry(entry, now_ms) {
+        return Decision::Use;
+    }
+    let Credential::OAuth(tokens) = &entry.file.credential else {
+        return Decision::Use;
+    };
+    let expires_at = tokens.expires_at.unwrap_or(0);
+    let expired = now_ms >= expires_at;
+    if tokens.access_token != start.access_token && !expired {
+        return Decision::Use; // refreshed, even if the new token is short-lived
+    }
+    let unless_expired = |failure| if expired { failure } else { Decision::Use };
+    if tokens.refresh_token.is_none() {
+        return unless_expired(Decision::Renew(Renew::NoRefreshToken));
+    }
+    match entry.refresh {
+        RefreshState::InvalidGrant => unless_expired(Decision::Renew(Renew::InvalidGrant)),
+        RefreshState::Failing { failures, .. } if failures > start.failures => {
+            unless_expired(Decision::RefreshFailed)
+        }
+        // Failing already when the request came: wait for a retry in flight, if any.
+        RefreshState::Failing { .. } if expired && refreshing() => Decision::Wait,
+        RefreshState::Failing { .. } => unless_expired(Decision::RefreshFailed),
+        RefreshState::Ok => Decision::Wait,
+    }
+}
+
+/// The domain's entry, ready to use: an OAuth token near expiry has been refreshed (or the
+/// request waited for the refresh in flight), or the error says why it cannot be.
+/// A guarded credential checks the client key first, so strangers never wait or cause a
+/// refresh.
+pub async fn ready_entry(
+    store: &CredentialStore,
+    view: &LocalView,
+    domain: Option<&str>,
+    head: &RequestHead,
+    global_keys: &[String],
+) -> Result<Option<Entry>, CredentialError> {
+    let Some(domain) = domain else {
+        return Ok(None);
+    };
+    let Some(entry) = store.lookup(view, domain) else {
+        return Ok(None);
+    };
+    let Ok(found) = &entry else {
+        return Ok(Some(entry));
+    };
+    // The hot path: an API key, or a token not about to expire. No lock, no allocation.
+    if !near_expiry(found, now_ms()) {
+        return Ok(Some(entry));
+    }
+    let start = Start::of(found);
+    match decide(found, &start, now_ms(), || store.is_refreshing(domain)) {
+        Decision::Use => return Ok(Some(entry)),
+        _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, head)?,
+    }
+    let deadline = Instant::now() + store.refresh_wait_limit();
+    let mut asked = false;
+    loop {
+        let entry = match store.lookup(view, domain) {
+            Some(Ok(entry)) => entry,
+            other => return Ok(other), // deleted or broken meanwhile: the next rule decides
+        };
+        let now = now_ms();
+        match decide(&entry, &start, now, || store.is_refreshing(domain)) {
+            Decision::Use => return Ok(Some(Ok(entry))),
+            Decision::Renew(why) => return Err(CredentialError::Renew(domain.into(), why)),
+            Decision::RefreshFailed => return Err(CredentialError::RefreshFailed(domain.into())),
+            Decision::Wait => {}
+        }
+        if Instant::now() >= deadline {
+            let expired = match &entry.file.credential {
+                Credential::OAuth(tokens) => tokens.expires_at.is_some_and(|at| now >= at),
+                Credential::ApiKey { .. } => false,
+            };
+            return if expired {
+                Err(CredentialError::RefreshFailed(domain.into()))
+            } else {
+                Ok(Some(Ok(entry)))
+            };
+        }
+        if !asked {
+            store.demand_refresh();
+            asked = true;
+        }
+        monoio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::file::{CredentialFile, OAuthTokens};
+
+    fn entry(
+        access: &str,
+        refresh: Option<&str>,
+        expires_at: u64,
+        state: RefreshState,
+    ) -> DomainEntry {
+        DomainEntry {
+            file: CredentialFile {
+                credential: Credential::OAuth(OAuthTokens {
+                    access_token: access.into(),
+                    refresh_token: refresh.map(Into::into),
+                    expires_at: Some(expires_at),
+                }),
+                client_keys: None,
+                slack: None,
+            },
+            refresh: state,
+        }
+    }
+
+    const NOW: u64 = 10_000_000;
+
+    #[test]
+    fn fresh_tokens_are_used_and_near_expiry_waits() {
+        let fresh = entry("a", Some("r"), NOW + 120_000, RefreshState::Ok);
+        assert_eq!(
+            decide(&fresh, &Start::of(&fresh), NOW, || false),
+            Decision::Use
+        );
+        let near = entry("a", Some("r"), NOW + 30_000, RefreshState::Ok);
+        assert_eq!(
+            decide(&near, &Start::of(&near), NOW, || true),
+            Decision::Wait
+        );
+        let expired = entry("a", Some("r"), NOW - 1, RefreshState::Ok);
+        assert_eq!(
+            decide(&expired, &Start::of(&expired), NOW, || false),
+            Decision::Wait
+        );
+        // Refreshed to a new (if short-lived) token: go.
+        let start = Start::of(&near);
+        let refreshed = entry("b", Some("r2"), NOW + 30_000, RefreshState::Ok);
+        assert_eq!(decide(&refreshed, &start, NOW, || false), Decision::Use);
+    }
+
+    #[test]
+    fn failures_serve_the_old_token_while_valid_then_fail() {
+        let ok = entry("a", Some("r"), NOW + 30_000, RefreshState::Ok);
+        let start = Start::of(&ok);
+        let dead = entry("a", Some("r"), NOW + 30_000, RefreshState::InvalidGrant);
+        assert_eq!(decide(&dead, &start, NOW, || false), Decision::Use);
+        let dead = entry("a", Some("r"), NOW, RefreshState::InvalidGrant);
+        assert_eq!(
+            decide(&dead, &start, NOW, || false),
+            Decision::Renew(Renew::InvalidGrant)
+        );
+        let failing = RefreshState::Failing {
+            failures: 1,
+            retry_at: Instant::now(),
+        };
+        let flaky = entry("a", Some("r"), NOW + 30_000, failing);
+        assert_eq!(decide(&flaky, &start, NOW, || true), Decision::Use);
+        let flaky = entry("a", Some("r"), NOW - 5, failing);
+        assert_eq!(
+            decide(&flaky, &start, NOW, || true),
+            Decision::RefreshFailed,
+            "a new failure"
+        );
+        // Already failing when the request came: wait for the retry in flight, if any.
+        let start = Start::of(&flaky);
+        assert_eq!(decide(&flaky, &start, NOW, || true), Decision::Wait);
+        assert_eq!(
+            decide(&flaky, &start, NOW, || false),
+            Decision::RefreshFailed
+        );
+        let no_refresh = entry("a", None, NOW, RefreshState::Ok);
+        assert_eq!(
+            decide(&no_refresh, &Start::of(&no_refresh), NOW, || false),
+            Decision::Renew(Renew::NoRefreshToken)
+        );
+    }
+}
