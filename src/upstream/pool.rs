@@ -14,6 +14,8 @@ use rustls::pki_types::ServerName;
 use super::conn::UpstreamConn;
 use super::Upstream;
 
+/// Idle connections younger than this are reused without a liveness probe.
+const PROBE_AFTER: Duration = Duration::from_millis(250);
 /// Most idle connections a worker keeps; more are closed when returned.
 const MAX_IDLE: usize = 256;
 
@@ -68,7 +70,11 @@ impl Pool {
     pub fn checkout(&self) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && conn.idle_and_open() {
+            let idle_for = since.elapsed();
+            // A connection that carried a response a moment ago is not worth a syscall to
+            // probe; one that sat idle may have been closed by the upstream meanwhile.
+            let fresh = idle_for < PROBE_AFTER;
+            if idle_for < self.idle_timeout && (fresh || conn.idle_and_open()) {
                 conn.reused = true;
                 return Some(conn);
             }
