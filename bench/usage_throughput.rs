@@ -1,6 +1,6 @@
 //! Throughput of the usage parsers on one core, on realistic inputs.
 //!
-//! `cargo run --release --example usage_throughput`
+//! `cargo run --release --example usage_throughput` (bench/run.sh runs it too)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -1,0 +1,684 @@
+#!/usr/bin/env bash
+# nexus benchmark suite: the mock upstream alone ("direct"), nexus in front of it, and
+# nginx in front of it, on 127.0.0.1, workload after workload. Prints a table and writes
+# bench/RESULTS.md. How to run and how to read it: bench/README.md.
+#
+#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,nexus,nginx] [--no-install] [--oha]
+#
+# Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (cores),
+# W4_STREAMS (10000), W4_SECS (30), W4_INTERVAL_MS (100), W4_RAMP_MS (3000),
+# BENCH_PORT_BASE (18100: uses it and the next two ports), BENCH_MAX_SECS (2400),
+# BENCH_KEEP_TMP=1 keeps the temporary directory (logs, nginx prefix) for a look.
+set -euo pipefail
+
+# Bound the whole run: timeout signals this script's process group when time is up and
+# the EXIT trap below stops whatever is still running.
+if [[ -z "${NEXUS_BENCH_BOUNDED:-}" ]]; then
+    export NEXUS_BENCH_BOUNDED=1
+    exec timeout -k 20 "${BENCH_MAX_SECS:-2400}" bash "$0" "$@"
+fi
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
+TARGETS=${BENCH_TARGETS:-direct,nexus,nginx}
+INSTALL=1
+WITH_OHA=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --only) ONLY=${2:?--only needs a list}; shift 2 ;;
+        --targets) TARGETS=${2:?--targets needs a list}; shift 2 ;;
+        --no-install) INSTALL=0; shift ;;
+        --oha) WITH_OHA=1; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "bench: unknown argument $1" >&2; usage 2 ;;
+    esac
+done
+
+SECS=${BENCH_SECS:-10}
+WARMUP=${BENCH_WARMUP_SECS:-2}
+WORKERS=${BENCH_WORKERS:-$(nproc)}
+W4_STREAMS=${W4_STREAMS:-10000}
+W4_SECS=${W4_SECS:-30}
+W4_INTERVAL_MS=${W4_INTERVAL_MS:-100}
+W4_RAMP_MS=${W4_RAMP_MS:-3000}
+PORT_BASE=${BENCH_PORT_BASE:-18100}
+UPORT=$PORT_BASE
+NEXUS_PORT=$((PORT_BASE + 1))
+NGINX_PORT=$((PORT_BASE + 2))
+for v in SECS WARMUP WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS PORT_BASE; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number, not '${!v}'" >&2; exit 2; }
+done
+(( WORKERS >= 1 && SECS >= 1 && W4_STREAMS >= 1 && W4_INTERVAL_MS >= 1 )) \
+    || { echo "bench: BENCH_WORKERS, BENCH_SECS, W4_STREAMS and W4_INTERVAL_MS must be at least 1" >&2; exit 2; }
+WRK_THREADS=$(( WORKERS < 2 ? 1 : 2 ))
+
+has() { [[ ",$1," == *",$2,"* ]]; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+FAILED=0
+NOTES=()
+note() { NOTES+=("$*"); log "note: $*"; }
+die() { log "FAILED: $*"; exit 1; }
+
+# ---------------------------------------------------------------- processes we start
+WORK=$(mktemp -d /tmp/nexus-bench.XXXXXX)
+STARTED=()          # every pid this script started; the EXIT trap stops each one
+POLICY_RC_CREATED=0
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+stop_pid() {
+    local pid=$1 i
+    alive "$pid" || { wait "$pid" 2>/dev/null || true; forget_pid "$pid"; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || break
+        sleep 0.05
+    done
+    if alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+# Drops a stopped pid from STARTED, so a recycled pid is never signalled later.
+forget_pid() {
+    local keep=() p
+    for p in "${STARTED[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    STARTED=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${STARTED[@]}"; do
+        stop_pid "$pid"
+    done 2>/dev/null
+    if [[ $POLICY_RC_CREATED == 1 ]]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    if [[ -n "${BENCH_KEEP_TMP:-}" ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Pids whose parent is $1 (read from /proc: a minimal Debian has no procps).
+children_of() {
+    local parent=$1 f line state ppid
+    for f in /proc/[0-9]*/stat; do
+        line=$(cat "$f" 2>/dev/null) || continue
+        read -r state ppid _ <<<"${line##*) }"
+        if [[ $ppid == "$parent" ]]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_ready PID LOG PORT WHAT [PATTERN]: until PATTERN shows in LOG (or PORT accepts).
+wait_ready() {
+    local pid=$1 logf=$2 port=$3 what=$4 pattern=${5:-} i
+    for ((i = 0; i < 300; i++)); do
+        if ! alive "$pid"; then
+            log "$what exited during start-up; its log:"
+            tail -n 30 "$logf" >&2 || true
+            die "$what did not start"
+        fi
+        if [[ -n "$pattern" ]]; then
+            grep -q "$pattern" "$logf" 2>/dev/null && return 0
+        elif port_open "$port"; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    tail -n 30 "$logf" >&2 || true
+    die "$what was not ready after 15 s"
+}
+
+# ---------------------------------------------------------------- install and build
+install_missing() {
+    local need=()
+    command -v wrk >/dev/null || need+=(wrk)
+    if has "$TARGETS" nginx && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+        need+=(nginx)
+    fi
+    [[ ${#need[@]} -eq 0 ]] && return 0
+    [[ $INSTALL == 1 ]] || die "missing ${need[*]} (run without --no-install, or install them)"
+    local sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        command -v sudo >/dev/null || die "missing ${need[*]} and not root (no sudo)"
+        sudo=(sudo)
+    fi
+    local pkgs=() p
+    for p in "${need[@]}"; do
+        if [[ $p == nginx ]]; then
+            # Debian ships nginx-light (bookworm: the core nginx plus one module); else nginx.
+            if apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+                pkgs+=(nginx-light)
+            else
+                pkgs+=(nginx)
+            fi
+        else
+            pkgs+=("$p")
+        fi
+    done
+    log "installing ${pkgs[*]}"
+    "${sudo[@]}" apt-get update -qq
+    # The package would start a system nginx on port 80; policy-rc.d (exit 101) forbids
+    # that for the duration of the install, so the machine keeps no daemon of ours.
+    if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) == 0 ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" >&2
+    if [[ $POLICY_RC_CREATED == 1 ]]; then
+        rm -f /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=0
+    fi
+}
+
+install_missing
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ $WITH_OHA == 1 ]] && ! command -v oha >/dev/null && [[ ! -x "$HOME/.cargo/bin/oha" ]]; then
+    log "installing oha (cargo install oha --locked; takes a few minutes)"
+    cargo install oha --locked >&2
+fi
+OHA_BIN=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+
+log "building nexus and the bench programs (release)"
+cargo build --release --locked --bin nexus --example mock_upstream --example open_streams \
+    --example usage_throughput >&2 \
+    || die "cargo build failed"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+NEXUS_BIN=$TARGET_DIR/release/nexus
+MOCK_BIN=$TARGET_DIR/release/examples/mock_upstream
+STREAMS_BIN=$TARGET_DIR/release/examples/open_streams
+PARSERS_BIN=$TARGET_DIR/release/examples/usage_throughput
+
+# ---------------------------------------------------------------- limits
+HARD_NOFILE=$(ulimit -Hn)
+[[ $HARD_NOFILE == unlimited ]] && HARD_NOFILE=1048576
+ulimit -Sn "$HARD_NOFILE" 2>/dev/null || true
+NOFILE=$(ulimit -Sn)
+# A single-process proxy holds two sockets per stream (client side + upstream side).
+if has "$ONLY" W4 && (( NOFILE < 2 * W4_STREAMS + 500 )); then
+    capped=$(( (NOFILE - 500) / 2 ))
+    note "W4 capped from $W4_STREAMS to $capped streams: the open-file limit is $NOFILE (ulimit -Hn; raising it needs CAP_SYS_RESOURCE) and a single-process proxy needs 2 per stream"
+    W4_STREAMS=$capped
+fi
+
+for port in "$UPORT" "$NEXUS_PORT" "$NGINX_PORT"; do
+    port_open "$port" && die "port $port on 127.0.0.1 is in use (set BENCH_PORT_BASE)"
+done
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- /proc figures
+cpu_ticks() {   # utime+stime of the given pids, summed (clock ticks)
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        total=$(( total + $(awk '{print $12 + $13}' <<<"$fields") ))
+    done
+    echo "$total"
+}
+status_kb() {   # status_kb FIELD pids...: FIELD (VmHWM, VmRSS) summed, in KiB
+    local field=$1 total=0 pid v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null) || v=0
+        total=$(( total + ${v:-0} ))
+    done
+    echo "$total"
+}
+
+# ---------------------------------------------------------------- targets
+MOCK_PID=""
+start_mock() {
+    "$MOCK_BIN" --port "$UPORT" --workers "$WORKERS" >"$WORK/mock.log" 2>&1 &
+    MOCK_PID=$!
+    STARTED+=("$MOCK_PID")
+    wait_ready "$MOCK_PID" "$WORK/mock.log" "$UPORT" "mock upstream" "listening on 127.0.0.1:$UPORT"
+}
+
+TARGET_PORT=""
+TARGET_PIDS=()      # the proxy processes whose CPU and memory are measured
+TARGET_MAIN=""      # the process started (nexus, nginx master)
+RUN_SEQ=0
+
+# start_target TARGET [CONNECTIONS]: CONNECTIONS sizes nginx's worker_connections, which
+# it preallocates (so a W4-sized table would inflate its RSS in W1-W3).
+start_target() {
+    local target=$1 want_conns=${2:-1024}
+    RUN_SEQ=$((RUN_SEQ + 1))
+    TARGET_PIDS=()
+    TARGET_MAIN=""
+    case "$target" in
+        direct)
+            TARGET_PORT=$UPORT
+            ;;
+        nexus)
+            TARGET_PORT=$NEXUS_PORT
+            local logf="$WORK/nexus.$RUN_SEQ.log"
+            (
+                cd "$WORK"   # no stray .env or credentials/ from the checkout
+                exec env UPSTREAM_URL="http://127.0.0.1:$UPORT" CLAUDE_API_KEY=sk-ant-api03-bench \
+                    STATS_INTERVAL_SECS=0 NEXUS_LOG=warn CREDENTIALS_DIR="$WORK/credentials" \
+                    "$NEXUS_BIN" -p "$NEXUS_PORT" -H 127.0.0.1 -w "$WORKERS"
+            ) >"$logf" 2>&1 &
+            TARGET_MAIN=$!
+            STARTED+=("$TARGET_MAIN")
+            wait_ready "$TARGET_MAIN" "$logf" "$NEXUS_PORT" nexus "listening on 127.0.0.1:$NEXUS_PORT"
+            TARGET_PIDS=("$TARGET_MAIN")
+            ;;
+        nginx)
+            TARGET_PORT=$NGINX_PORT
+            local prefix="$WORK/nginx.$RUN_SEQ"
+            mkdir -p "$prefix"
+            local conns=$(( want_conns > NOFILE ? NOFILE : want_conns ))
+            sed -e "s#@PREFIX@#$prefix#g" -e "s#@WORKERS@#$WORKERS#g" -e "s#@LISTEN_PORT@#$NGINX_PORT#g" \
+                -e "s#@UPSTREAM_PORT@#$UPORT#g" -e "s#@NOFILE@#$NOFILE#g" -e "s#@WORKER_CONNECTIONS@#$conns#g" \
+                "$ROOT/bench/nginx.conf.in" >"$prefix/nginx.conf"
+            "$NGINX_BIN" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" >"$prefix/stdout.log" 2>&1 &
+            TARGET_MAIN=$!
+            STARTED+=("$TARGET_MAIN")
+            wait_ready "$TARGET_MAIN" "$prefix/stdout.log" "$NGINX_PORT" nginx
+            local i workers=()
+            for ((i = 0; i < 100; i++)); do
+                mapfile -t workers < <(children_of "$TARGET_MAIN")
+                [[ ${#workers[@]} -ge $WORKERS ]] && break
+                sleep 0.05
+            done
+            [[ ${#workers[@]} -ge 1 ]] || die "nginx started no worker processes"
+            TARGET_PIDS=("${workers[@]}")
+            STARTED+=("${workers[@]}")   # stopped by id too, should the master die first
+            ;;
+    esac
+}
+
+# Stops the target, then files any warning or error it logged as a note.
+stop_target() {
+    local target=$1 label=$2
+    [[ -z "$TARGET_MAIN" ]] && return 0
+    if ! alive "$TARGET_MAIN"; then
+        note "$target died during $label"
+        FAILED=1
+    fi
+    stop_pid "$TARGET_MAIN"
+    local pid
+    for pid in "${TARGET_PIDS[@]}"; do stop_pid "$pid"; done
+    local logf
+    case "$target" in
+        nexus) logf="$WORK/nexus.$RUN_SEQ.log" ;;
+        nginx) logf="$WORK/nginx.$RUN_SEQ/error.log" ;;
+    esac
+    if [[ -f "$logf" ]]; then
+        local lines
+        lines=$(grep -v "listening on" "$logf" | grep -E -i 'warn|error|crit|alert|emerg|panic' \
+            | sed -E -e 's/^\[?[0-9TZ:.\/ -]+\]? ?//' -e 's/[0-9]+#[0-9]+: (\*[0-9]+ )?//' | sort | uniq -c | sort -rn | head -n 8 || true)
+        if [[ -n "$lines" ]]; then
+            note "$target log during $label (count, line):"$'\n'"$lines"
+        fi
+    fi
+    TARGET_MAIN=""
+    TARGET_PIDS=()
+}
+
+# ---------------------------------------------------------------- results
+declare -A R
+fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN { if (v == "" || v == "-") print "—"; else printf "%.*f", d, v }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.6f", a / b }'; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%.3f", a - b }'; }
+kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
+
+# wrk_run WORKLOAD TARGET CONNS THREADS QUERY STREAM BODY_BYTES SHAPE
+wrk_run() {
+    local w=$1 target=$2 conns=$3 threads=$4 query=$5 stream=$6 body=$7 shape=$8
+    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$w.$target.wrk"
+    local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
+    if (( WARMUP > 0 )); then
+        env "${envs[@]}" timeout --foreground $((WARMUP + 30)) wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
+            -s "$ROOT/bench/wrk/messages.lua" "$url" >/dev/null 2>&1 || true
+    fi
+    local c0 c1
+    c0=$(cpu_ticks "${TARGET_PIDS[@]}")
+    env "${envs[@]}" timeout --foreground $((SECS + 30)) wrk -t"$threads" -c"$conns" -d"${SECS}s" --latency --timeout 10s \
+        -s "$ROOT/bench/wrk/messages.lua" "$url" >"$out" 2>&1 || true
+    c1=$(cpu_ticks "${TARGET_PIDS[@]}")
+    local line
+    line=$(grep '^BENCH ' "$out" || true)
+    if [[ -z "$line" ]]; then
+        note "$w against $target: wrk printed no summary: $(tail -n 3 "$out" | tr '\n' ' ')"
+        FAILED=1
+        return 0
+    fi
+    local reqs dur
+    reqs=$(kv "$line" requests)
+    dur=$(kv "$line" duration_us)
+    R[$w|$target|rps]=$(awk -v r="$reqs" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
+    R[$w|$target|p50]=$(awk -v v="$(kv "$line" p50_us)" 'BEGIN { printf "%.3f", v / 1000 }')
+    R[$w|$target|p99]=$(awk -v v="$(kv "$line" p99_us)" 'BEGIN { printf "%.3f", v / 1000 }')
+    local errs=0 k
+    for k in err_connect err_read err_write err_status err_timeout; do
+        errs=$((errs + $(kv "$line" "$k")))
+    done
+    R[$w|$target|err]=$errs
+    if (( errs > 0 )); then
+        note "$w against $target: $errs errors ($(grep -o 'err_[a-z]*=[1-9][0-9]*' <<<"$line" | tr '\n' ' '))"
+    fi
+    if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
+        R[$w|$target|cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "-" }')
+        R[$w|$target|rss]=$(awk -v k="$(status_kb VmHWM "${TARGET_PIDS[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
+    else
+        R[$w|$target|cpu]="-"
+        R[$w|$target|rss]="-"
+    fi
+    log "$w $target: $(printf '%s req/s, p50 %s ms, p99 %s ms, cpu %s us/req, peak rss %s MiB, errors %s' \
+        "${R[$w|$target|rps]}" "${R[$w|$target|p50]}" "${R[$w|$target|p99]}" "${R[$w|$target|cpu]}" "${R[$w|$target|rss]}" "$errs")"
+}
+
+# oha_run WORKLOAD TARGET CONNS QUERY STREAM BODY_BYTES: a second opinion on W1/W2.
+oha_run() {
+    local w=$1 target=$2 conns=$3 query=$4 stream=$5 body=$6
+    local bodyf="$WORK/oha-body.json" out="$WORK/$w.$target.oha"
+    local stream_field=""
+    [[ $stream == 1 ]] && stream_field='"stream":true,'
+    local prefix="{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":1024,${stream_field}\"system\":\"You are a concise assistant.\",\"messages\":[{\"role\":\"user\",\"content\":\""
+    local suffix='"}]}'
+    local pad=$(( body - ${#prefix} - ${#suffix} ))
+    (( pad < 0 )) && pad=0
+    printf '%s%s%s' "$prefix" "$(head -c "$pad" /dev/zero | tr '\0' x)" "$suffix" >"$bodyf"
+    local c0 c1
+    c0=$(cpu_ticks "${TARGET_PIDS[@]}")
+    timeout --foreground $((SECS + 30)) "$OHA_BIN" --no-tui -z "${SECS}s" -c "$conns" -m POST \
+        -H 'content-type: application/json' -D "$bodyf" \
+        "http://127.0.0.1:$TARGET_PORT/v1/messages$query" >"$out" 2>&1 || true
+    c1=$(cpu_ticks "${TARGET_PIDS[@]}")
+    local responses
+    responses=$(awk '/^ *\[[0-9]+\] [0-9]+ responses/ { n += $2 } END { print n + 0 }' "$out")
+    if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
+        R[$w-oha|$target|cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$responses" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "-" }')
+    fi
+    R[$w-oha|$target|rps]=$(awk '/Requests\/sec:/ {print $2; exit}' "$out")
+    R[$w-oha|$target|p50]=$(oha_pct "$out" 50.00)
+    R[$w-oha|$target|p99]=$(oha_pct "$out" 99.00)
+    R[$w-oha|$target|ok]=$(awk '/Success rate:/ {print $3; exit}' "$out")
+    log "$w (oha) $target: ${R[$w-oha|$target|rps]:-?} req/s, p50 ${R[$w-oha|$target|p50]:-?} ms, p99 ${R[$w-oha|$target|p99]:-?} ms"
+}
+oha_pct() {   # "50.00% in 0.0010 secs" (or ms) → milliseconds
+    awk -v p="$2%" '$1 == p && $2 == "in" { v = $3; u = $4; if (u ~ /^secs?/) v *= 1000; else if (u ~ /^(us|µs)/) v /= 1000; print v; exit }' "$1"
+}
+
+# After a W4 run ~2 sockets per stream sit in TIME_WAIT for 60 s; each W4 target starts
+# only once those of the bench's ports are gone (at most ~65 s), so every target gets
+# the same clean port space.
+settle_time_wait() {
+    local i n ports
+    ports=$(printf '%04X|%04X|%04X' "$UPORT" "$NEXUS_PORT" "$NGINX_PORT")
+    for ((i = 0; i < 70; i++)); do
+        n=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null \
+            | awk -v p="^($ports)\$" '$4 == "06" { split($2, l, ":"); split($3, r, ":"); if (l[2] ~ p || r[2] ~ p) n++ } END { print n + 0 }')
+        (( n < 100 )) && return 0
+        (( i == 0 )) && log "waiting for $n TIME_WAIT sockets to expire before the next W4 run"
+        sleep 1
+    done
+}
+
+w4_run() {
+    local target=$1 out="$WORK/W4.$target.out"
+    local events=$(( W4_SECS * 1000 / W4_INTERVAL_MS ))
+    local base=0 peak=0 cur c0 c1
+    if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
+        base=$(status_kb VmRSS "${TARGET_PIDS[@]}")
+    fi
+    c0=$(cpu_ticks "${TARGET_PIDS[@]}")
+    timeout --foreground $((W4_SECS + W4_RAMP_MS / 1000 + 120)) "$STREAMS_BIN" --addr "127.0.0.1:$TARGET_PORT" \
+        --streams "$W4_STREAMS" --threads "$WRK_THREADS" --ramp-ms "$W4_RAMP_MS" --timeout-secs $((W4_SECS + 90)) \
+        --path "/v1/messages?events=$events&size=200&delay_ms=$W4_INTERVAL_MS" >"$out" 2>"$out.err" &
+    local client=$!
+    STARTED+=("$client")
+    while alive "$client"; do
+        if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
+            cur=$(status_kb VmRSS "${TARGET_PIDS[@]}")
+            (( cur > peak )) && peak=$cur
+        fi
+        sleep 0.5
+    done
+    wait "$client" 2>/dev/null || true
+    c1=$(cpu_ticks "${TARGET_PIDS[@]}")
+    local line
+    line=$(grep '^RESULT ' "$out" || true)
+    if [[ -z "$line" ]]; then
+        note "W4 against $target: the stream client printed no result: $(tail -n 3 "$out.err" | tr '\n' ' ')"
+        FAILED=1
+        return 0
+    fi
+    local k
+    for k in streams completed failed peak_open ttfb_p99_ms gap_p99_ms gap_max_ms dur_max_ms failures secs; do
+        R[W4|$target|$k]=$(kv "$line" "$k")
+    done
+    if [[ ${R[W4|$target|failed]} != 0 ]]; then
+        note "W4 against $target: ${R[W4|$target|failed]} of ${R[W4|$target|streams]} streams failed ($(grep '^  failed' "$out" | sed 's/^ *//' | tr '\n' ';'))"
+    fi
+    if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
+        R[W4|$target|rss_base]=$(awk -v k="$base" 'BEGIN { printf "%.1f", k / 1024 }')
+        R[W4|$target|rss_peak]=$(awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }')
+        R[W4|$target|kib_per_stream]=$(awk -v p="$peak" -v b="$base" -v n="${R[W4|$target|peak_open]}" \
+            'BEGIN { if (n > 0) printf "%.1f", (p - b) / n; else print "-" }')
+        R[W4|$target|cpu_s]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
+    fi
+    log "W4 $target: $(cat "$out" | head -n 3 | tr '\n' ' ')"
+}
+
+# ---------------------------------------------------------------- the workloads
+#            name  conns threads query                            stream body    shape
+WORKLOADS=(
+    "W1 64 $WRK_THREADS - 0 300 chat"
+    "W2 64 $WRK_THREADS ?events=30&size=200&delay_ms=0 1 300 chat"
+    "W3 16 $WRK_THREADS ?events=200&size=200&delay_ms=0 1 262144 claude-code"
+    "W5 1 1 - 0 300 chat"
+)
+DESCR_W1="small JSON: 300 B POST, ~600 B JSON response, 64 connections"
+DESCR_W2="SSE: 300 B POST, 30 text events of 200 B (~6.7 KB), 64 connections"
+DESCR_W3="Claude-Code-like: 256 KB POST, 200-event SSE response (~41 KB), 16 connections"
+DESCR_W5="latency: W1 on 1 connection"
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+start_mock
+log "mock upstream on $UPORT; workers $WORKERS; ${SECS}s per run after ${WARMUP}s warm-up"
+
+IFS=',' read -r -a TARGET_LIST <<<"$TARGETS"
+for spec in "${WORKLOADS[@]}"; do
+    read -r w conns threads query stream body shape <<<"$spec"
+    has "$ONLY" "$w" || continue
+    [[ $query == - ]] && query=""
+    for target in "${TARGET_LIST[@]}"; do
+        start_target "$target"
+        wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape"
+        if [[ $WITH_OHA == 1 && ( $w == W1 || $w == W2 ) ]]; then
+            oha_run "$w" "$target" "$conns" "$query" "$stream" "$body"
+        fi
+        stop_target "$target" "$w"
+    done
+    alive "$MOCK_PID" || die "the mock upstream died during $w"
+done
+
+if has "$ONLY" W4; then
+    log "W4: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
+    for target in "${TARGET_LIST[@]}"; do
+        settle_time_wait
+        start_target "$target" $(( 2 * W4_STREAMS + 200 ))
+        w4_run "$target"
+        stop_target "$target" W4
+    done
+    alive "$MOCK_PID" || die "the mock upstream died during W4"
+fi
+
+# ---------------------------------------------------------------- report
+pos_ratio() {   # a / b when both are positive (an added latency within noise is not), else —
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a + 0 <= 0 || b + 0 <= 0) print "—"; else printf "%.2f", a / b }'
+}
+ratio() {   # ratio KEY-A KEY-B with 2 decimals, or —
+    local r
+    r=$(div "${R[$1]:-}" "${R[$2]:-}")
+    fmt "$r" 2
+}
+
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+[[ -z "$cpu_model" ]] && cpu_model=$(uname -m)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+    commit="$commit (with uncommitted changes in src/ or Cargo.*)"
+fi
+
+report() {
+    echo "# nexus benchmark results"
+    echo
+    echo "Written by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'). How to read it: [README.md](README.md)."
+    echo
+    echo "| machine | |"
+    echo "|---|---|"
+    echo "| CPU | $cpu_model |"
+    echo "| cores | $(nproc) (load generator, mock upstream and proxy share them) |"
+    echo "| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
+    echo "| kernel | $(uname -r) |"
+    echo "| nexus | commit $commit, \`-w $WORKERS\`, $(grep -h -o 'driver [^,]*' "$WORK"/nexus.*.log 2>/dev/null | head -n 1 || echo 'driver ?') |"
+    echo "| nginx | $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') \`worker_processes $WORKERS\` |"
+    echo "| wrk | $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}') |"
+    echo "| runs | ${SECS} s each after ${WARMUP} s warm-up; open-file limit $NOFILE |"
+    echo "| load average | $LOAD_BEFORE (1, 5, 15 min) before the runs; well above 0 means something else was using the cores |"
+    echo
+    echo "## Throughput, latency, cost"
+    echo
+    echo "CPU and peak RSS are the proxy's (nginx: summed over its workers); \`direct\` is the mock upstream alone."
+    echo
+    echo "| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    local w t
+    for w in W1 W2 W3 W5; do
+        has "$ONLY" "$w" || continue
+        for t in "${TARGET_LIST[@]}"; do
+            [[ -n "${R[$w|$t|rps]:-}" ]] || continue
+            echo "| $w | $t | $(fmt "${R[$w|$t|rps]}" 0) | $(fmt "${R[$w|$t|p50]}" 2) | $(fmt "${R[$w|$t|p99]}" 2) | $(fmt "${R[$w|$t|cpu]}" 1) | $(fmt "${R[$w|$t|rss]}" 1) | ${R[$w|$t|err]} |"
+        done
+    done
+    echo
+    echo "W1 $DESCR_W1. W2 $DESCR_W2. W3 $DESCR_W3. W5 $DESCR_W5."
+    if has "$TARGETS" nexus && has "$TARGETS" nginx; then
+        echo
+        echo "## nexus / nginx"
+        echo
+        echo "Above 1 is better for nexus in req/s, worse in every other column."
+        echo
+        echo "| workload | req/s | p50 | p99 | CPU/req | peak RSS |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for w in W1 W2 W3 W5; do
+            has "$ONLY" "$w" || continue
+            echo "| $w | $(ratio "$w|nexus|rps" "$w|nginx|rps") | $(ratio "$w|nexus|p50" "$w|nginx|p50") | $(ratio "$w|nexus|p99" "$w|nginx|p99") | $(ratio "$w|nexus|cpu" "$w|nginx|cpu") | $(ratio "$w|nexus|rss" "$w|nginx|rss") |"
+        done
+        if has "$ONLY" W4; then
+            echo "| W4 | — | — | — | CPU: $(ratio "W4|nexus|cpu_s" "W4|nginx|cpu_s") | per stream: $(ratio "W4|nexus|kib_per_stream" "W4|nginx|kib_per_stream") |"
+        fi
+    fi
+    if has "$ONLY" W5 && has "$TARGETS" direct; then
+        echo
+        echo "## W5: latency added over direct (1 connection)"
+        echo
+        echo "| target | p50 added µs | p99 added µs |"
+        echo "|---|---:|---:|"
+        for t in "${TARGET_LIST[@]}"; do
+            [[ $t == direct || -z "${R[W5|$t|p50]:-}" ]] && continue
+            echo "| $t | $(fmt "$(awk -v a="${R[W5|$t|p50]}" -v b="${R[W5|direct|p50]:-}" 'BEGIN { if (b == "") print "-"; else print (a - b) * 1000 }')" 0) | $(fmt "$(awk -v a="${R[W5|$t|p99]}" -v b="${R[W5|direct|p99]:-}" 'BEGIN { if (b == "") print "-"; else print (a - b) * 1000 }')" 0) |"
+        done
+        if has "$TARGETS" nexus && has "$TARGETS" nginx; then
+            local an bn
+            an=$(sub "${R[W5|nexus|p50]:-}" "${R[W5|direct|p50]:-}")
+            bn=$(sub "${R[W5|nginx|p50]:-}" "${R[W5|direct|p50]:-}")
+            local ap bp
+            ap=$(sub "${R[W5|nexus|p99]:-}" "${R[W5|direct|p99]:-}")
+            bp=$(sub "${R[W5|nginx|p99]:-}" "${R[W5|direct|p99]:-}")
+            echo "| nexus / nginx | $(pos_ratio "$an" "$bn") | $(pos_ratio "$ap" "$bp") |"
+        fi
+    fi
+    if has "$ONLY" W4; then
+        echo
+        echo "## W4: open streams"
+        echo
+        echo "$W4_STREAMS concurrent SSE streams (opened over ${W4_RAMP_MS} ms), each one 200 B event per ${W4_INTERVAL_MS} ms for ${W4_SECS} s, read to the end by \`open_streams\`."
+        echo "RSS per stream = (peak RSS during the run − RSS before it) ÷ peak open streams."
+        echo
+        echo "| target | completed | failed | peak open | RSS before MiB | RSS peak MiB | KiB / stream | CPU s | first byte p99 ms | longest pause p99 ms | slowest stream s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for t in "${TARGET_LIST[@]}"; do
+            [[ -n "${R[W4|$t|streams]:-}" ]] || continue
+            echo "| $t | ${R[W4|$t|completed]} / ${R[W4|$t|streams]} | ${R[W4|$t|failed]} | ${R[W4|$t|peak_open]} | $(fmt "${R[W4|$t|rss_base]:-}" 1) | $(fmt "${R[W4|$t|rss_peak]:-}" 1) | $(fmt "${R[W4|$t|kib_per_stream]:-}" 1) | $(fmt "${R[W4|$t|cpu_s]:-}" 2) | $(fmt "${R[W4|$t|ttfb_p99_ms]}" 1) | $(fmt "${R[W4|$t|gap_p99_ms]}" 1) | $(fmt "$(awk -v v="${R[W4|$t|dur_max_ms]}" 'BEGIN { print v / 1000 }')" 1) |"
+        done
+    fi
+    if [[ $WITH_OHA == 1 ]]; then
+        echo
+        echo "## oha (second opinion on W1, W2)"
+        echo
+        echo "| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | success |"
+        echo "|---|---|---:|---:|---:|---:|---:|"
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            for t in "${TARGET_LIST[@]}"; do
+                echo "| $w | $t | $(fmt "${R[$w-oha|$t|rps]:-}" 0) | $(fmt "${R[$w-oha|$t|p50]:-}" 2) | $(fmt "${R[$w-oha|$t|p99]:-}" 2) | $(fmt "${R[$w-oha|$t|cpu]:-}" 1) | ${R[$w-oha|$t|ok]:-—} |"
+            done
+        done
+    fi
+    if [[ -n "${PARSERS:-}" ]]; then
+        echo
+        echo "## Usage parsers (one core, no I/O: \`bench/usage_throughput.rs\`)"
+        echo
+        echo '```'
+        echo "$PARSERS"
+        echo '```'
+    fi
+    echo
+    echo "## Notes"
+    echo
+    if [[ ${#NOTES[@]} -eq 0 ]]; then
+        echo "None: every run finished without errors, and no process logged a warning."
+    else
+        local n
+        for n in "${NOTES[@]}"; do
+            echo '```'
+            echo "$n"
+            echo '```'
+        done
+    fi
+}
+
+log "measuring the usage parsers"
+PARSERS=$(timeout 120 "$PARSERS_BIN" 2>&1) || note "usage_throughput failed: $PARSERS"
+report >"$WORK/RESULTS.md"
+cp "$WORK/RESULTS.md" "$ROOT/bench/RESULTS.md"
+echo
+cat "$ROOT/bench/RESULTS.md"
+echo
+log "wrote bench/RESULTS.md"
+if [[ $FAILED != 0 ]]; then
+    log "some runs failed; see Notes"
+    exit 1
+fi
