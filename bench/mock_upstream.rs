@@ -15,6 +15,9 @@
 //!   (default 200), content_block_stop, message_delta with usage, message_stop — with
 //!   `delay_ms` between the text events (default 0: the whole stream in one write).
 //!
+//! - `die_after=N` (SSE): the connection is dropped after N text events, mid-stream
+//!   (fault injection for bench/soak.sh).
+//!
 //! Example: `POST /v1/messages?events=30&size=200&delay_ms=0`.
 //! Prints `mock_upstream listening on HOST:PORT …` once every worker is bound.
 
@@ -170,7 +173,8 @@ async fn serve(host: String, port: u16, ready: mpsc::Sender<Result<&'static str,
 #[derive(Clone, Copy)]
 enum Reply {
     Json { size: u32 },
-    Sse { events: u32, size: u32, delay_ms: u32 },
+    /// `die_after`: drop the connection after that many text events (fault injection).
+    Sse { events: u32, size: u32, delay_ms: u32, die_after: Option<u32> },
 }
 
 struct Request {
@@ -187,6 +191,7 @@ struct Params {
     size: Option<u32>,
     delay_ms: Option<u32>,
     json_size: Option<u32>,
+    die_after: Option<u32>,
 }
 
 impl Params {
@@ -198,6 +203,7 @@ impl Params {
             "size" => self.size = num().map(|n| n.min(MAX_EVENT_SIZE)),
             "delay_ms" => self.delay_ms = num(),
             "json_size" => self.json_size = num().map(|n| n.min(MAX_EVENT_SIZE)),
+            "die_after" => self.die_after = num(),
             _ => {}
         }
     }
@@ -208,6 +214,7 @@ impl Params {
                 events: self.events.unwrap_or(30),
                 size: self.size.unwrap_or(200),
                 delay_ms: self.delay_ms.unwrap_or(0),
+                die_after: self.die_after,
             }
         } else {
             Reply::Json { size: self.json_size.unwrap_or(600) }
@@ -356,8 +363,14 @@ async fn respond(stream: &mut TcpStream, cache: &Renderings, reply: Reply) -> io
             let bytes = cache.json(size);
             stream.write_all(bytes).await.0?;
         }
-        Reply::Sse { events, size, delay_ms } => {
+        Reply::Sse { events, size, delay_ms, die_after } => {
             let sse = cache.sse(events, size);
+            if let Some(n) = die_after {
+                // Send the opening events and n text events, then vanish mid-stream.
+                let end = sse.cuts[(n as usize).min(sse.cuts.len() - 1)];
+                stream.write_all(Rc::clone(&sse.bytes).slice(..end)).await.0?;
+                return Err(io::Error::other("die_after: dropping the stream on purpose"));
+            }
             if delay_ms == 0 {
                 stream.write_all(Rc::clone(&sse.bytes)).await.0?;
             } else {

@@ -673,6 +673,10 @@ report() {
 log "measuring the usage parsers"
 PARSERS=$(timeout 120 "$PARSERS_BIN" 2>&1) || note "usage_throughput failed: $PARSERS"
 report >"$WORK/RESULTS.md"
+# Keep the soak section (bench/soak.sh writes it; this script does not re-run it).
+if [[ -f "$ROOT/bench/RESULTS.md" ]] && grep -q "<!-- soak:begin -->" "$ROOT/bench/RESULTS.md"; then
+    { echo; sed -n '/<!-- soak:begin -->/,/<!-- soak:end -->/p' "$ROOT/bench/RESULTS.md"; } >>"$WORK/RESULTS.md"
+fi
 cp "$WORK/RESULTS.md" "$ROOT/bench/RESULTS.md"
 echo
 cat "$ROOT/bench/RESULTS.md"
