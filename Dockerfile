@@ -13,11 +13,21 @@ RUN apt-get update \
     && mkdir -p /app/credentials /app/client-setup \
     && chown -R nexus /app
 COPY --from=build /src/target/release/nexus /usr/local/bin/nexus
+COPY --chown=nexus client-setup /app/client-setup
 WORKDIR /app
 USER nexus
-ENV CREDENTIALS_DIR=/app/credentials
+# PORT (not `-p`) so that `nexus --check-health` reads the same port as the server, also
+# when an env file changes it.
+ENV PORT=3000 \
+    CREDENTIALS_DIR=/app/credentials \
+    CLIENT_SETUP_DIR=/app/client-setup
 EXPOSE 3000
+# nexus answers GET / itself; the check is the binary, so the image needs no curl or shell.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["nexus", "--check-health"]
 # Docker's default seccomp profile blocks io_uring: nexus then falls back to epoll by
 # itself and says so at start. `--security-opt seccomp=unconfined` (or a profile that
 # allows io_uring_setup/enter/register) lets it use io_uring.
-CMD ["nexus", "-p", "3000"]
+# SIGTERM starts a graceful shutdown of up to NEXUS_SHUTDOWN_GRACE_SECS (30 s, then up to
+# 3 s for queued telemetry/Slack): give `docker stop -t` (compose: stop_grace_period) more.
+CMD ["nexus"]

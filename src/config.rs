@@ -30,6 +30,10 @@ pub struct Cli {
     /// upstream base URL (env UPSTREAM_URL, default https://api.anthropic.com)
     #[argh(option)]
     pub upstream: Option<String>,
+    /// GET / on the configured port (2 s limit) and exit 0 if nexus answers 200, else 1;
+    /// for container health checks
+    #[argh(switch)]
+    pub check_health: bool,
     /// print the version and exit
     #[argh(switch, short = 'v')]
     pub version: bool,

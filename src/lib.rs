@@ -1,8 +1,10 @@
 //! nexus as a library: the binary in main.rs wires these together; tests and benchmarks
 //! reach the parsers directly.
 
+pub mod client_setup;
 pub mod config;
 pub mod credentials;
+pub mod health_check;
 pub mod http;
 pub mod proxy;
 pub mod request_id;

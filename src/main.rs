@@ -22,8 +22,19 @@ fn main() {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let config = match Config::load(&cli, &|name| std::env::var(name).ok(), &cwd) {
         Ok(config) => config,
+        Err(e) if cli.check_health => unhealthy(&e.to_string()),
         Err(e) => fail(&e.to_string()),
     };
+    if cli.check_health {
+        use nexus::health_check::{check, TIMEOUT};
+        match check(&config.host, config.port, TIMEOUT) {
+            Ok(line) => {
+                println!("nexus: healthy ({line})");
+                return;
+            }
+            Err(e) => unhealthy(&e),
+        }
+    }
     init_logging(&config);
 
     // Signals are taken synchronously by this thread; block them before any thread starts
@@ -77,6 +88,12 @@ fn main() {
         .start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
+}
+
+/// `--check-health` failed: exit 1, the status container runtimes read as unhealthy.
+fn unhealthy(message: &str) -> ! {
+    eprintln!("nexus: unhealthy: {message}");
+    std::process::exit(1);
 }
 
 fn fail(message: &str) -> ! {

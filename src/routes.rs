@@ -1,6 +1,7 @@
 //! Which requests nexus answers itself, and those answers.
 
-use crate::http::error::{write_error, write_response, ErrorReply};
+use crate::client_setup;
+use crate::http::error::{error_body, write_error, write_response, ErrorReply};
 use crate::http::request::{Method, RequestHead};
 use crate::request_id::RequestId;
 use crate::server::worker::Worker;
@@ -14,6 +15,10 @@ pub enum Route {
     TokenStats,
     /// `GET /metrics`: Prometheus text format.
     Metrics,
+    /// `GET /dashboard`: the live stats page (polls `/token-stats`).
+    Dashboard,
+    /// `GET /client-setup/:filename`: a file from `CLIENT_SETUP_DIR`.
+    ClientSetup,
     /// Any `/v1/*` request: forwarded upstream.
     Proxy,
     /// A known path with a method it does not take.
@@ -28,6 +33,8 @@ pub fn route(head: &RequestHead) -> Route {
         "/" => Route::Health,
         "/token-stats" => Route::TokenStats,
         "/metrics" => Route::Metrics,
+        "/dashboard" => Route::Dashboard,
+        path if path.starts_with(client_setup::ROUTE_PREFIX) => Route::ClientSetup,
         path if path.starts_with("/v1/") => return Route::Proxy,
         _ => return Route::NotFound,
     };
@@ -88,6 +95,45 @@ pub fn local_response(
                 head_only,
             );
         }
+        Route::Dashboard => {
+            write_response(
+                out,
+                200,
+                "text/html; charset=utf-8",
+                DASHBOARD_HTML.as_bytes(),
+                id,
+                &[
+                    ("cache-control", "no-cache"),
+                    ("content-security-policy", DASHBOARD_CSP),
+                    ("x-content-type-options", "nosniff"),
+                ],
+                close,
+                head_only,
+            );
+        }
+        Route::ClientSetup => {
+            let raw = &head.path()[client_setup::ROUTE_PREFIX.len()..];
+            match client_setup::load(&worker.shared.config.client_setup_dir, raw) {
+                Ok(file) => {
+                    let disposition = format!("attachment; filename=\"{}\"", file.name);
+                    write_response(
+                        out,
+                        200,
+                        file.content_type,
+                        &file.body,
+                        id,
+                        &[
+                            ("cache-control", "public, max-age=3600"),
+                            ("content-disposition", &disposition),
+                            ("x-content-type-options", "nosniff"),
+                        ],
+                        close,
+                        head_only,
+                    );
+                }
+                Err(reply) => answer_error(out, &reply, id, close, head_only),
+            }
+        }
         Route::MethodNotAllowed => {
             let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));
             write_error(out, &reply, id, close);
@@ -97,10 +143,38 @@ pub fn local_response(
                 404,
                 format!("no route for {}; the Claude API is under /v1/", head.path()),
             );
-            write_error(out, &reply, id, close);
+            answer_error(out, &reply, id, close, head_only);
         }
     }
 }
+
+/// An error answer; to a HEAD request without its body (a body there would be read as
+/// the start of the next response on a kept-alive connection).
+fn answer_error(out: &mut Vec<u8>, reply: &ErrorReply, id: &str, close: bool, head_only: bool) {
+    if head_only {
+        let body = error_body(reply);
+        write_response(
+            out,
+            reply.status,
+            "application/json",
+            &body,
+            id,
+            &[],
+            close,
+            true,
+        );
+    } else {
+        write_error(out, reply, id, close);
+    }
+}
+
+/// The live stats page: one self-contained file, no external assets, no build step.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// The page may talk to nexus itself and nothing else; inline script and style only.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// Health and configuration summary: nothing secret, only whether things are set.
 fn health_body(worker: &Worker) -> Vec<u8> {

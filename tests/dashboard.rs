@@ -1,0 +1,514 @@
+//! `GET /dashboard` in a real browser: headless Chromium loads the page from a nexus that
+//! has counted known traffic (through a mock upstream), and the test reads the rendered DOM
+//! until it shows those exact figures; more traffic while the page is open must show up in
+//! the tokens-per-minute sparkline the page computes from successive polls. A screenshot
+//! goes to target/ (and to docs/dashboard.png with NEXUS_UPDATE_SCREENSHOTS=1).
+//!
+//! Needs Debian's `chromium`: run tests/install-deps.sh. Without it the test fails.
+
+mod browser;
+mod common;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use browser::{png_size, require_chromium, Browser};
+use common::*;
+use serde_json::{json, Value};
+
+/// Poll interval the test gives the page (`?interval=`), to keep the test short.
+const POLL_MS: u64 = 500;
+/// Bound on every wait for the page to catch up.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 760;
+
+/// One request the test sends and the usage the mock answers it with.
+#[derive(Clone, Copy)]
+struct Call {
+    domain: &'static str,
+    stream: bool,
+    /// 1 → query evaluation, 2 → inference.
+    system_prompts: usize,
+    /// input, output, cache creation, cache read.
+    usage: [u64; 4],
+    tools: u64,
+    /// Which rate-limit headers the mock adds: "api", "unified" or "none".
+    rate_limit: &'static str,
+}
+
+const RED: &str = "team-red.example.com";
+const BLUE: &str = "team-blue.example.com";
+const CI: &str = "ci.example.com";
+
+fn call(n: u64, domain: &'static str) -> Call {
+    let (rate_limit, system_prompts) = match domain {
+        RED => ("api", 2),
+        BLUE => ("unified", 1),
+        _ => ("none", 0),
+    };
+    Call {
+        domain,
+        stream: n % 3 != 2,
+        system_prompts,
+        usage: [
+            1_200 + 37 * n,
+            180 + 11 * n,
+            if n.is_multiple_of(4) { 2_048 } else { 0 },
+            9_000 + 500 * n,
+        ],
+        tools: n % 3,
+        rate_limit,
+    }
+}
+
+fn iso_in(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(secs)).to_string()
+}
+
+fn epoch_in(secs: u64) -> String {
+    (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs)
+        .to_string()
+}
+
+fn sse(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// The mock upstream: usage and rate-limit headers from the `x-test-call` header.
+fn reply(request: &Recorded) -> MockReply {
+    let spec = request.headers.get("x-test-call").expect("x-test-call");
+    let f: Vec<&str> = spec.split(',').collect();
+    let num = |i: usize| f[i].parse::<u64>().unwrap();
+    let (stream, input, output, cache_write, cache_read, tools) =
+        (f[0] == "1", num(1), num(2), num(3), num(4), num(5));
+    let usage = json!({"input_tokens": input, "output_tokens": output,
+        "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read});
+    let tool = |i: u64| json!({"type": "tool_use", "id": format!("toolu_{i}"), "name": "Bash", "input": {}});
+    let mut reply = if stream {
+        let mut start_usage = usage.clone();
+        start_usage["output_tokens"] = 1.into();
+        let mut events = vec![
+            sse(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+                "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null,
+                "stop_sequence": null, "usage": start_usage}}),
+            ),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}}),
+            ),
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+        ];
+        for i in 0..tools {
+            events.push(sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": i + 1, "content_block": tool(i)}),
+            ));
+            events.push(sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i + 1}),
+            ));
+        }
+        events.push(sse("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output}})));
+        events.push(sse("message_stop", json!({"type": "message_stop"})));
+        MockReply::sse(events)
+    } else {
+        let mut content = vec![json!({"type": "text", "text": "ok"})];
+        content.extend((0..tools).map(tool));
+        MockReply::json(
+            200,
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": content, "stop_reason": "end_turn", "stop_sequence": null, "usage": usage})
+            .to_string(),
+        )
+    };
+    match f[6] {
+        "api" => {
+            for (kind, limit, remaining) in [
+                ("requests", "4000", "3990"),
+                ("tokens", "400000", "312000"),
+                ("input-tokens", "200000", "150000"),
+                ("output-tokens", "80000", "6000"),
+            ] {
+                reply = reply
+                    .header(&format!("anthropic-ratelimit-{kind}-limit"), limit)
+                    .header(&format!("anthropic-ratelimit-{kind}-remaining"), remaining)
+                    .header(&format!("anthropic-ratelimit-{kind}-reset"), &iso_in(45));
+            }
+        }
+        "unified" => {
+            reply = reply
+                .header("anthropic-ratelimit-unified-status", "allowed_warning")
+                .header("anthropic-ratelimit-unified-5h-utilization", "0.42")
+                .header("anthropic-ratelimit-unified-5h-reset", &epoch_in(3 * 3600))
+                .header("anthropic-ratelimit-unified-7d-utilization", "0.87")
+                .header("anthropic-ratelimit-unified-7d-reset", &epoch_in(3 * 86400));
+        }
+        _ => {}
+    }
+    reply
+}
+
+fn send(nexus: &Nexus, c: &Call) {
+    let mut body = json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}]});
+    if c.stream {
+        body["stream"] = true.into();
+    }
+    match c.system_prompts {
+        0 => {}
+        1 => body["system"] = json!("You are terse."),
+        k => body["system"] = json!(vec![json!({"type": "text", "text": "s"}); k]),
+    }
+    let [input, output, cache_write, cache_read] = c.usage;
+    let spec = format!(
+        "{},{input},{output},{cache_write},{cache_read},{},{}",
+        c.stream as u8, c.tools, c.rate_limit
+    );
+    let response = nexus.request(
+        &messages_request(body.to_string())
+            .host(c.domain)
+            .header("x-test-call", &spec),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// What `/token-stats` must say after `calls`, per domain.
+fn expected(calls: &[Call]) -> BTreeMap<&'static str, BTreeMap<&'static str, u64>> {
+    let mut all: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for c in calls {
+        let d = all.entry(c.domain).or_default();
+        let mut add = |k: &'static str, v: u64| *d.entry(k).or_default() += v;
+        add("requestCount", 1);
+        add("inputTokens", c.usage[0]);
+        add("outputTokens", c.usage[1]);
+        add("cacheCreationInputTokens", c.usage[2]);
+        add("cacheReadInputTokens", c.usage[3]);
+        add("toolCallCount", c.tools);
+    }
+    all
+}
+
+fn all_tokens(calls: &[Call]) -> u64 {
+    calls.iter().map(|c| c.usage.iter().sum::<u64>()).sum()
+}
+
+/// en-US thousands separators, as the page formats numbers.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn wait_for_requests(nexus: &Nexus, total: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = nexus.request(&Request::get("/token-stats")).json();
+        let seen: u64 = stats["stats"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|d| d["requestCount"].as_u64().unwrap_or(0))
+            .sum();
+        if seen >= total {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/token-stats shows {seen} of {total} requests: {stats}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the page shows, read out of its DOM.
+const READ_PAGE: &str = r#"(() => {
+  if (!document.querySelector('#spark')) return {loading: location.href};
+  const rows = {};
+  for (const tr of document.querySelectorAll('#domains tr[data-domain]')) {
+    const r = {};
+    for (const td of tr.querySelectorAll('td[data-k]'))
+      r[td.dataset.k] = {v: Number(td.dataset.v), text: td.firstChild.textContent.trim()};
+    r.rateLimit = {};
+    for (const e of tr.querySelectorAll('[data-rl]'))
+      r.rateLimit[e.dataset.rl] = {remaining: e.dataset.remaining, limit: e.dataset.limit,
+        utilization: e.dataset.utilization, text: e.textContent};
+    r.text = tr.innerText;
+    rows[tr.dataset.domain] = r;
+  }
+  const totals = {};
+  for (const c of document.querySelectorAll('#totals .card'))
+    totals[c.dataset.k] = {v: Number(c.dataset.v), text: c.querySelector('.value').textContent};
+  const spark = document.querySelector('#spark');
+  return {
+    polls: Number(document.body.dataset.polls || 0),
+    status: document.querySelector('#status').className,
+    rows, totals,
+    points: JSON.parse(spark.dataset.points),
+    polyline: (spark.querySelector('polyline') || {getAttribute: () => ''}).getAttribute('points') || '',
+    note: document.querySelector('#spark-note').textContent,
+    text: document.body.innerText,
+  };
+})()"#;
+
+/// The page's rows equal `want` exactly, in its data and in the text a person reads.
+fn page_matches(page: &Value, want: &BTreeMap<&str, BTreeMap<&str, u64>>) -> bool {
+    want.iter().all(|(domain, fields)| {
+        fields.iter().all(|(k, v)| {
+            let cell = &page["rows"][domain][k];
+            cell["v"].as_u64() == Some(*v) && cell["text"] == grouped(*v)
+        })
+    })
+}
+
+fn polls(browser: &mut Browser) -> u64 {
+    browser
+        .eval("Number(document.body.dataset.polls || 0)")
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until the page has polled `n` more times.
+fn wait_polls(browser: &mut Browser, n: u64) {
+    let target = polls(browser) + n;
+    let (ok, got) =
+        browser.eval_until("Number(document.body.dataset.polls || 0)", PAGE_WAIT, |v| {
+            v.as_u64().unwrap_or(0) >= target
+        });
+    assert!(
+        ok,
+        "the page stopped polling: {got} polls, expected {target}"
+    );
+}
+
+#[test]
+fn dashboard_renders_live_stats_in_headless_chromium() {
+    let version = require_chromium();
+    let rig = Rig::plain(reply);
+    let nexus = &rig.nexus;
+
+    // Known traffic before the page opens.
+    let mut calls = Vec::new();
+    let mut n = 0;
+    for (domain, count) in [(RED, 5), (BLUE, 3), (CI, 2)] {
+        for _ in 0..count {
+            calls.push(call(n, domain));
+            n += 1;
+        }
+    }
+    for c in &calls {
+        send(nexus, c);
+    }
+    let stats = wait_for_requests(nexus, calls.len() as u64);
+    let want = expected(&calls);
+    for (domain, fields) in &want {
+        for (k, v) in fields {
+            assert_eq!(
+                stats["stats"][domain][k].as_u64(),
+                Some(*v),
+                "{domain} {k}: {stats}"
+            );
+        }
+    }
+
+    let started = Instant::now();
+    let mut browser = Browser::launch(WIDTH, HEIGHT);
+    let url = format!("{}/dashboard?interval={POLL_MS}", nexus.url());
+    browser.goto(&url);
+    let (ok, page) = browser.eval_until(READ_PAGE, PAGE_WAIT, |p| page_matches(p, &want));
+    assert!(
+        ok,
+        "{version}: the dashboard never showed the /token-stats figures {want:?}\npage: {page:#}"
+    );
+    assert_eq!(page["status"], "ok", "{page:#}");
+
+    // Totals, as cards.
+    let total = |k: &str| want.values().map(|d| d[k]).sum::<u64>();
+    for k in [
+        "requestCount",
+        "inputTokens",
+        "outputTokens",
+        "cacheCreationInputTokens",
+        "cacheReadInputTokens",
+        "toolCallCount",
+    ] {
+        assert_eq!(
+            page["totals"][k]["v"].as_u64(),
+            Some(total(k)),
+            "total {k}: {page:#}"
+        );
+        assert_eq!(page["totals"][k]["text"], grouped(total(k)), "total {k}");
+        assert!(page["text"].as_str().unwrap().contains(&grouped(total(k))));
+    }
+
+    // Rate-limit headroom: the API's figures for one domain, the plan's for another.
+    let red = &page["rows"][RED]["rateLimit"];
+    assert_eq!(red["requests"]["remaining"], "3990", "{red:#}");
+    assert_eq!(red["requests"]["limit"], "4000");
+    assert!(red["requests"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("3,990 / 4,000"));
+    assert_eq!(red["outputTokens"]["remaining"], "6000");
+    assert!(
+        red["tokens"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("resets in"),
+        "{red:#}"
+    );
+    let blue = &page["rows"][BLUE]["rateLimit"];
+    assert_eq!(blue["unified5h"]["utilization"], "0.42", "{blue:#}");
+    assert!(blue["unified5h"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("58% left"));
+    assert!(blue["unified7d"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("13% left"));
+    assert_eq!(blue["unifiedStatus"]["text"], "allowed warning");
+    assert!(page["rows"][CI]["text"]
+        .as_str()
+        .unwrap()
+        .contains("no rate-limit headers seen"));
+
+    // Live: traffic while the page is open, in rounds a poll apart, shows up in the
+    // sparkline as per-interval deltas that add up to exactly what was sent.
+    let mut live = Vec::new();
+    for (round, size) in [3u64, 7, 2, 9, 5, 1, 6].into_iter().enumerate() {
+        wait_polls(&mut browser, 1);
+        for i in 0..size {
+            let domain = if (round as u64 + i).is_multiple_of(3) {
+                BLUE
+            } else {
+                RED
+            };
+            let c = call(n, domain);
+            n += 1;
+            send(nexus, &c);
+            live.push(c);
+        }
+        wait_for_requests(nexus, (calls.len() + live.len()) as u64);
+    }
+    wait_polls(&mut browser, 2);
+    calls.extend_from_slice(&live);
+    let want = expected(&calls);
+    let (ok, page) = browser.eval_until(READ_PAGE, PAGE_WAIT, |p| page_matches(p, &want));
+    assert!(
+        ok,
+        "the page did not follow the new traffic: {want:?}\n{page:#}"
+    );
+    let points = page["points"].as_array().unwrap();
+    let sent = all_tokens(&live);
+    let seen: u64 = points.iter().map(|p| p["delta"].as_u64().unwrap()).sum();
+    assert_eq!(
+        seen, sent,
+        "sparkline deltas must add up to the tokens sent while the page was open: {points:?}"
+    );
+    let busy = points
+        .iter()
+        .filter(|p| p["delta"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 5, "traffic in several intervals: {points:?}");
+    let peak = points
+        .iter()
+        .map(|p| p["delta"].as_f64().unwrap() * 60_000.0 / p["dt"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        page["note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("peak {}", grouped(peak.round() as u64))),
+        "peak {peak} tokens/min: {}",
+        page["note"]
+    );
+    let polyline = page["polyline"].as_str().unwrap();
+    assert!(polyline.split(' ').count() >= points.len(), "{polyline}");
+
+    // Nothing but nexus itself was asked for anything.
+    let origin = format!("{}/", nexus.url());
+    let urls = browser.requested_urls();
+    assert!(urls.iter().any(|u| u.ends_with("/token-stats")), "{urls:?}");
+    for u in &urls {
+        assert!(
+            u.starts_with(&origin),
+            "the page fetched {u}; it must be self-contained"
+        );
+    }
+
+    // A screenshot for the docs (and for a person to look at).
+    let png = browser.screenshot_png();
+    assert_eq!(png_size(&png), (WIDTH, HEIGHT));
+    assert!(png.len() > 10_000, "a blank page? {} bytes", png.len());
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&out, &png).unwrap();
+    if std::env::var_os("NEXUS_UPDATE_SCREENSHOTS").is_some() {
+        let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/dashboard.png");
+        std::fs::write(docs, &png).unwrap();
+    }
+    eprintln!(
+        "dashboard test: {} requests, {} polls, {:.1}s in the browser; screenshot {} ({} bytes)",
+        calls.len(),
+        page["polls"],
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        png.len()
+    );
+}
+
+#[test]
+fn dashboard_is_one_self_contained_page() {
+    let nexus = Nexus::builder().upstream("http://127.0.0.1:9").start();
+    let response = nexus.request(&Request::get("/dashboard"));
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = response.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = response.text();
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("/token-stats"));
+    for external in ["<link", " src=", "@import", "url(", "https://", "//cdn"] {
+        assert!(
+            !html.contains(external),
+            "the page references an external asset: {external}"
+        );
+    }
+
+    let mut client = nexus.client();
+    let head = client.request(&Request::new("HEAD", "/dashboard"));
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(html.len().to_string().as_str())
+    );
+    let post = nexus.request(&Request::post("/dashboard").body("x"));
+    assert_anthropic_error(&post, 405, "invalid_request_error");
+}
