@@ -6,6 +6,7 @@ pub mod config;
 pub mod credentials;
 pub mod health_check;
 pub mod http;
+pub mod notify;
 pub mod proxy;
 pub mod request_id;
 pub mod routes;

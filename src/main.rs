@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nexus::config::{self, Cli, Config};
 use nexus::credentials::CredentialStore;
+use nexus::notify::{logger, Hub};
 use nexus::server::{self, runtime, Lifecycle, Shared};
 use nexus::stats::Stats;
 use nexus::upstream::Upstream;
@@ -53,6 +54,7 @@ fn main() {
         log::warn!("{warning}");
     }
     let stats = Arc::new(Stats::new(config.max_domains));
+    let notify = Hub::new(&config, Arc::clone(&stats)).unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
     let shared = Arc::new(Shared {
         config,
@@ -61,6 +63,7 @@ fn main() {
         lifecycle: Lifecycle::default(),
         max_connections,
         stats,
+        notify,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -101,17 +104,25 @@ fn fail(message: &str) -> ! {
     std::process::exit(2);
 }
 
+/// The level: `NEXUS_LOG` (env, .env), else `RUST_LOG`, else info; `DEBUG=true` raises
+/// the default to debug.
 fn init_logging(config: &Config) {
-    let level = if config.debug && config.log_level == "info" {
-        "debug"
+    let configured = if std::env::var_os("NEXUS_LOG").is_none() && config.log_level == "info" {
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|spec| logger::parse_level(&spec))
     } else {
-        config.log_level.as_str()
+        None
     };
-    env_logger::Builder::new()
-        .parse_filters(level)
-        .format_target(false)
-        .target(env_logger::Target::Stderr)
-        .init();
+    let level = configured.unwrap_or_else(|| {
+        logger::parse_level(&config.log_level).unwrap_or(log::LevelFilter::Info)
+    });
+    let level = if config.debug && level == log::LevelFilter::Info {
+        log::LevelFilter::Debug
+    } else {
+        level
+    };
+    logger::init(level);
 }
 
 /// Binds `host:0` once to learn a free port for all workers to share.
@@ -151,6 +162,33 @@ fn signal_within(signals: &libc::sigset_t, timeout: Duration) -> bool {
     unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &ts) > 0 }
 }
 
+/// How long shutdown waits for queued telemetry and Slack events to be delivered.
+const NOTIFY_FLUSH_GRACE: Duration = Duration::from_secs(3);
+
+/// Gives the outboxes a short grace to deliver what is queued; a second signal cuts it.
+fn flush_notifications(hub: &Hub, signals: &libc::sigset_t) {
+    if hub.pending() == 0 {
+        return;
+    }
+    log::info!(
+        "delivering {} queued telemetry/Slack event(s) (up to {}s)",
+        hub.pending(),
+        NOTIFY_FLUSH_GRACE.as_secs()
+    );
+    let deadline = Instant::now() + NOTIFY_FLUSH_GRACE;
+    while hub.pending() > 0 && Instant::now() < deadline {
+        if signal_within(signals, Duration::from_millis(20)) {
+            break;
+        }
+    }
+    if hub.pending() > 0 {
+        log::warn!(
+            "{} telemetry/Slack event(s) not delivered before exit",
+            hub.pending()
+        );
+    }
+}
+
 /// Stops accepting, lets in-flight requests finish within the grace period, exits 0.
 /// A second signal exits at once.
 fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
@@ -177,7 +215,9 @@ fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
             lifecycle.busy()
         );
     } else {
-        log::info!("all requests finished; bye");
+        log::info!("all requests finished");
     }
+    flush_notifications(&shared.notify, signals);
+    log::info!("bye");
     std::process::exit(0);
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use monoio::buf::{IoBuf, IoBufMut};
 
+use crate::credentials::domain::Domain;
 use crate::credentials::{self, domain_from_host, CredentialError};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error::ErrorReply;
@@ -20,6 +21,7 @@ use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{
     parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError,
 };
+use crate::notify::{trace, Report};
 use crate::request_id::RequestId;
 use crate::server::connection::ClientConn;
 use crate::server::worker::{Worker, RELAY_BUFFER};
@@ -143,7 +145,8 @@ enum WholeBody {
     Decoded(Vec<u8>),
 }
 
-/// Forwards one `/v1/*` request and relays the response.
+/// Forwards one `/v1/*` request and relays the response. However it ends, the request is
+/// metered and its side-channel events (access log, telemetry, Slack) are queued.
 pub async fn forward(
     conn: &mut ClientConn,
     worker: &Worker,
@@ -160,14 +163,49 @@ pub async fn forward(
     let is_messages = head.method == Method::Post && head.path() == "/v1/messages";
     let counters = worker.counters.get(&shared.stats.registry, stats_domain);
     let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
+    let raw_head = &conn.buf[conn.pos - head.head_len..conn.pos];
+    let mut report = Report::start(&worker.outbox, head, raw_head);
+    if report.trace {
+        trace::incoming(request_id, raw_head);
+    }
     // A Host that is not a host name never names a file: the request falls through to
     // the client's own key or CLAUDE_API_KEY, and is counted under "invalid-host".
-    let domain = domain.flatten();
+    let domain = domain.as_ref().and_then(Option::as_ref);
+    let result = forward_metered(
+        conn,
+        worker,
+        head,
+        request_id,
+        domain,
+        &mut meter,
+        &mut report,
+    )
+    .await;
+    report.finish(
+        &worker.outbox,
+        request_id,
+        head,
+        stats_domain,
+        &meter.record,
+        &result,
+        &shared.upstream.display,
+    );
+    result
+}
+
+async fn forward_metered(
+    conn: &mut ClientConn,
+    worker: &Worker,
+    head: &RequestHead,
+    request_id: &RequestId,
+    domain: Option<&Domain>,
+    meter: &mut Meter<'_>,
+    report: &mut Report,
+) -> Result<Outcome, ProxyError> {
+    let shared = &worker.shared;
+    let is_messages = meter.record.is_messages;
     let config = &shared.config;
-    let file_domain = domain
-        .as_ref()
-        .filter(|d| d.may_have_file)
-        .map(|d| d.name.as_str());
+    let file_domain = domain.filter(|d| d.may_have_file).map(|d| d.name.as_str());
     // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
     let entry = credentials::ready_entry(
         &shared.credentials,
@@ -178,6 +216,9 @@ pub async fn forward(
     )
     .await
     .map_err(ProxyError::Credential)?;
+    if is_messages {
+        report.choose_slack(&worker.outbox, entry.as_ref());
+    }
     let auth = credentials::choose(
         entry.as_ref(),
         head,
@@ -186,6 +227,7 @@ pub async fn forward(
     )
     .map_err(ProxyError::Credential)?;
     log::debug!("{request_id} credential: {auth}");
+    report.credential(&auth);
     credentials::write_auth_headers(
         &mut conn.upstream_head,
         &auth,
@@ -229,7 +271,12 @@ pub async fn forward(
             Some(WholeBody::Decoded(bytes)) => bytes,
             None => &[],
         };
-        meter.classify(classify_request(bytes, false).kind);
+        if report.trace && !bytes.is_empty() {
+            trace::request_body(request_id, bytes);
+        }
+        let class = classify_request(bytes, report.wants_text());
+        meter.classify(class.kind);
+        report.class = Some(class);
     }
 
     let framing_header = &mut conn.upstream_head;
@@ -262,7 +309,11 @@ pub async fn forward(
         }
         other => other,
     };
-    let mut upstream = send_head(conn, worker, &mut meter).await?;
+    if report.trace {
+        trace::forwarded(request_id, &auth, &conn.upstream_head);
+    }
+
+    let mut upstream = send_head(conn, worker, meter).await?;
     match body {
         Some(WholeBody::InConnection(range)) if !range.is_empty() => {
             let (res, slice) = upstream
@@ -281,7 +332,7 @@ pub async fn forward(
         Some(_) => {}
         None => relay_request_body(conn, &mut upstream, head, limit).await?,
     }
-    relay_response(conn, worker, upstream, head, request_id, &mut meter).await
+    relay_response(conn, worker, upstream, head, request_id, meter, report).await
 }
 
 /// Writes the request head on a pooled or new connection. A pooled connection that fails
@@ -543,6 +594,7 @@ async fn relay_response(
     head: &RequestHead,
     request_id: &RequestId,
     meter: &mut Meter<'_>,
+    report: &mut Report,
 ) -> Result<Outcome, ProxyError> {
     let timeout = worker.shared.config.upstream_timeout;
     let rate_limit = &meter.counters().rate_limit;
@@ -564,6 +616,7 @@ async fn relay_response(
         Ok(result) => result?,
         Err(_) => return Err(ProxyError::UpstreamTimeout(timeout.as_secs())),
     };
+    report.status = Some(response.status);
 
     let mut close = !head.keep_alive || head.http10 || worker.shared.lifecycle.shutting_down();
     let out = &mut conn.out;
@@ -596,8 +649,18 @@ async fn relay_response(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    if report.trace {
+        trace::response(request_id, &conn.out);
+    }
 
-    let mut scanner = BodyScanner::for_response(meter.record.is_messages, response.event_stream);
+    let mut scanner = BodyScanner::for_response(
+        meter.record.is_messages,
+        response.event_stream,
+        report.wants_text(),
+    );
+    if report.trace && !response.event_stream {
+        scanner.capture(trace::BODY_CHARS * 4);
+    }
     let config = &worker.shared.config;
     let mut reusable = response.reusable;
     let mut start = response.head_len;
@@ -755,13 +818,15 @@ async fn relay_response(
                 log::warn!(
                     "{request_id} upstream stream broke off ({why}); ending it with an error event"
                 );
-                end_with_error_event(conn, "upstream connection lost").await?;
                 meter.record.error = true;
+                report.facts = scanner.take_facts();
+                end_with_error_event(conn, "upstream connection lost").await?;
                 worker.give_buffer(buf);
                 return Ok(Outcome { close });
             }
             (_, why) => {
                 let why = why.unwrap_or_else(|| "connection closed before the body ended".into());
+                report.facts = scanner.take_facts();
                 return Err(ProxyError::UpstreamBroke(why));
             }
         }
@@ -774,6 +839,10 @@ async fn relay_response(
         // An error event after a 200, or a stream that ended without message_stop.
         meter.record.error |= facts.error_type.is_some() || !facts.complete;
     }
+    if let Some((body, total)) = scanner.captured() {
+        trace::response_body(request_id, body, total);
+    }
+    report.facts = scanner.take_facts();
     if reusable {
         worker.pool.checkin(upstream);
     }

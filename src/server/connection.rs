@@ -14,6 +14,7 @@ use super::worker::Worker;
 use crate::config::Config;
 use crate::http::error::{write_error, ErrorReply};
 use crate::http::request::{parse_request, BodyFraming, HeadError, RequestHead, MAX_HEAD_BYTES};
+use crate::notify;
 use crate::proxy::{self, ProxyError};
 use crate::request_id::RequestId;
 use crate::routes::{self, Route};
@@ -278,9 +279,14 @@ async fn answer_locally(
 ) -> Result<proxy::Outcome, ProxyError> {
     // Local routes take no body; one that was sent is not read, so the connection closes.
     let close = conn.body_pending || !head.keep_alive;
+    let started = Instant::now();
     routes::local_response(&mut conn.out, worker, head, route, request_id, close);
+    let status = notify::report::status_of(&conn.out);
     conn.response_started = true;
-    conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
+    let written = conn.write_out().await;
+    let raw_head = &conn.buf[conn.pos - head.head_len..conn.pos];
+    notify::report::log_local(request_id, head, raw_head, status, started.elapsed());
+    written.map_err(|_| ProxyError::ClientGone)?;
     Ok(proxy::Outcome { close })
 }
 

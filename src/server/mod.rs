@@ -27,6 +27,8 @@ pub struct Shared {
     /// Client connections open at once across all workers (see [`limits`]).
     pub max_connections: usize,
     pub stats: Arc<Stats>,
+    /// Telemetry and Slack settings and counters; each worker has its own outbox.
+    pub notify: Arc<crate::notify::Hub>,
     pub started: Instant,
 }
 

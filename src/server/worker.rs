@@ -14,6 +14,7 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use super::runtime::Driver;
 use super::{connection, Shared};
 use crate::credentials::LocalView;
+use crate::notify::Outbox;
 use crate::request_id::RequestIds;
 use crate::stats::LocalCounters;
 use crate::upstream::Pool;
@@ -23,7 +24,9 @@ const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY_TICKS: u32 = 50;
 /// Size of the buffers responses are relayed through.
 pub const RELAY_BUFFER: usize = 32 * 1024;
-const SPARE_BUFFERS: usize = 64;
+/// Relay buffers a worker keeps for reuse (16 × 32 KiB): enough for its usual concurrency
+/// without holding megabytes after a burst.
+const SPARE_BUFFERS: usize = 16;
 
 /// A worker's state, shared by its connection tasks (single thread: `Rc`, `RefCell`).
 pub struct Worker {
@@ -34,6 +37,8 @@ pub struct Worker {
     pub credentials: LocalView,
     pub counters: LocalCounters,
     pub request_ids: RequestIds,
+    /// Telemetry and Slack events waiting for delivery (drained by tasks on this runtime).
+    pub outbox: Rc<Outbox>,
     spare_buffers: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -84,8 +89,10 @@ pub async fn run(
         credentials: LocalView::default(),
         counters: LocalCounters::default(),
         request_ids: RequestIds::new(),
+        outbox: Outbox::new(Arc::clone(&shared.notify)),
         spare_buffers: RefCell::new(Vec::new()),
     });
+    worker.outbox.start();
     let _ = ready.send(Ok(driver));
 
     let canceller = Canceller::new();

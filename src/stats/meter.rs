@@ -80,46 +80,91 @@ impl Meter<'_> {
 }
 
 /// Reads usage off a metered response body as it is relayed, streaming or not.
-pub enum BodyScanner {
+pub struct BodyScanner {
+    scan: Scan,
+    /// The start of the body, kept for the `DEBUG=true` trace.
+    capture: Option<Capture>,
+}
+
+enum Scan {
     /// Not a metered response.
     Off,
     Sse(Box<SseScanner>),
     Json(Box<JsonResponseScanner>),
 }
 
+struct Capture {
+    bytes: Vec<u8>,
+    limit: usize,
+    total: u64,
+}
+
 impl BodyScanner {
     /// The scanner a response needs: only `POST /v1/messages` responses are metered.
-    pub fn for_response(metered: bool, event_stream: bool) -> Self {
-        match (metered, event_stream) {
-            (false, _) => BodyScanner::Off,
-            (true, true) => BodyScanner::Sse(Box::new(SseScanner::new(false))),
-            (true, false) => BodyScanner::Json(Box::new(JsonResponseScanner::new(false))),
+    /// `collect_text` also keeps the assistant text and tool inputs (for Slack).
+    pub fn for_response(metered: bool, event_stream: bool, collect_text: bool) -> Self {
+        let scan = match (metered, event_stream) {
+            (false, _) => Scan::Off,
+            (true, true) => Scan::Sse(Box::new(SseScanner::new(collect_text))),
+            (true, false) => Scan::Json(Box::new(JsonResponseScanner::new(collect_text))),
+        };
+        BodyScanner {
+            scan,
+            capture: None,
         }
+    }
+
+    /// Also keeps the first `limit` bytes of the body (the debug trace shows them).
+    pub fn capture(&mut self, limit: usize) {
+        self.capture = Some(Capture {
+            bytes: Vec::with_capacity(limit.min(4096)),
+            limit,
+            total: 0,
+        });
     }
 
     /// Feeds body bytes (without transfer framing), in order.
     #[inline]
     pub fn feed(&mut self, bytes: &[u8]) {
-        match self {
-            BodyScanner::Off => {}
-            BodyScanner::Sse(s) => s.feed(bytes),
-            BodyScanner::Json(s) => s.feed(bytes),
+        match &mut self.scan {
+            Scan::Off => {}
+            Scan::Sse(s) => s.feed(bytes),
+            Scan::Json(s) => s.feed(bytes),
+        }
+        if let Some(c) = &mut self.capture {
+            let room = c.limit.saturating_sub(c.bytes.len());
+            c.bytes.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            c.total += bytes.len() as u64;
         }
     }
 
     /// Marks the end of the body (a JSON body is only complete once it has ended).
     pub fn finish(&mut self) {
-        if let BodyScanner::Json(s) = self {
+        if let Scan::Json(s) = &mut self.scan {
             s.finish();
         }
     }
 
     /// The figures so far.
     pub fn facts(&self) -> Option<&ResponseFacts> {
-        match self {
-            BodyScanner::Off => None,
-            BodyScanner::Sse(s) => Some(s.facts()),
-            BodyScanner::Json(s) => Some(s.facts()),
+        match &self.scan {
+            Scan::Off => None,
+            Scan::Sse(s) => Some(s.facts()),
+            Scan::Json(s) => Some(s.facts()),
         }
+    }
+
+    /// Takes the facts out (the scanner reads nothing more afterwards).
+    pub fn take_facts(&mut self) -> Option<ResponseFacts> {
+        match std::mem::replace(&mut self.scan, Scan::Off) {
+            Scan::Off => None,
+            Scan::Sse(s) => Some(s.into_facts()),
+            Scan::Json(s) => Some(s.into_facts()),
+        }
+    }
+
+    /// The captured start of the body and the body's whole length so far.
+    pub fn captured(&self) -> Option<(&[u8], u64)> {
+        self.capture.as_ref().map(|c| (c.bytes.as_slice(), c.total))
     }
 }

@@ -1,0 +1,108 @@
+//! The `log` backend: one line per record on stderr — UTC timestamp, level, the thread it
+//! came from (`w0`, `w1`, … for workers), message. A record is formatted into a
+//! thread-local buffer and written with one `write` call, so lines from different
+//! threads never interleave.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::time::SystemTime;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+/// Turns on logging at `level` for nexus's own records; other crates' records (rustls, …)
+/// only from `warn` up, unless `level` is `trace`.
+pub fn init(level: LevelFilter) {
+    let others = if level == LevelFilter::Trace {
+        LevelFilter::Trace
+    } else {
+        level.min(LevelFilter::Warn)
+    };
+    let logger = Box::new(Logger { level, others });
+    if log::set_boxed_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Parses a level name (`off`, `error`, `warn`, `info`, `debug`, `trace`), or the most
+/// verbose level named in an `env_logger`-style filter such as `nexus=debug,rustls=warn`.
+pub fn parse_level(spec: &str) -> Option<LevelFilter> {
+    spec.split(',')
+        .filter_map(|part| {
+            let level = part.rsplit('=').next()?.trim();
+            level.parse::<LevelFilter>().ok()
+        })
+        .max()
+}
+
+struct Logger {
+    level: LevelFilter,
+    others: LevelFilter,
+}
+
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    static TAG: String = thread_tag();
+}
+
+/// `w3` for worker thread `nexus-w3`, the rest of the name for other `nexus-…` threads.
+fn thread_tag() -> String {
+    let current = std::thread::current();
+    let name = current.name().unwrap_or("-");
+    name.strip_prefix("nexus-").unwrap_or(name).to_string()
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let max = if metadata.target().starts_with("nexus") {
+            self.level
+        } else {
+            self.others
+        };
+        metadata.level() <= max
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let write = |line: &mut Vec<u8>| {
+            line.clear();
+            let _ = TAG.with(|tag| {
+                writeln!(
+                    line,
+                    "{} {:<5} {tag} {}",
+                    humantime::format_rfc3339_millis(SystemTime::now()),
+                    record.level(),
+                    record.args()
+                )
+            });
+            let _ = std::io::stderr().write_all(line);
+        };
+        // A record logged while formatting another (a Display impl that logs) gets a
+        // buffer of its own.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => write(&mut line),
+            Err(_) => write(&mut Vec::new()),
+        });
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_filters() {
+        assert_eq!(parse_level("info"), Some(LevelFilter::Info));
+        assert_eq!(parse_level("DEBUG"), Some(LevelFilter::Debug));
+        assert_eq!(
+            parse_level("nexus=debug,rustls=warn"),
+            Some(LevelFilter::Debug)
+        );
+        assert_eq!(parse_level("nonsense"), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! What a forwarded request tells the side channels when it ends: the access-log line,
+//! the telemetry event and the Slack message. The request path fills a [`Report`] with
+//! what it learns anyway; [`Report::finish`] hands the events to the outbox and returns
+//! at once. Nothing here waits for a webhook.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::Level;
+
+use super::outbox::{Job, Outbox, SlackJob};
+use super::slack;
+use super::telemetry::TelemetryEvent;
+use crate::credentials::{domain_from_host, mask, DomainEntry, Entry, UpstreamAuth};
+use crate::http::request::{Method, RequestHead};
+use crate::proxy::{Outcome, ProxyError};
+use crate::request_id::RequestId;
+use crate::stats::{registry, RequestRecord};
+use crate::usage::{RequestClass, RequestKind, ResponseFacts};
+
+/// One request's side-channel state.
+pub struct Report {
+    started: Instant,
+    method: Cow<'static, str>,
+    telemetry: bool,
+    /// `DEBUG=true`: print the request/response trace.
+    pub trace: bool,
+    /// Slack is on for this request's domain: `Some(its entry, if it has a file)`.
+    slack: Option<Option<Arc<DomainEntry>>>,
+    /// The credential that went upstream, masked; kept only for telemetry.
+    api_key: Option<String>,
+    /// The upstream's status, once its response head arrived.
+    pub status: Option<u16>,
+    /// The request body's classification (`POST /v1/messages`).
+    pub class: Option<RequestClass>,
+    /// What the response said (metered responses), once it ended.
+    pub facts: Option<ResponseFacts>,
+}
+
+impl Report {
+    /// Starts the report of the request whose head is `head` (raw bytes in `raw_head`,
+    /// for the method name of methods nexus does not name itself).
+    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8]) -> Report {
+        let hub = outbox.hub();
+        Report {
+            started: Instant::now(),
+            method: method_name(head.method, raw_head),
+            telemetry: hub.telemetry.is_some(),
+            trace: hub.trace,
+            slack: None,
+            api_key: None,
+            status: None,
+            class: None,
+            facts: None,
+        }
+    }
+
+    /// Decides whether this request goes to Slack, from the domain's credential entry;
+    /// only `POST /v1/messages` requests should ask.
+    pub fn choose_slack(&mut self, outbox: &Outbox, entry: Option<&Entry>) {
+        let entry = entry.and_then(|e| e.as_ref().ok());
+        let domain = entry.and_then(|e| e.file.slack.as_ref());
+        if outbox.hub().slack_enabled(domain) {
+            self.slack = Some(entry.cloned());
+        }
+    }
+
+    /// Whether text must be collected for Slack (the request's last user message, the
+    /// response's text and tool inputs).
+    pub fn wants_text(&self) -> bool {
+        self.slack.is_some()
+    }
+
+    /// Notes the credential that goes upstream (masked, for telemetry only).
+    pub fn credential(&mut self, auth: &UpstreamAuth<'_>) {
+        if self.telemetry {
+            let secret = match auth {
+                UpstreamAuth::ApiKey(s)
+                | UpstreamAuth::OAuthBearer(s)
+                | UpstreamAuth::ClientAuthorization(s) => s,
+            };
+            self.api_key = Some(mask(secret));
+        }
+    }
+
+    /// The request is over: log it, and queue its telemetry event and Slack message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        mut self,
+        outbox: &Outbox,
+        request_id: &RequestId,
+        head: &RequestHead,
+        domain: &str,
+        record: &RequestRecord,
+        result: &Result<Outcome, ProxyError>,
+        upstream: &str,
+    ) {
+        let status = self.status.unwrap_or_else(|| match result {
+            // Nothing came back from upstream: the status is the one nexus answers with;
+            // 499 (nginx's "client closed request") when there was no answer at all.
+            Err(e) => e.reply(upstream).map_or(499, |reply| reply.status),
+            Ok(_) => 0,
+        });
+        let access_log = log::log_enabled!(Level::Info);
+        if !(access_log || self.telemetry || self.slack.is_some()) {
+            return;
+        }
+        let error = self.error(status, record, result);
+        let duration = self.started.elapsed();
+        if access_log {
+            log::info!(
+                "{request_id} {domain} {} {} {status} {}ms{}{}",
+                self.method,
+                head.path(),
+                duration.as_millis(),
+                Tokens(record),
+                // A proxy error has its own warning line (same id); the API's is shown here.
+                ErrorNote(error.as_deref().filter(|_| result.is_ok()))
+            );
+        }
+        let model = self
+            .facts
+            .as_mut()
+            .and_then(|f| f.model.take())
+            .or_else(|| self.class.as_mut().and_then(|c| c.model.take()));
+        if let Some(entry) = self.slack.take() {
+            self.queue_slack(
+                outbox,
+                request_id,
+                domain,
+                entry,
+                status,
+                error.as_deref(),
+                result,
+            );
+        }
+        if self.telemetry {
+            let class = self.class.as_ref();
+            let event = TelemetryEvent {
+                at: SystemTime::now(),
+                request_id: *request_id,
+                method: self.method,
+                path: head.path().to_string(),
+                domain: domain.to_string(),
+                api_key: self.api_key,
+                model,
+                input_tokens: record.input_tokens,
+                output_tokens: record.output_tokens,
+                cache_creation_input_tokens: record.cache_creation_input_tokens,
+                cache_read_input_tokens: record.cache_read_input_tokens,
+                duration_ms: duration.as_millis() as u64,
+                status,
+                error,
+                request_kind: class.map(|c| c.kind),
+                tool_calls: record.tool_calls,
+                stream: class.is_some_and(|c| c.stream),
+            };
+            outbox.push(Job::Telemetry(Box::new(event)));
+        }
+    }
+
+    /// What went wrong, if anything: the proxy's error, the API's `error.type`, or the
+    /// status; a stream that ended without `message_stop` counts too.
+    fn error(
+        &self,
+        status: u16,
+        record: &RequestRecord,
+        result: &Result<Outcome, ProxyError>,
+    ) -> Option<String> {
+        if let Err(e) = result {
+            return Some(e.to_string());
+        }
+        let api_error = self.facts.as_ref().and_then(|f| f.error_type.clone());
+        if status >= 400 {
+            return Some(api_error.unwrap_or_else(|| format!("HTTP {status}")));
+        }
+        api_error.or_else(|| record.error.then(|| "the response ended early".to_string()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn queue_slack(
+        &mut self,
+        outbox: &Outbox,
+        request_id: &RequestId,
+        domain: &str,
+        entry: Option<Arc<DomainEntry>>,
+        status: u16,
+        error: Option<&str>,
+        result: &Result<Outcome, ProxyError>,
+    ) {
+        // A client that hung up is not news; nor is a query evaluation.
+        if matches!(result, Err(ProxyError::ClientGone)) {
+            return;
+        }
+        let kind = self
+            .class
+            .as_ref()
+            .map_or(RequestKind::Unclassified, |c| c.kind);
+        if !slack::wanted(kind) {
+            return;
+        }
+        let user = self
+            .class
+            .as_mut()
+            .and_then(|c| c.last_user_text.take())
+            .filter(|text| outbox.hub().user_changed(domain, text));
+        let error = error.map(|e| {
+            if status >= 400 {
+                format!("{e} (HTTP {status})")
+            } else {
+                e.to_string()
+            }
+        });
+        let facts = self.facts.take().unwrap_or_default();
+        let Some(text) = slack::message(&slack::Content {
+            user: user.as_deref(),
+            text: &facts.text,
+            tools: &facts.tools,
+            tool_calls: facts.tool_calls,
+            error: error.as_deref(),
+        }) else {
+            return;
+        };
+        outbox.push(Job::Slack(Box::new(SlackJob {
+            request_id: *request_id,
+            domain: entry,
+            text,
+        })));
+    }
+}
+
+/// ` tokens in=… out=… cache_read=… cache_write=…` for Messages requests.
+struct Tokens<'a>(&'a RequestRecord);
+
+impl fmt::Display for Tokens<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        if !r.is_messages {
+            return Ok(());
+        }
+        write!(
+            f,
+            " tokens in={} out={} cache_read={} cache_write={}",
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_input_tokens,
+            r.cache_creation_input_tokens
+        )
+    }
+}
+
+/// ` error="…"` when there was one.
+struct ErrorNote<'a>(Option<&'a str>);
+
+impl fmt::Display for ErrorNote<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(error) => write!(f, " error={error:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The access-log line of a request nexus answered itself (`/`, `/metrics`, …).
+pub fn log_local(
+    request_id: &RequestId,
+    head: &RequestHead,
+    raw_head: &[u8],
+    status: u16,
+    duration: Duration,
+) {
+    if !log::log_enabled!(Level::Info) {
+        return;
+    }
+    let domain = match head.host.as_deref().map(domain_from_host) {
+        None => registry::NO_HOST.into(),
+        Some(None) => registry::INVALID_HOST.into(),
+        Some(Some(d)) => Cow::Owned(d.name),
+    };
+    log::info!(
+        "{request_id} {domain} {} {} {status} {}ms",
+        method_name(head.method, raw_head),
+        head.path(),
+        duration.as_millis()
+    );
+}
+
+/// The status code of a response head nexus wrote (`HTTP/1.1 200 …`); 0 if unreadable.
+pub fn status_of(response_head: &[u8]) -> u16 {
+    response_head
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The method's name: nexus names three; any other is read from the request line.
+fn method_name(method: Method, raw_head: &[u8]) -> Cow<'static, str> {
+    match method {
+        Method::Get => Cow::Borrowed("GET"),
+        Method::Head => Cow::Borrowed("HEAD"),
+        Method::Post => Cow::Borrowed("POST"),
+        Method::Other => {
+            let end = raw_head
+                .iter()
+                .position(|&b| b == b' ')
+                .unwrap_or(0)
+                .min(32);
+            Cow::Owned(String::from_utf8_lossy(&raw_head[..end]).into_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names() {
+        assert_eq!(method_name(Method::Post, b"POST / HTTP/1.1"), "POST");
+        assert_eq!(
+            method_name(Method::Other, b"DELETE /v1/files/x HTTP/1.1"),
+            "DELETE"
+        );
+        assert_eq!(method_name(Method::Other, b""), "");
+    }
+
+    #[test]
+    fn status_codes_of_heads() {
+        assert_eq!(status_of(b"HTTP/1.1 404 Not Found\r\n"), 404);
+        assert_eq!(status_of(b"HTTP/1.1"), 0);
+    }
+}

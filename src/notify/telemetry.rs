@@ -1,0 +1,122 @@
+//! The telemetry event: one JSON POST per forwarded request, the seed's fields plus
+//! nexus's own. Built from values the request already had; serialized by the outbox.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::request_id::RequestId;
+use crate::usage::RequestKind;
+
+/// What one request did, as telemetry reports it.
+#[derive(Clone)]
+pub struct TelemetryEvent {
+    /// When the request ended.
+    pub at: SystemTime,
+    pub request_id: RequestId,
+    pub method: Cow<'static, str>,
+    /// The path, without the query string.
+    pub path: String,
+    pub domain: String,
+    /// The credential that went upstream, masked (last 10 characters at most).
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub duration_ms: u64,
+    pub status: u16,
+    pub error: Option<String>,
+    /// Only for `POST /v1/messages` with a JSON body.
+    pub request_kind: Option<RequestKind>,
+    pub tool_calls: u64,
+    pub stream: bool,
+}
+
+impl TelemetryEvent {
+    /// The POST body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut body = json!({
+            "timestamp": humantime::format_rfc3339_millis(self.at).to_string(),
+            "requestId": self.request_id.as_str(),
+            "method": self.method,
+            "path": self.path,
+            "apiKey": self.api_key,
+            "model": self.model,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "duration": self.duration_ms,
+            "status": self.status,
+            "domain": self.domain,
+            "cacheCreationInputTokens": self.cache_creation_input_tokens,
+            "cacheReadInputTokens": self.cache_read_input_tokens,
+            "requestType": self.request_kind.and_then(request_type),
+            "toolCallCount": self.tool_calls,
+            "stream": self.stream,
+        });
+        if let Some(error) = &self.error {
+            body["error"] = Value::String(error.clone());
+        }
+        serde_json::to_vec(&body).expect("a JSON value always serializes")
+    }
+}
+
+/// `requestType` as the seed named the kinds.
+fn request_type(kind: RequestKind) -> Option<&'static str> {
+    match kind {
+        RequestKind::QueryEvaluation => Some("query_evaluation"),
+        RequestKind::Inference => Some("inference"),
+        RequestKind::Neither => Some("none"),
+        RequestKind::Unclassified => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request_id::RequestIds;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn fields_and_names() {
+        let id = RequestIds::new().next();
+        let event = TelemetryEvent {
+            at: UNIX_EPOCH + Duration::from_millis(1_705_314_600_123),
+            request_id: id,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            domain: "a.example.com".into(),
+            api_key: Some("****0123456789".into()),
+            model: Some("claude-sonnet-4-5".into()),
+            input_tokens: 150,
+            output_tokens: 200,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 4,
+            duration_ms: 1250,
+            status: 200,
+            error: None,
+            request_kind: Some(RequestKind::Inference),
+            tool_calls: 2,
+            stream: true,
+        };
+        let v: Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(v["timestamp"], "2024-01-15T10:30:00.123Z");
+        assert_eq!(v["requestId"], id.as_str());
+        assert_eq!(v["apiKey"], "****0123456789");
+        assert_eq!(v["requestType"], "inference");
+        assert_eq!(v["toolCallCount"], 2);
+        assert_eq!(v["duration"], 1250);
+        assert!(v.get("error").is_none(), "no error, no field: {v}");
+        let failed = TelemetryEvent {
+            error: Some("rate_limit_error".into()),
+            status: 429,
+            request_kind: None,
+            ..event
+        };
+        let v: Value = serde_json::from_slice(&failed.to_json()).unwrap();
+        assert_eq!(v["error"], "rate_limit_error");
+        assert_eq!(v["requestType"], Value::Null);
+    }
+}
