@@ -425,56 +425,16 @@ fn parse_env_file(
 
 /// Parses `http(s)://host[:port][/base]`; anything else is refused with the reason.
 pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err("an http:// or https:// URL");
-    };
-    if rest.contains(['?', '#', '@']) {
-        return Err("a URL without query, fragment or user info");
+    if url.contains(['?', '#']) {
+        return Err("a URL without query or fragment");
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (ip, after) = v6
-            .split_once(']')
-            .ok_or("a closing ] in the IPv6 address")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| "a numeric port")?,
-            None if after.is_empty() => default_port,
-            None => return Err("host[:port]"),
-        };
-        (ip.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "a numeric port")?),
-            None => (authority.to_string(), default_port),
-        }
-    };
-    if host.is_empty() || port == 0 {
-        return Err("a host and a non-zero port");
-    }
-    let host_for_header = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let authority = if port == default_port {
-        host_for_header
-    } else {
-        format!("{host_for_header}:{port}")
-    };
+    let url = crate::http::url::parse_http_url(url)?;
     Ok(UpstreamUrl {
-        tls,
-        host: host.to_ascii_lowercase(),
-        port,
-        authority,
-        base_path: path.to_string(),
+        tls: url.tls,
+        host: url.host,
+        port: url.port,
+        authority: url.authority,
+        base_path: url.target.trim_end_matches('/').to_string(),
     })
 }
 

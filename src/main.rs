@@ -49,7 +49,9 @@ fn main() {
     let upstream = Upstream::new(&config).unwrap_or_else(|e| fail(&e));
     let credentials = CredentialStore::open(config.credentials_dir.clone());
     credentials.watch();
-    credentials.start_refresher(&config).unwrap_or_else(|e| fail(&e));
+    credentials
+        .start_refresher(&config)
+        .unwrap_or_else(|e| fail(&e));
     if let Some(warning) = nexus::credentials::exposure_warning(&config, &credentials) {
         log::warn!("{warning}");
     }
@@ -70,7 +72,7 @@ fn main() {
     let config = &shared.config;
     let driver_note = if config.driver == config::DriverChoice::Epoll {
         format!("{} (NEXUS_DRIVER=epoll)", drivers[0])
-    } else if drivers.iter().any(|d| *d == runtime::Driver::Epoll) {
+    } else if drivers.contains(&runtime::Driver::Epoll) {
         format!("{} (io_uring unavailable)", drivers[0])
     } else {
         drivers[0].to_string()

@@ -1,7 +1,7 @@
 //! Which requests nexus answers itself, and those answers.
 
 use crate::client_setup;
-use crate::http::error::{error_body, write_error, write_response, ErrorReply};
+use crate::http::error::{write_error, write_response, ErrorReply};
 use crate::http::request::{Method, RequestHead};
 use crate::request_id::RequestId;
 use crate::server::worker::Worker;
@@ -131,40 +131,20 @@ pub fn local_response(
                         head_only,
                     );
                 }
-                Err(reply) => answer_error(out, &reply, id, close, head_only),
+                Err(reply) => write_error(out, &reply, id, close, head_only),
             }
         }
         Route::MethodNotAllowed => {
             let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));
-            write_error(out, &reply, id, close);
+            write_error(out, &reply, id, close, head_only);
         }
         Route::NotFound | Route::Proxy => {
             let reply = ErrorReply::new(
                 404,
                 format!("no route for {}; the Claude API is under /v1/", head.path()),
             );
-            answer_error(out, &reply, id, close, head_only);
+            write_error(out, &reply, id, close, head_only);
         }
-    }
-}
-
-/// An error answer; to a HEAD request without its body (a body there would be read as
-/// the start of the next response on a kept-alive connection).
-fn answer_error(out: &mut Vec<u8>, reply: &ErrorReply, id: &str, close: bool, head_only: bool) {
-    if head_only {
-        let body = error_body(reply);
-        write_response(
-            out,
-            reply.status,
-            "application/json",
-            &body,
-            id,
-            &[],
-            close,
-            true,
-        );
-    } else {
-        write_error(out, reply, id, close);
     }
 }
 

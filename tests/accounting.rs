@@ -30,7 +30,7 @@ struct Plan {
 fn plan(n: u64) -> Plan {
     Plan {
         domain: DOMAINS[(n % 3) as usize],
-        stream: n % 2 == 0,
+        stream: n.is_multiple_of(2),
         system_prompts: (n % 4) as usize,
         usage: [100 + n, 1 + n * 7 % 97, n % 5 * 13, n % 7 * 1000],
         tool_calls: n % 3,
@@ -62,9 +62,13 @@ fn request_body(n: u64, p: &Plan) -> String {
         0 => {}
         1 => body["system"] = json!("You are terse."),
         k => {
-            body["system"] = json!([{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]);
+            body["system"] =
+                json!([{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]);
             for _ in 1..k {
-                body["messages"].as_array_mut().unwrap().insert(0, json!({"role": "system", "content": "more"}));
+                body["messages"]
+                    .as_array_mut()
+                    .unwrap()
+                    .insert(0, json!({"role": "system", "content": "more"}));
             }
         }
     }
@@ -76,7 +80,11 @@ fn sse_event(name: &str, data: Value) -> String {
 }
 
 fn reply(request: &Recorded) -> MockReply {
-    let n: u64 = request.json()["metadata"]["user_id"].as_str().unwrap().parse().unwrap();
+    let n: u64 = request.json()["metadata"]["user_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let p = plan(n);
     let [input, output, cache_creation, cache_read] = p.usage;
     let tool_block = |i: u64| json!({"type": "tool_use", "id": format!("toolu_{n}_{i}"), "name": "Read", "input": {}});
@@ -101,12 +109,21 @@ fn reply(request: &Recorded) -> MockReply {
     events.push(sse_event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
     events.push(sse_event("ping", json!({"type": "ping"})));
     events.push(sse_event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "done"}})));
-    events.push(sse_event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    events.push(sse_event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     for i in 0..p.tool_calls {
         let index = i + 1;
-        events.push(sse_event("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": tool_block(i)})));
+        events.push(sse_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": tool_block(i)}),
+        ));
         events.push(sse_event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": "{\"path\": \"a\"}"}})));
-        events.push(sse_event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        events.push(sse_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
     }
     // Cumulative figures: an early partial output count, then the final one.
     events.push(sse_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output / 2}})));
@@ -177,7 +194,10 @@ fn token_stats_add_up_exactly_under_concurrent_mixed_load() {
                     let response = client.request(&request);
                     assert_eq!(response.status, 200, "request {n}: {}", response.text());
                     if p.stream {
-                        assert!(response.text().contains("message_stop"), "request {n} stream cut short");
+                        assert!(
+                            response.text().contains("message_stop"),
+                            "request {n} stream cut short"
+                        );
                     }
                 }
             })
@@ -205,7 +225,11 @@ fn metrics_agree_with_token_stats(nexus: &Nexus) {
     let stats = token_stats(nexus);
     let metrics = nexus.request(&Request::get("/metrics"));
     assert_eq!(metrics.status, 200);
-    assert!(metrics.headers.get("content-type").unwrap_or_default().starts_with("text/plain"));
+    assert!(metrics
+        .headers
+        .get("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
     let samples = parse_with_prometheus_client(&metrics.text());
 
     let sample = |name: &str, labels: &[(&str, &str)]| -> f64 {
@@ -223,23 +247,58 @@ fn metrics_agree_with_token_stats(nexus: &Nexus) {
     for (domain, d) in stats["stats"].as_object().unwrap() {
         let want = |field: &str| d[field].as_u64().unwrap() as f64;
         let dom = domain.as_str();
-        assert_eq!(sample("nexus_requests_total", &[("domain", dom), ("endpoint", "messages")]), want("requestCount"));
-        assert_eq!(sample("nexus_tokens_total", &[("domain", dom), ("kind", "input")]), want("inputTokens"));
-        assert_eq!(sample("nexus_tokens_total", &[("domain", dom), ("kind", "output")]), want("outputTokens"));
         assert_eq!(
-            sample("nexus_tokens_total", &[("domain", dom), ("kind", "cache_creation")]),
+            sample(
+                "nexus_requests_total",
+                &[("domain", dom), ("endpoint", "messages")]
+            ),
+            want("requestCount")
+        );
+        assert_eq!(
+            sample("nexus_tokens_total", &[("domain", dom), ("kind", "input")]),
+            want("inputTokens")
+        );
+        assert_eq!(
+            sample("nexus_tokens_total", &[("domain", dom), ("kind", "output")]),
+            want("outputTokens")
+        );
+        assert_eq!(
+            sample(
+                "nexus_tokens_total",
+                &[("domain", dom), ("kind", "cache_creation")]
+            ),
             want("cacheCreationInputTokens")
         );
         assert_eq!(
-            sample("nexus_tokens_total", &[("domain", dom), ("kind", "cache_read")]),
+            sample(
+                "nexus_tokens_total",
+                &[("domain", dom), ("kind", "cache_read")]
+            ),
             want("cacheReadInputTokens")
         );
-        assert_eq!(sample("nexus_tool_calls_total", &[("domain", dom)]), want("toolCallCount"));
-        assert_eq!(sample("nexus_query_evaluations_total", &[("domain", dom)]), want("queryEvaluationCount"));
-        assert_eq!(sample("nexus_inferences_total", &[("domain", dom)]), want("inferenceCount"));
-        assert_eq!(sample("nexus_errors_total", &[("domain", dom)]), want("errorCount"));
+        assert_eq!(
+            sample("nexus_tool_calls_total", &[("domain", dom)]),
+            want("toolCallCount")
+        );
+        assert_eq!(
+            sample("nexus_query_evaluations_total", &[("domain", dom)]),
+            want("queryEvaluationCount")
+        );
+        assert_eq!(
+            sample("nexus_inferences_total", &[("domain", dom)]),
+            want("inferenceCount")
+        );
+        assert_eq!(
+            sample("nexus_errors_total", &[("domain", dom)]),
+            want("errorCount")
+        );
     }
-    let requests: u64 = stats["stats"].as_object().unwrap().values().map(|d| d["requestCount"].as_u64().unwrap()).sum();
+    let requests: u64 = stats["stats"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| d["requestCount"].as_u64().unwrap())
+        .sum();
     assert!(sample("nexus_request_duration_seconds_count", &[]) >= requests as f64);
 }
 
@@ -265,8 +324,15 @@ fn parse_with_prometheus_client(text: &str) -> Vec<Value> {
 
 #[test]
 fn non_json_bodies_are_forwarded_and_counted_unclassified() {
-    let rig = Rig::plain(|_| MockReply::json(400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"bad json"}}"#));
-    let response = rig.nexus.request(&messages_request("this is { not json").host("odd.example.com"));
+    let rig = Rig::plain(|_| {
+        MockReply::json(
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"bad json"}}"#,
+        )
+    });
+    let response = rig
+        .nexus
+        .request(&messages_request("this is { not json").host("odd.example.com"));
     assert_eq!(response.status, 400);
     assert_eq!(rig.mock.single_request().body, b"this is { not json");
     let stats = wait_for_recorded(&rig.nexus, 1);
@@ -279,7 +345,12 @@ fn non_json_bodies_are_forwarded_and_counted_unclassified() {
 
 #[test]
 fn large_claude_code_like_body_is_classified() {
-    let rig = Rig::plain(|_| MockReply::json(200, r#"{"type":"message","content":[],"usage":{"input_tokens":5,"output_tokens":1}}"#));
+    let rig = Rig::plain(|_| {
+        MockReply::json(
+            200,
+            r#"{"type":"message","content":[],"usage":{"input_tokens":5,"output_tokens":1}}"#,
+        )
+    });
     // ~2 MB: a system array of 3 cached blocks, 24 tools, a role:"system" message, and
     // a long conversation.
     let tools: Vec<Value> = (0..24)
@@ -287,7 +358,9 @@ fn large_claude_code_like_body_is_classified() {
         .collect();
     let mut messages = vec![json!({"role": "system", "content": "extra system prompt"})];
     for i in 0..400 {
-        messages.push(json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": "x".repeat(5000)}));
+        messages.push(
+            json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": "x".repeat(5000)}),
+        );
     }
     let body = json!({
         "model": "claude-sonnet-4-5",
@@ -303,12 +376,17 @@ fn large_claude_code_like_body_is_classified() {
     })
     .to_string();
     assert!(body.len() > 2_000_000);
-    let response = rig.nexus.request(&messages_request(body.clone()).host("cc.example.com"));
+    let response = rig
+        .nexus
+        .request(&messages_request(body.clone()).host("cc.example.com"));
     assert_eq!(response.status, 200);
     assert_eq!(rig.mock.single_request().body.len(), body.len());
     let stats = wait_for_recorded(&rig.nexus, 1);
     let d = &stats["stats"]["cc.example.com"];
-    assert_eq!(d["inferenceCount"], 1, "3 system blocks + 1 system message: {d}");
+    assert_eq!(
+        d["inferenceCount"], 1,
+        "3 system blocks + 1 system message: {d}"
+    );
     assert_eq!(d["inputTokens"], 5);
 }
 
@@ -337,11 +415,21 @@ fn compressing_upstream_still_counts_exactly() {
         .header("Accept-Encoding", "gzip, br");
     let response = rig.nexus.request(&request);
     assert_eq!(response.status, 200);
-    assert_eq!(rig.mock.single_request().headers.get("accept-encoding"), Some("identity"));
-    assert_eq!(response.json()["usage"]["input_tokens"], 321, "the client can read what it got");
+    assert_eq!(
+        rig.mock.single_request().headers.get("accept-encoding"),
+        Some("identity")
+    );
+    assert_eq!(
+        response.json()["usage"]["input_tokens"],
+        321,
+        "the client can read what it got"
+    );
 
     let stats = wait_for_recorded(&rig.nexus, 1);
     let d = &stats["stats"]["gz.example.com"];
-    assert_eq!((d["inputTokens"].as_u64(), d["outputTokens"].as_u64()), (Some(321), Some(45)));
+    assert_eq!(
+        (d["inputTokens"].as_u64(), d["outputTokens"].as_u64()),
+        (Some(321), Some(45))
+    );
     assert_eq!(d["cacheReadInputTokens"], 6);
 }

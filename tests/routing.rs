@@ -98,3 +98,26 @@ fn wrong_method_on_a_known_path_is_405() {
     }
     assert_no_upstream_contact(&rig.mock);
 }
+
+#[test]
+fn an_error_answer_to_head_has_no_body_and_keeps_the_connection_in_step() {
+    use std::io::{Read, Write};
+    // No credential anywhere: HEAD /v1/models is answered 401 by nexus itself.
+    let rig = Rig::plain(|_| MockReply::json(200, "{}"));
+    let mut s = std::net::TcpStream::connect(rig.nexus.addr()).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"HEAD /v1/models HTTP/1.1\r\nHost: a.example.com\r\n\r\nGET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut both = String::new();
+    s.read_to_string(&mut both).unwrap();
+    let (first, rest) = both.split_once("\r\n\r\n").expect("a first response head");
+    assert!(first.starts_with("HTTP/1.1 401 "), "{first}");
+    assert!(
+        first.to_ascii_lowercase().contains("content-length: "),
+        "{first}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200 "),
+        "a body followed the HEAD answer: {rest:?}"
+    );
+}

@@ -67,6 +67,8 @@ pub fn error_body(reply: &ErrorReply) -> Vec<u8> {
 }
 
 /// Writes a complete response with a body into `out` (cleared first).
+// Each argument is one part of the response head; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn write_response(
     out: &mut Vec<u8>,
     status: u16,
@@ -100,8 +102,15 @@ pub fn write_response(
     }
 }
 
-/// Writes an Anthropic-shaped error response into `out`.
-pub fn write_error(out: &mut Vec<u8>, reply: &ErrorReply, request_id: &str, close: bool) {
+/// Writes an Anthropic-shaped error response into `out`; to a HEAD request (`head_only`)
+/// without its body, which a kept-alive client would read as the next response.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    reply: &ErrorReply,
+    request_id: &str,
+    close: bool,
+    head_only: bool,
+) {
     let extra: &[(&str, &str)] = if reply.status == 405 {
         &[("allow", "GET, HEAD")]
     } else {
@@ -115,7 +124,7 @@ pub fn write_error(out: &mut Vec<u8>, reply: &ErrorReply, request_id: &str, clos
         request_id,
         extra,
         close,
-        false,
+        head_only,
     );
 }
 
@@ -153,6 +162,7 @@ mod tests {
             &ErrorReply::new(502, "upstream \"x\" down"),
             "rid",
             true,
+            false,
         );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();

@@ -8,3 +8,4 @@ pub mod event_stream;
 pub mod headers;
 pub mod request;
 pub mod response;
+pub mod url;

@@ -20,63 +20,17 @@ impl Endpoint {
     /// Parses a webhook URL; the error says what was expected (never echoes the URL,
     /// which for Slack is itself a secret).
     pub fn parse(url: &str) -> Result<Endpoint, &'static str> {
-        let url = url.trim();
-        let (tls, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
-            (true, rest)
-        } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
-            (false, rest)
-        } else {
-            return Err("an http:// or https:// URL");
-        };
-        let rest = rest.split('#').next().unwrap_or("");
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, target) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err("a URL without user info");
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (ip, after) = v6
-                .split_once(']')
-                .ok_or("a closing ] in the IPv6 address")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| "a numeric port")?,
-                None if after.is_empty() => default_port,
-                None => return Err("host[:port]"),
-            };
-            (ip.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "a numeric port")?),
-                None => (authority.to_string(), default_port),
-            }
-        };
-        if host.is_empty() || port == 0 {
-            return Err("a host and a non-zero port");
-        }
-        if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err("a URL without spaces or control characters");
-        }
-        let target = match target {
+        let url = crate::http::url::parse_http_url(url)?;
+        let target = match url.target.as_str() {
             "" => "/".to_string(),
             t if t.starts_with('?') => format!("/{t}"),
             t => t.to_string(),
         };
-        let bracketed = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        };
-        let authority = if port == default_port {
-            bracketed
-        } else {
-            format!("{bracketed}:{port}")
-        };
         Ok(Endpoint {
-            tls,
-            host: host.to_ascii_lowercase(),
-            port,
-            authority,
+            tls: url.tls,
+            host: url.host,
+            port: url.port,
+            authority: url.authority,
             target,
         })
     }
@@ -105,12 +59,6 @@ impl fmt::Display for Endpoint {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}", self.authority)
     }
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]

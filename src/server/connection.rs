@@ -222,7 +222,7 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
                 };
                 let id = worker.request_ids.next();
                 log::info!("{id} rejected request head: {}", reply.message);
-                write_error(&mut conn.out, &reply, id.as_str(), true);
+                write_error(&mut conn.out, &reply, id.as_str(), true, false);
                 let _ = conn.write_out().await;
                 return;
             }
@@ -264,7 +264,8 @@ async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> b
                 return false;
             };
             let keep = keep_alive(conn);
-            write_error(&mut conn.out, &reply, request_id.as_str(), !keep);
+            let head_only = head.method == crate::http::request::Method::Head;
+            write_error(&mut conn.out, &reply, request_id.as_str(), !keep, head_only);
             conn.write_out().await.is_ok() && keep
         }
     }

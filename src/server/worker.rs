@@ -139,7 +139,7 @@ async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
             return;
         }
         ticks += 1;
-        if ticks % SWEEP_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             worker.pool.sweep();
         }
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{DomainCounters, RequestRecord};
-use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 use super::{now_ms, ProxyMetrics};
+use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 
 /// Accumulates what one request cost; recorded on drop, so an error return, a client
 /// leaving or a broken upstream are all counted with what was seen so far.

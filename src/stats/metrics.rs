@@ -120,7 +120,8 @@ pub fn render(
             );
         }
     }
-    let per_domain: [(&str, &str, fn(&DomainSnapshot) -> u64); 4] = [
+    type Family = (&'static str, &'static str, fn(&DomainSnapshot) -> u64);
+    let per_domain: [Family; 4] = [
         (
             "nexus_query_evaluations_total",
             "Requests with exactly one system prompt.",
