@@ -63,11 +63,20 @@ fn parse_options() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--host" | "-H" => opts.host = value(),
-            "--port" | "-p" => opts.port = value().parse().unwrap_or_else(|_| usage_exit("bad --port")),
-            "--workers" | "-w" => opts.workers = value().parse().unwrap_or_else(|_| usage_exit("bad --workers")),
+            "--port" | "-p" => {
+                opts.port = value().parse().unwrap_or_else(|_| usage_exit("bad --port"))
+            }
+            "--workers" | "-w" => {
+                opts.workers = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage_exit("bad --workers"))
+            }
             "--help" | "-h" => usage_exit("help"),
             other => usage_exit(&format!("unknown argument {other}")),
         }
@@ -144,8 +153,16 @@ fn run_worker(host: String, port: u16, ready: mpsc::Sender<Result<&'static str, 
     rt.block_on(serve(host, port, ready, "epoll"))
 }
 
-async fn serve(host: String, port: u16, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(8192);
+async fn serve(
+    host: String,
+    port: u16,
+    ready: mpsc::Sender<Result<&'static str, String>>,
+    driver: &'static str,
+) {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(8192);
     let listener = match TcpListener::bind_with_config((host.as_str(), port), &opts) {
         Ok(l) => l,
         Err(e) => {
@@ -172,9 +189,16 @@ async fn serve(host: String, port: u16, ready: mpsc::Sender<Result<&'static str,
 /// What one request asked for.
 #[derive(Clone, Copy)]
 enum Reply {
-    Json { size: u32 },
+    Json {
+        size: u32,
+    },
     /// `die_after`: drop the connection after that many text events (fault injection).
-    Sse { events: u32, size: u32, delay_ms: u32, die_after: Option<u32> },
+    Sse {
+        events: u32,
+        size: u32,
+        delay_ms: u32,
+        die_after: Option<u32>,
+    },
 }
 
 struct Request {
@@ -217,7 +241,9 @@ impl Params {
                 die_after: self.die_after,
             }
         } else {
-            Reply::Json { size: self.json_size.unwrap_or(600) }
+            Reply::Json {
+                size: self.json_size.unwrap_or(600),
+            }
         }
     }
 }
@@ -235,7 +261,9 @@ fn parse_request(req: &httparse::Request<'_, '_>) -> Result<Request, &'static st
     let mut close = req.version == Some(0);
     let mut chunked = false;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| "header is not UTF-8")?.trim();
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| "header is not UTF-8")?
+            .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
             content_length = value.parse().map_err(|_| "bad content-length")?;
@@ -252,11 +280,17 @@ fn parse_request(req: &httparse::Request<'_, '_>) -> Result<Request, &'static st
             params.set(&key.replace('-', "_").to_ascii_lowercase(), value);
         }
     }
-    Ok(Request { reply: params.reply(), content_length, close, chunked })
+    Ok(Request {
+        reply: params.reply(),
+        content_length,
+        close,
+        chunked,
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }
 
 /// Serves one keep-alive connection until the peer closes it or asks to.
@@ -300,7 +334,12 @@ async fn connection(mut stream: TcpStream, cache: Rc<Renderings>) -> io::Result<
             }
         };
         if req.chunked {
-            return reject(&mut stream, 501, "chunked request bodies are not supported by the mock").await;
+            return reject(
+                &mut stream,
+                501,
+                "chunked request bodies are not supported by the mock",
+            )
+            .await;
         }
         pos += head_len;
 
@@ -315,7 +354,11 @@ async fn connection(mut stream: TcpStream, cache: Rc<Renderings>) -> io::Result<
         }
         if remaining > 0 {
             let small = std::mem::take(&mut buf);
-            let mut scratch: Vec<u8> = Vec::with_capacity(if remaining > READ_BUF as u64 { BODY_BUF } else { READ_BUF });
+            let mut scratch: Vec<u8> = Vec::with_capacity(if remaining > READ_BUF as u64 {
+                BODY_BUF
+            } else {
+                READ_BUF
+            });
             while remaining > 0 {
                 scratch.clear();
                 let (res, b) = stream.read(scratch).await;
@@ -349,7 +392,9 @@ async fn connection(mut stream: TcpStream, cache: Rc<Renderings>) -> io::Result<
 }
 
 async fn reject(stream: &mut TcpStream, status: u16, why: &str) -> io::Result<()> {
-    let body = format!(r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"mock: {why}"}}}}"#);
+    let body = format!(
+        r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"mock: {why}"}}}}"#
+    );
     let out = format!(
         "HTTP/1.1 {status} Mock\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -363,13 +408,23 @@ async fn respond(stream: &mut TcpStream, cache: &Renderings, reply: Reply) -> io
             let bytes = cache.json(size);
             stream.write_all(bytes).await.0?;
         }
-        Reply::Sse { events, size, delay_ms, die_after } => {
+        Reply::Sse {
+            events,
+            size,
+            delay_ms,
+            die_after,
+        } => {
             let sse = cache.sse(events, size);
             if let Some(n) = die_after {
                 // Send the opening events and n text events, then vanish mid-stream.
                 let end = sse.cuts[(n as usize).min(sse.cuts.len() - 1)];
-                stream.write_all(Rc::clone(&sse.bytes).slice(..end)).await.0?;
-                return Err(io::Error::other("die_after: dropping the stream on purpose"));
+                stream
+                    .write_all(Rc::clone(&sse.bytes).slice(..end))
+                    .await
+                    .0?;
+                return Err(io::Error::other(
+                    "die_after: dropping the stream on purpose",
+                ));
             }
             if delay_ms == 0 {
                 stream.write_all(Rc::clone(&sse.bytes)).await.0?;
@@ -383,7 +438,10 @@ async fn respond(stream: &mut TcpStream, cache: &Renderings, reply: Reply) -> io
                     if i > 0 {
                         monoio::time::sleep_until(began + delay * i as u32).await;
                     }
-                    stream.write_all(Rc::clone(&sse.bytes).slice(start..end)).await.0?;
+                    stream
+                        .write_all(Rc::clone(&sse.bytes).slice(start..end))
+                        .await
+                        .0?;
                     start = end;
                 }
             }
@@ -436,7 +494,12 @@ const FILLER: &str = "The quick brown fox reads src/main.rs and proposes a small
 
 /// `len` bytes of JSON-safe prose.
 fn filler(len: usize, seed: usize) -> String {
-    FILLER.chars().cycle().skip(seed % FILLER.len()).take(len).collect()
+    FILLER
+        .chars()
+        .cycle()
+        .skip(seed % FILLER.len())
+        .take(len)
+        .collect()
 }
 
 const RESPONSE_HEADERS: &str = "request-id: req_mock0123456789abcdef\r\nanthropic-organization-id: 00000000-0000-0000-0000-000000000000\r\n";
@@ -507,7 +570,10 @@ fn render_sse(events: u32, size: usize) -> Sse {
         push_chunk(&mut out, &text_event(size, i));
         cuts.push(out.len());
     }
-    push_chunk(&mut out, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+    push_chunk(
+        &mut out,
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    );
     push_chunk(
         &mut out,
         &format!(
@@ -515,9 +581,15 @@ fn render_sse(events: u32, size: usize) -> Sse {
             events.max(1) * 3
         ),
     );
-    push_chunk(&mut out, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    push_chunk(
+        &mut out,
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
     out.extend_from_slice(b"0\r\n\r\n");
     // The closing events go out with the last text event, as one write.
     *cuts.last_mut().expect("cuts starts non-empty") = out.len();
-    Sse { bytes: Rc::new(out), cuts }
+    Sse {
+        bytes: Rc::new(out),
+        cuts,
+    }
 }

@@ -58,10 +58,23 @@ fn parse_options() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")));
-        let mut number = |what: &str| -> u64 { value().parse().unwrap_or_else(|_| usage_exit(&format!("bad {what}"))) };
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")))
+        };
+        let mut number = |what: &str| -> u64 {
+            value()
+                .parse()
+                .unwrap_or_else(|_| usage_exit(&format!("bad {what}")))
+        };
         match flag.as_str() {
-            "--addr" => addr = Some(value().parse().unwrap_or_else(|_| usage_exit("bad --addr (want IP:PORT)"))),
+            "--addr" => {
+                addr = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|_| usage_exit("bad --addr (want IP:PORT)")),
+                )
+            }
             "--streams" => opts.streams = number("--streams") as usize,
             "--threads" => opts.threads = number("--threads").max(1) as usize,
             "--path" => opts.path = value(),
@@ -117,7 +130,9 @@ impl Failure {
 
     fn detail(&self) -> String {
         match self {
-            Failure::Connect(e) | Failure::Write(e) | Failure::Read(e) => format!("{}: {e}", self.kind()),
+            Failure::Connect(e) | Failure::Write(e) | Failure::Read(e) => {
+                format!("{}: {e}", self.kind())
+            }
             Failure::Framing(why) => format!("bad_framing: {why}"),
             other => other.kind(),
         }
@@ -190,8 +205,16 @@ fn summarize(opts: &Options, live: &Live, reports: &[StreamReport], elapsed: Dur
     let events: u64 = reports.iter().map(|r| r.events).sum();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut ttfb: Vec<f64> = reports.iter().filter_map(|r| r.ttfb.map(ms)).collect();
-    let mut gaps: Vec<f64> = reports.iter().filter(|r| r.result.is_ok()).map(|r| ms(r.max_gap)).collect();
-    let mut durations: Vec<f64> = reports.iter().filter(|r| r.result.is_ok()).map(|r| ms(r.duration)).collect();
+    let mut gaps: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.result.is_ok())
+        .map(|r| ms(r.max_gap))
+        .collect();
+    let mut durations: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.result.is_ok())
+        .map(|r| ms(r.duration))
+        .collect();
 
     println!(
         "open_streams: {} streams to {}{} in {:.1}s: {completed} completed, {failed} failed, peak {} open at once",
@@ -308,14 +331,21 @@ async fn drive(t: usize, opts: &Options, live: &Arc<Live>, start: Instant) -> Ve
                 duration: Duration::ZERO,
             };
             let mut opened = false;
-            let outcome =
-                monoio::time::timeout(timeout, one_stream(addr, request, &live, &mut report, &mut opened)).await;
+            let outcome = monoio::time::timeout(
+                timeout,
+                one_stream(addr, request, &live, &mut report, &mut opened),
+            )
+            .await;
             if opened {
                 live.open.fetch_sub(1, Ordering::Relaxed);
             }
             report.result = outcome.unwrap_or(Err(Failure::Timeout));
             report.duration = began.elapsed();
-            let counter = if report.result.is_ok() { &live.completed } else { &live.failed };
+            let counter = if report.result.is_ok() {
+                &live.completed
+            } else {
+                &live.failed
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             report
         }));
@@ -334,7 +364,9 @@ async fn one_stream(
     report: &mut StreamReport,
     opened: &mut bool,
 ) -> Result<(), Failure> {
-    let mut stream = TcpStream::connect_addr(addr).await.map_err(Failure::Connect)?;
+    let mut stream = TcpStream::connect_addr(addr)
+        .await
+        .map_err(Failure::Connect)?;
     *opened = true;
     let now_open = live.open.fetch_add(1, Ordering::Relaxed) + 1;
     live.peak_open.fetch_max(now_open, Ordering::Relaxed);
@@ -355,10 +387,17 @@ async fn one_stream(
                 let mut framing = Framing::UntilClose;
                 for h in resp.headers.iter() {
                     let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                    if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                    if h.name.eq_ignore_ascii_case("transfer-encoding")
+                        && v.to_ascii_lowercase().contains("chunked")
+                    {
                         framing = Framing::Chunked(Dechunk::default());
-                    } else if h.name.eq_ignore_ascii_case("content-length") && !matches!(framing, Framing::Chunked(_)) {
-                        framing = Framing::Length(v.parse().map_err(|_| Failure::Framing("bad content-length"))?);
+                    } else if h.name.eq_ignore_ascii_case("content-length")
+                        && !matches!(framing, Framing::Chunked(_))
+                    {
+                        framing = Framing::Length(
+                            v.parse()
+                                .map_err(|_| Failure::Framing("bad content-length"))?,
+                        );
                     }
                 }
                 pos = n;
@@ -384,7 +423,9 @@ async fn one_stream(
             let data = &buf[pos..];
             let ended = match &mut framing {
                 Framing::Chunked(d) => {
-                    let used = d.feed(data, &mut |bytes| sse.feed(bytes)).map_err(Failure::Framing)?;
+                    let used = d
+                        .feed(data, &mut |bytes| sse.feed(bytes))
+                        .map_err(Failure::Framing)?;
                     pos += used;
                     d.done()
                 }
@@ -403,13 +444,21 @@ async fn one_stream(
             };
             report.events = sse.events;
             if ended {
-                return if sse.saw_stop { Ok(()) } else { Err(Failure::NoMessageStop) };
+                return if sse.saw_stop {
+                    Ok(())
+                } else {
+                    Err(Failure::NoMessageStop)
+                };
             }
         }
         match read_more(&mut stream, &mut buf, &mut pos).await {
             Ok(()) => {}
             Err(Failure::Eof) if matches!(framing, Framing::UntilClose) => {
-                return if sse.saw_stop { Ok(()) } else { Err(Failure::NoMessageStop) };
+                return if sse.saw_stop {
+                    Ok(())
+                } else {
+                    Err(Failure::NoMessageStop)
+                };
             }
             Err(e) => return Err(e),
         }
@@ -417,7 +466,11 @@ async fn one_stream(
 }
 
 /// Moves unconsumed bytes to the front and reads more after them.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize) -> Result<(), Failure> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    pos: &mut usize,
+) -> Result<(), Failure> {
     if *pos > 0 {
         buf.drain(..*pos);
         *pos = 0;
@@ -464,13 +517,27 @@ impl Dechunk {
             match self {
                 Dechunk::Size => {
                     let Some(nl) = data[at..].iter().position(|&b| b == b'\n') else {
-                        return if data.len() - at > 1024 { Err("chunk size line too long") } else { Ok(at) };
+                        return if data.len() - at > 1024 {
+                            Err("chunk size line too long")
+                        } else {
+                            Ok(at)
+                        };
                     };
-                    let line = std::str::from_utf8(&data[at..at + nl]).map_err(|_| "chunk size not ASCII")?;
-                    let hex = line.trim_end_matches('\r').split(';').next().unwrap_or("").trim();
+                    let line = std::str::from_utf8(&data[at..at + nl])
+                        .map_err(|_| "chunk size not ASCII")?;
+                    let hex = line
+                        .trim_end_matches('\r')
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim();
                     let size = u64::from_str_radix(hex, 16).map_err(|_| "bad chunk size")?;
                     at += nl + 1;
-                    *self = if size == 0 { Dechunk::Trailer } else { Dechunk::Data(size) };
+                    *self = if size == 0 {
+                        Dechunk::Trailer
+                    } else {
+                        Dechunk::Data(size)
+                    };
                 }
                 Dechunk::Data(left) => {
                     let take = (*left).min((data.len() - at) as u64) as usize;
@@ -483,7 +550,11 @@ impl Dechunk {
                 }
                 Dechunk::DataEnd => {
                     let Some(nl) = data[at..].iter().position(|&b| b == b'\n') else {
-                        return if data.len() - at > 2 { Err("chunk not followed by CRLF") } else { Ok(at) };
+                        return if data.len() - at > 2 {
+                            Err("chunk not followed by CRLF")
+                        } else {
+                            Ok(at)
+                        };
                     };
                     if nl > 1 || (nl == 1 && data[at] != b'\r') {
                         return Err("chunk not followed by CRLF");
@@ -492,7 +563,9 @@ impl Dechunk {
                     *self = Dechunk::Size;
                 }
                 Dechunk::Trailer => {
-                    let Some(nl) = data[at..].iter().position(|&b| b == b'\n') else { return Ok(at) };
+                    let Some(nl) = data[at..].iter().position(|&b| b == b'\n') else {
+                        return Ok(at);
+                    };
                     let empty = nl == 0 || (nl == 1 && data[at] == b'\r');
                     at += nl + 1;
                     if empty {
