@@ -220,6 +220,8 @@ fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
         log::info!("all requests finished");
     }
     flush_notifications(&shared.notify, signals);
+    // Workers write their batched log lines every 100 ms: let the last batch out.
+    std::thread::sleep(Duration::from_millis(150));
     log::info!("bye");
     std::process::exit(0);
 }

@@ -1,9 +1,14 @@
 //! The `log` backend: one line per record on stderr — UTC timestamp, level, the thread it
-//! came from (`w0`, `w1`, … for workers), message. A record is formatted into a
-//! thread-local buffer and written with one `write` call, so lines from different
-//! threads never interleave.
+//! came from (`w0`, `w1`, … for workers), message. Lines are formatted into a
+//! thread-local buffer and written whole, so lines from different threads never
+//! interleave.
+//!
+//! Worker threads batch their info and debug lines (the per-request access log): a
+//! worker writes its buffer when it passes [`BATCH_BYTES`], on every housekeeping tick
+//! ([`flush_thread`], 100 ms) and at once for warnings and errors — one `write` per
+//! batch instead of a blocking `write` per request on the thread that serves traffic.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::time::SystemTime;
 
@@ -39,9 +44,33 @@ struct Logger {
     others: LevelFilter,
 }
 
+/// A batch stays within one pipe write (PIPE_BUF), which the kernel keeps whole.
+const BATCH_BYTES: usize = 4096;
+
 thread_local! {
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
     static TAG: String = thread_tag();
+    /// Lines this thread formatted but has not written yet (batching threads only).
+    static PENDING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes the calling thread batch its info/debug lines; it must then call
+/// [`flush_thread`] regularly.
+pub fn batch_this_thread() {
+    BATCHING.with(|b| b.set(true));
+}
+
+/// Writes the calling thread's pending lines.
+pub fn flush_thread() {
+    PENDING.with(|pending| {
+        if let Ok(mut pending) = pending.try_borrow_mut() {
+            if !pending.is_empty() {
+                let _ = std::io::stderr().write_all(&pending);
+                pending.clear();
+            }
+        }
+    });
 }
 
 /// `w3` for worker thread `nexus-w3`, the rest of the name for other `nexus-…` threads.
@@ -76,6 +105,26 @@ impl Log for Logger {
                     record.args()
                 )
             });
+            let urgent = record.level() <= log::Level::Warn;
+            if BATCHING.with(Cell::get) {
+                let queued = PENDING.with(|pending| match pending.try_borrow_mut() {
+                    Ok(mut pending) => {
+                        if pending.len() + line.len() > BATCH_BYTES {
+                            let _ = std::io::stderr().write_all(&pending);
+                            pending.clear();
+                        }
+                        pending.extend_from_slice(line);
+                        true
+                    }
+                    Err(_) => false,
+                });
+                if queued {
+                    if urgent {
+                        flush_thread();
+                    }
+                    return;
+                }
+            }
             let _ = std::io::stderr().write_all(line);
         };
         // A record logged while formatting another (a Display impl that logs) gets a

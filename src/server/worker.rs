@@ -129,14 +129,21 @@ pub async fn run(
     }
 }
 
-/// Watches the shutdown flag (cancelling the accept when it rises) and sweeps the pool.
+/// Watches the shutdown flag (cancelling the accept when it rises), sweeps the pool and
+/// writes the worker's batched log lines every tick.
 async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
+    crate::notify::logger::batch_this_thread();
     let mut ticks = 0u32;
+    let mut canceller = Some(canceller);
     loop {
         monoio::time::sleep(TICK).await;
+        crate::notify::logger::flush_thread();
         if worker.shared.lifecycle.shutting_down() {
-            canceller.cancel();
-            return;
+            // Stop accepting, but keep ticking: log lines still need flushing.
+            if let Some(canceller) = canceller.take() {
+                canceller.cancel();
+            }
+            continue;
         }
         ticks += 1;
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
