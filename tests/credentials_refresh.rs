@@ -16,10 +16,6 @@ use common::*;
 use serde_json::json;
 
 const DOMAIN: &str = "claude-oauth.example.com";
-const OLD_ACCESS: &str = "sk-ant-oat01-old-access-token-0123456789abcdef";
-const OLD_REFRESH: &str = "sk-ant-ort01-old-refresh-token-0123456789abcdef";
-const NEW_ACCESS: &str = "sk-ant-oat01-new-access-token-fedcba9876543210";
-const NEW_REFRESH: &str = "sk-ant-ort01-new-refresh-token-fedcba9876543210";
 
 fn request() -> Request {
     Request::post("/v1/messages")

@@ -1,11 +1,14 @@
 //! Arbitrary bytes into all three parsers: no panic, bounded output, and the same facts
 //! however the bytes are cut.
 
+mod usage_support;
+
 use nexus::usage::{
     classify_request, JsonResponseScanner, ResponseFacts, SseScanner, MAX_TOOLS, MODEL_CAP,
     TEXT_CAP, TOOL_INPUT_CAP, USER_TEXT_CAP,
 };
 use proptest::prelude::*;
+use usage_support::cut;
 
 /// Bytes that steer the parsers into their interesting states more often than uniform
 /// noise would.
@@ -70,19 +73,6 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(<[u8]>::to_vec),
     ];
     prop::collection::vec(token, 0..200).prop_map(|t| t.concat())
-}
-
-fn cut<'a>(body: &'a [u8], at: &[prop::sample::Index]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = at.iter().map(|i| i.index(body.len() + 1)).collect();
-    points.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut from = 0;
-    for p in points {
-        pieces.push(&body[from..p]);
-        from = p;
-    }
-    pieces.push(&body[from..]);
-    pieces
 }
 
 fn bounded(f: &ResponseFacts) -> bool {

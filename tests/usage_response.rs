@@ -1,12 +1,15 @@
 //! The non-streaming response scanner against serde_json: every fixture, cut at every
 //! position, in random pieces, and mutated, must give the same facts.
 
+mod usage_support;
+
 use nexus::usage::{
     JsonResponseScanner, ResponseFacts, ToolCall, Usage, ERROR_TYPE_CAP, MAX_TOOLS, MODEL_CAP,
     TEXT_CAP, TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
 };
 use proptest::prelude::*;
 use serde_json::Value;
+use usage_support::cut;
 
 const TOOL_USE: &[u8] = include_bytes!("fixtures/usage/message-tool-use.json");
 const SERVER_TOOL_USE: &[u8] = include_bytes!("fixtures/usage/message-server-tool-use.json");
@@ -106,19 +109,6 @@ fn check(pieces: &[&[u8]], body: &[u8], collect: bool) -> Result<(), TestCaseErr
         (got, want) => prop_assert!(false, "scanner {:?} vs serde {:?}", got, want),
     }
     Ok(())
-}
-
-fn cut<'a>(body: &'a [u8], at: &[prop::sample::Index]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = at.iter().map(|i| i.index(body.len() + 1)).collect();
-    points.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut from = 0;
-    for p in points {
-        pieces.push(&body[from..p]);
-        from = p;
-    }
-    pieces.push(&body[from..]);
-    pieces
 }
 
 #[test]

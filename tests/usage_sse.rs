@@ -1,12 +1,15 @@
 //! The SSE scanner against a whole-body reference built on serde_json: every fixture, cut
 //! at every position, in random pieces, and mutated, must give the same facts.
 
+mod usage_support;
+
 use nexus::usage::{
     ResponseFacts, SseScanner, ToolCall, Usage, ERROR_TYPE_CAP, MAX_TOOLS, MODEL_CAP, TEXT_CAP,
     TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
 };
 use proptest::prelude::*;
 use serde_json::Value;
+use usage_support::cut;
 
 /// A fixture and what it must yield, beyond agreeing with the reference.
 struct Fixture {
@@ -291,20 +294,6 @@ fn scan(pieces: &[&[u8]], collect: bool) -> ResponseFacts {
         s.feed(p);
     }
     s.into_facts()
-}
-
-/// Cuts `body` at the given positions (any order, repeats allowed).
-fn cut<'a>(body: &'a [u8], at: &[prop::sample::Index]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = at.iter().map(|i| i.index(body.len() + 1)).collect();
-    points.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut from = 0;
-    for p in points {
-        pieces.push(&body[from..p]);
-        from = p;
-    }
-    pieces.push(&body[from..]);
-    pieces
 }
 
 #[test]

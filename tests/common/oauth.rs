@@ -1,6 +1,12 @@
 //! OAuth test helpers: credential files with a chosen expiry, a mock token endpoint (the
 //! scriptable mock upstream answering `POST /v1/oauth/token`), and polling with deadlines.
 
+/// Tokens the OAuth tests start with and get from the mock token endpoint.
+pub const OLD_ACCESS: &str = "sk-ant-oat01-old-access-token-0123456789abcdef";
+pub const OLD_REFRESH: &str = "sk-ant-ort01-old-refresh-token-0123456789abcdef";
+pub const NEW_ACCESS: &str = "sk-ant-oat01-new-access-token-fedcba9876543210";
+pub const NEW_REFRESH: &str = "sk-ant-ort01-new-refresh-token-fedcba9876543210";
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
