@@ -251,10 +251,23 @@ fn text(value: &[u8]) -> Result<String, HeadError> {
 /// reach upstream endpoints outside /v1 with nexus's credentials.
 fn has_dot_segment(target: &str) -> bool {
     let path = target.split('?').next().unwrap_or("");
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/')
+        .any(|segment| is_dot_segment(segment.as_bytes()))
+}
+
+/// `.` or `..`, each dot possibly written `%2e` or `%2E`.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = segment;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]
@@ -318,6 +331,38 @@ mod tests {
                 matches!(parse(raw).0, Err(HeadError::Invalid(_))),
                 "{raw:?}"
             );
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for target in [
+            "/.",
+            "/..",
+            "/v1/./x",
+            "/v1/../x",
+            "/%2e",
+            "/%2E%2e/x",
+            "/.%2e",
+            "/%2e.",
+            "/v1/..?q=1",
+        ] {
+            assert!(has_dot_segment(target), "{target}");
+        }
+        for target in [
+            "/",
+            "/v1/messages",
+            "/...",
+            "/.x",
+            "/%2e%2e%2e",
+            "/%2ex",
+            "/%2",
+            "/%2f",
+            "/v1?x=/../",
+            "/a..b",
+            "//",
+        ] {
+            assert!(!has_dot_segment(target), "{target}");
         }
     }
 
