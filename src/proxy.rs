@@ -654,6 +654,7 @@ async fn relay_response(
     }
 
     let mut scanner = BodyScanner::for_response(
+        &worker.spare_scanners,
         meter.record.is_messages,
         response.event_stream,
         report.wants_text(),
@@ -819,14 +820,14 @@ async fn relay_response(
                     "{request_id} upstream stream broke off ({why}); ending it with an error event"
                 );
                 meter.record.error = true;
-                report.facts = scanner.take_facts();
+                report.facts = scanner.take_facts(&worker.spare_scanners);
                 end_with_error_event(conn, "upstream connection lost").await?;
                 worker.give_buffer(buf);
                 return Ok(Outcome { close });
             }
             (_, why) => {
                 let why = why.unwrap_or_else(|| "connection closed before the body ended".into());
-                report.facts = scanner.take_facts();
+                report.facts = scanner.take_facts(&worker.spare_scanners);
                 return Err(ProxyError::UpstreamBroke(why));
             }
         }
@@ -842,7 +843,7 @@ async fn relay_response(
     if let Some((body, total)) = scanner.captured() {
         trace::response_body(request_id, body, total);
     }
-    report.facts = scanner.take_facts();
+    report.facts = scanner.take_facts(&worker.spare_scanners);
     if reusable {
         worker.pool.checkin(upstream);
     }

@@ -87,7 +87,7 @@ fn sse(pieces: &[&[u8]], collect: bool) -> ResponseFacts {
     for p in pieces {
         s.feed(p);
     }
-    s.into_facts()
+    s.take_facts()
 }
 
 fn json(pieces: &[&[u8]], collect: bool) -> Option<ResponseFacts> {
@@ -95,7 +95,7 @@ fn json(pieces: &[&[u8]], collect: bool) -> Option<ResponseFacts> {
     for p in pieces {
         s.feed(p);
     }
-    s.finish().then(|| s.into_facts())
+    s.finish().then(|| s.take_facts())
 }
 
 proptest! {

@@ -81,7 +81,7 @@ fn scan(pieces: &[&[u8]], collect: bool) -> Option<ResponseFacts> {
     for p in pieces {
         s.feed(p);
     }
-    s.finish().then(|| s.into_facts())
+    s.finish().then(|| s.take_facts())
 }
 
 /// Compares with the reference; tool inputs are checked by parsing them back.

@@ -293,7 +293,7 @@ fn scan(pieces: &[&[u8]], collect: bool) -> ResponseFacts {
     for p in pieces {
         s.feed(p);
     }
-    s.into_facts()
+    s.take_facts()
 }
 
 #[test]

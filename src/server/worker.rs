@@ -16,7 +16,7 @@ use super::{connection, Shared};
 use crate::credentials::LocalView;
 use crate::notify::Outbox;
 use crate::request_id::RequestIds;
-use crate::stats::LocalCounters;
+use crate::stats::{LocalCounters, SpareScanners};
 use crate::upstream::Pool;
 
 /// How often a worker looks at the shutdown flag and sweeps its pool.
@@ -39,6 +39,8 @@ pub struct Worker {
     pub request_ids: RequestIds,
     /// Telemetry and Slack events waiting for delivery (drained by tasks on this runtime).
     pub outbox: Rc<Outbox>,
+    /// Usage scanners kept for the next metered response.
+    pub spare_scanners: SpareScanners,
     spare_buffers: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -90,6 +92,7 @@ pub async fn run(
         counters: LocalCounters::default(),
         request_ids: RequestIds::new(),
         outbox: Outbox::new(Arc::clone(&shared.notify)),
+        spare_scanners: SpareScanners::default(),
         spare_buffers: RefCell::new(Vec::new()),
     });
     worker.outbox.start();

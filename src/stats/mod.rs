@@ -9,7 +9,7 @@ pub mod report;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use meter::{BodyScanner, Meter};
+pub use meter::{BodyScanner, Meter, SpareScanners};
 pub use metrics::ProxyMetrics;
 pub use registry::{DomainSnapshot, LocalCounters, RequestRecord, StatsRegistry};
 

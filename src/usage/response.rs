@@ -120,9 +120,9 @@ impl JsonResponseScanner {
         &self.facts
     }
 
-    /// The facts, keeping no copy.
-    pub fn into_facts(self) -> ResponseFacts {
-        self.facts
+    /// Takes the facts out, keeping no copy (the scanner is reset before it is used again).
+    pub fn take_facts(&mut self) -> ResponseFacts {
+        std::mem::take(&mut self.facts)
     }
 }
 
@@ -252,7 +252,7 @@ mod tests {
         for c in chunks {
             s.feed(c);
         }
-        s.finish().then(|| s.into_facts())
+        s.finish().then(|| s.take_facts())
     }
 
     fn whole(body: &str) -> Option<ResponseFacts> {

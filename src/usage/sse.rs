@@ -174,9 +174,9 @@ impl SseScanner {
         &self.facts
     }
 
-    /// The facts of every event dispatched, keeping no copy.
-    pub fn into_facts(self) -> ResponseFacts {
-        self.facts
+    /// Takes the facts out, keeping no copy (the scanner is reset before it is used again).
+    pub fn take_facts(&mut self) -> ResponseFacts {
+        std::mem::take(&mut self.facts)
     }
 
     fn end_line(&mut self, eol: u8) {
@@ -241,7 +241,7 @@ mod tests {
         for c in chunks {
             s.feed(c);
         }
-        s.into_facts()
+        s.take_facts()
     }
 
     fn whole(body: &str) -> ResponseFacts {
