@@ -164,7 +164,7 @@ pub async fn forward(
     let counters = worker.counters.get(&shared.stats.registry, stats_domain);
     let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
     let raw_head = &conn.buf[conn.pos - head.head_len..conn.pos];
-    let mut report = Report::start(&worker.outbox, head, raw_head);
+    let mut report = Report::start(&worker.outbox, head, raw_head, meter.started());
     if report.trace {
         trace::incoming(request_id, raw_head);
     }
@@ -598,9 +598,11 @@ async fn relay_response(
 ) -> Result<Outcome, ProxyError> {
     let timeout = worker.shared.config.upstream_timeout;
     let rate_limit = &meter.counters().rate_limit;
-    let now = crate::stats::now_ms();
+    let mut now = None;
     let mut on_header = |name: &str, value: &[u8]| {
-        rate_limit.observe(name, value, now);
+        rate_limit.observe(name, value, || {
+            *now.get_or_insert_with(crate::stats::now_ms)
+        });
     };
     let read_head = read_response_head(
         &mut upstream,

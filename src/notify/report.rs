@@ -41,11 +41,11 @@ pub struct Report {
 
 impl Report {
     /// Starts the report of the request whose head is `head` (raw bytes in `raw_head`,
-    /// for the method name of methods nexus does not name itself).
-    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8]) -> Report {
+    /// for the method name of methods nexus does not name itself), begun at `started`.
+    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8], started: Instant) -> Report {
         let hub = outbox.hub();
         Report {
-            started: Instant::now(),
+            started,
             method: method_name(head.method, raw_head),
             telemetry: hub.telemetry.is_some(),
             trace: hub.trace,

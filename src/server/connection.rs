@@ -165,18 +165,20 @@ impl ClientConn {
             if self.buf.len() >= MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
             }
+            // One clock read per wait: a kept-alive head that arrives whole in one read
+            // (the usual case) never needs its own deadline, so it is set only when a
+            // partial head is found here on the next turn.
+            let now = Instant::now();
             let wait_until = match deadline {
                 Some(deadline) => deadline,
-                None if self.buf.is_empty() => Instant::now() + config.keepalive_timeout,
-                None => *deadline.insert(Instant::now() + config.header_timeout),
+                None if self.buf.is_empty() => now + config.keepalive_timeout,
+                None => *deadline.insert(now + config.header_timeout),
             };
-            let limit = wait_until.saturating_duration_since(Instant::now());
+            let limit = wait_until.saturating_duration_since(now);
             // (A cancelled read takes the buffer with it: decide from what was there before.)
             let idle = self.buf.is_empty();
             match monoio::time::timeout(limit, self.read_more()).await {
-                Ok(Ok(_)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + config.header_timeout);
-                }
+                Ok(Ok(_)) => {}
                 Ok(Err(_)) => return Ok(None),
                 Err(_) if idle => return Ok(None),
                 Err(_) => return Err(HeadError::Timeout),

@@ -39,6 +39,11 @@ impl<'a> Meter<'a> {
         }
     }
 
+    /// When the request began.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The domain's counters.
     pub fn counters(&self) -> &Arc<DomainCounters> {
         &self.counters

@@ -117,8 +117,9 @@ fn parse_time(value: &str) -> Option<u64> {
 }
 
 impl RateLimitGauges {
-    /// Takes one response header; returns whether it was a rate-limit figure.
-    pub fn observe(&self, name: &str, value: &[u8], now_ms: u64) -> bool {
+    /// Takes one response header; returns whether it was a rate-limit figure. The clock
+    /// (`now_ms`) is read only for a figure, not for every header.
+    pub fn observe(&self, name: &str, value: &[u8], now_ms: impl FnOnce() -> u64) -> bool {
         let Some(field) = field(name) else {
             return false;
         };
@@ -147,7 +148,7 @@ impl RateLimitGauges {
             }
         };
         if stored.is_some() {
-            self.updated_ms.store(now_ms, Relaxed);
+            self.updated_ms.store(now_ms(), Relaxed);
         }
         stored.is_some()
     }
@@ -243,19 +244,27 @@ mod tests {
     fn keeps_the_api_and_unified_figures() {
         let g = RateLimitGauges::default();
         assert_eq!(g.read().to_json(), None);
-        assert!(g.observe("anthropic-ratelimit-requests-limit", b"4000", 1));
-        assert!(g.observe("Anthropic-RateLimit-Requests-Remaining", b"3999", 1));
+        assert!(g.observe("anthropic-ratelimit-requests-limit", b"4000", || 1));
+        assert!(g.observe("Anthropic-RateLimit-Requests-Remaining", b"3999", || 1));
         assert!(g.observe(
             "anthropic-ratelimit-tokens-reset",
             b"2026-11-25T10:00:30Z",
-            1
+            || 1
         ));
-        assert!(g.observe("anthropic-ratelimit-input-tokens-remaining", b"390000", 1));
-        assert!(g.observe("anthropic-ratelimit-unified-status", b"allowed_warning", 2));
-        assert!(g.observe("anthropic-ratelimit-unified-5h-utilization", b"0.42", 2));
-        assert!(g.observe("anthropic-ratelimit-unified-7d-reset", b"1795651200", 2));
-        assert!(!g.observe("anthropic-ratelimit-requests-limit", b"lots", 3));
-        assert!(!g.observe("content-type", b"text/event-stream", 3));
+        assert!(g.observe(
+            "anthropic-ratelimit-input-tokens-remaining",
+            b"390000",
+            || 1
+        ));
+        assert!(g.observe(
+            "anthropic-ratelimit-unified-status",
+            b"allowed_warning",
+            || 2
+        ));
+        assert!(g.observe("anthropic-ratelimit-unified-5h-utilization", b"0.42", || 2));
+        assert!(g.observe("anthropic-ratelimit-unified-7d-reset", b"1795651200", || 2));
+        assert!(!g.observe("anthropic-ratelimit-requests-limit", b"lots", || 3));
+        assert!(!g.observe("content-type", b"text/event-stream", || 3));
         let s = g.read();
         assert_eq!(
             (s.limit[0], s.remaining[0], s.remaining[2]),
