@@ -3,11 +3,18 @@
 # nginx in front of it, on 127.0.0.1, workload after workload. Prints a table and writes
 # bench/RESULTS.md. How to run and how to read it: bench/README.md.
 #
-#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,nexus,nginx] [--no-install] [--oha]
+#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nginx] [--no-install] [--oha]
 #
-# Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (cores),
+# Targets: direct (the mock upstream alone), floor (bench/floor_relay.rs: the leanest relay
+# monoio allows, W1/W2 only, to show what the machine costs before nexus does any work),
+# nexus, nginx.
+#
+# Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (1: workers of nexus,
+# nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
+# BENCH_ROUNDS (2: W1 and W2 run in this many rounds, every target once per round, the
+# order reversed each round; the figures reported are the medians over the rounds),
 # W4_STREAMS (10000), W4_SECS (30), W4_INTERVAL_MS (100), W4_RAMP_MS (3000),
-# BENCH_PORT_BASE (18100: uses it and the next two ports), BENCH_MAX_SECS (2400),
+# BENCH_PORT_BASE (18100: uses it and the next three ports), BENCH_MAX_SECS (2400),
 # BENCH_KEEP_TMP=1 keeps the temporary directory (logs, nginx prefix) for a look.
 set -euo pipefail
 
@@ -21,13 +28,13 @@ fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+usage() {   # the comment block at the top of this file
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
     exit "${1:-0}"
 }
 
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
-TARGETS=${BENCH_TARGETS:-direct,nexus,nginx}
+TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nginx}
 INSTALL=1
 WITH_OHA=0
 while [[ $# -gt 0 ]]; do
@@ -43,7 +50,10 @@ done
 
 SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP_SECS:-2}
-WORKERS=${BENCH_WORKERS:-$(nproc)}
+ROUNDS=${BENCH_ROUNDS:-2}
+# One worker each, as the benchmark issue measures: with load generator, mock and proxy on
+# the same two cores, a second proxy worker only competes with wrk for them.
+WORKERS=${BENCH_WORKERS:-1}
 W4_STREAMS=${W4_STREAMS:-10000}
 W4_SECS=${W4_SECS:-30}
 W4_INTERVAL_MS=${W4_INTERVAL_MS:-100}
@@ -52,12 +62,13 @@ PORT_BASE=${BENCH_PORT_BASE:-18100}
 UPORT=$PORT_BASE
 NEXUS_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
-for v in SECS WARMUP WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS PORT_BASE; do
+FLOOR_PORT=$((PORT_BASE + 3))
+for v in SECS WARMUP ROUNDS WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS PORT_BASE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number, not '${!v}'" >&2; exit 2; }
 done
-(( WORKERS >= 1 && SECS >= 1 && W4_STREAMS >= 1 && W4_INTERVAL_MS >= 1 )) \
-    || { echo "bench: BENCH_WORKERS, BENCH_SECS, W4_STREAMS and W4_INTERVAL_MS must be at least 1" >&2; exit 2; }
-WRK_THREADS=$(( WORKERS < 2 ? 1 : 2 ))
+(( WORKERS >= 1 && SECS >= 1 && ROUNDS >= 1 && W4_STREAMS >= 1 && W4_INTERVAL_MS >= 1 )) \
+    || { echo "bench: BENCH_WORKERS, BENCH_SECS, BENCH_ROUNDS, W4_STREAMS and W4_INTERVAL_MS must be at least 1" >&2; exit 2; }
+WRK_THREADS=2
 
 has() { [[ ",$1," == *",$2,"* ]]; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -207,12 +218,13 @@ OHA_BIN=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 
 log "building nexus and the bench programs (release)"
 cargo build --release --locked --bin nexus --example mock_upstream --example open_streams \
-    --example usage_throughput >&2 \
+    --example usage_throughput --example floor_relay >&2 \
     || die "cargo build failed"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NEXUS_BIN=$TARGET_DIR/release/nexus
 MOCK_BIN=$TARGET_DIR/release/examples/mock_upstream
 STREAMS_BIN=$TARGET_DIR/release/examples/open_streams
+FLOOR_BIN=$TARGET_DIR/release/examples/floor_relay
 PARSERS_BIN=$TARGET_DIR/release/examples/usage_throughput
 
 # ---------------------------------------------------------------- limits
@@ -227,7 +239,7 @@ if has "$ONLY" W4 && (( NOFILE < 2 * W4_STREAMS + 500 )); then
     W4_STREAMS=$capped
 fi
 
-for port in "$UPORT" "$NEXUS_PORT" "$NGINX_PORT"; do
+for port in "$UPORT" "$NEXUS_PORT" "$NGINX_PORT" "$FLOOR_PORT"; do
     port_open "$port" && die "port $port on 127.0.0.1 is in use (set BENCH_PORT_BASE)"
 done
 
@@ -276,6 +288,15 @@ start_target() {
     case "$target" in
         direct)
             TARGET_PORT=$UPORT
+            ;;
+        floor)
+            TARGET_PORT=$FLOOR_PORT
+            "$FLOOR_BIN" --port "$FLOOR_PORT" --upstream "127.0.0.1:$UPORT" --workers "$WORKERS" \
+                >"$WORK/floor.$RUN_SEQ.log" 2>&1 &
+            TARGET_MAIN=$!
+            STARTED+=("$TARGET_MAIN")
+            wait_ready "$TARGET_MAIN" "$WORK/floor.$RUN_SEQ.log" "$FLOOR_PORT" "floor relay" "listening on 127.0.0.1:$FLOOR_PORT"
+            TARGET_PIDS=("$TARGET_MAIN")
             ;;
         nexus)
             TARGET_PORT=$NEXUS_PORT
@@ -327,10 +348,11 @@ stop_target() {
     stop_pid "$TARGET_MAIN"
     local pid
     for pid in "${TARGET_PIDS[@]}"; do stop_pid "$pid"; done
-    local logf
+    local logf=""
     case "$target" in
         nexus) logf="$WORK/nexus.$RUN_SEQ.log" ;;
         nginx) logf="$WORK/nginx.$RUN_SEQ/error.log" ;;
+        floor) logf="$WORK/floor.$RUN_SEQ.log" ;;
     esac
     if [[ -f "$logf" ]]; then
         local lines
@@ -351,10 +373,16 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%.3f", a - b }'; }
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
-# wrk_run WORKLOAD TARGET CONNS THREADS QUERY STREAM BODY_BYTES SHAPE
+# wrk_run WORKLOAD TARGET CONNS THREADS QUERY STREAM BODY_BYTES SHAPE [ROUND]: the figures
+# go to R[WORKLOAD|TARGET|…]; with ROUND to R[WORKLOAD.rROUND|TARGET|…] (see median_rounds).
 wrk_run() {
-    local w=$1 target=$2 conns=$3 threads=$4 query=$5 stream=$6 body=$7 shape=$8
-    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$w.$target.wrk"
+    local w=$1 target=$2 conns=$3 threads=$4 query=$5 stream=$6 body=$7 shape=$8 round=${9:-}
+    local key=$w label=$w
+    if [[ -n $round ]]; then
+        key="$w.r$round"
+        label="$w round $round"
+    fi
+    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk"
     local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
     if (( WARMUP > 0 )); then
         env "${envs[@]}" timeout --foreground $((WARMUP + 30)) wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
@@ -368,33 +396,72 @@ wrk_run() {
     local line
     line=$(grep '^BENCH ' "$out" || true)
     if [[ -z "$line" ]]; then
-        note "$w against $target: wrk printed no summary: $(tail -n 3 "$out" | tr '\n' ' ')"
+        note "$label against $target: wrk printed no summary: $(tail -n 3 "$out" | tr '\n' ' ')"
         FAILED=1
         return 0
     fi
     local reqs dur
     reqs=$(kv "$line" requests)
     dur=$(kv "$line" duration_us)
-    R[$w|$target|rps]=$(awk -v r="$reqs" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
-    R[$w|$target|p50]=$(awk -v v="$(kv "$line" p50_us)" 'BEGIN { printf "%.3f", v / 1000 }')
-    R[$w|$target|p99]=$(awk -v v="$(kv "$line" p99_us)" 'BEGIN { printf "%.3f", v / 1000 }')
+    R[$key|$target|rps]=$(awk -v r="$reqs" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
+    R[$key|$target|p50]=$(awk -v v="$(kv "$line" p50_us)" 'BEGIN { printf "%.3f", v / 1000 }')
+    R[$key|$target|p99]=$(awk -v v="$(kv "$line" p99_us)" 'BEGIN { printf "%.3f", v / 1000 }')
     local errs=0 k
     for k in err_connect err_read err_write err_status err_timeout; do
         errs=$((errs + $(kv "$line" "$k")))
     done
-    R[$w|$target|err]=$errs
+    R[$key|$target|err]=$errs
     if (( errs > 0 )); then
-        note "$w against $target: $errs errors ($(grep -o 'err_[a-z]*=[1-9][0-9]*' <<<"$line" | tr '\n' ' '))"
+        note "$label against $target: $errs errors ($(grep -o 'err_[a-z]*=[1-9][0-9]*' <<<"$line" | tr '\n' ' '))"
     fi
     if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
-        R[$w|$target|cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "-" }')
-        R[$w|$target|rss]=$(awk -v k="$(status_kb VmHWM "${TARGET_PIDS[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
+        R[$key|$target|cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "-" }')
+        R[$key|$target|rss]=$(awk -v k="$(status_kb VmHWM "${TARGET_PIDS[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
     else
-        R[$w|$target|cpu]="-"
-        R[$w|$target|rss]="-"
+        R[$key|$target|cpu]="-"
+        R[$key|$target|rss]="-"
     fi
-    log "$w $target: $(printf '%s req/s, p50 %s ms, p99 %s ms, cpu %s us/req, peak rss %s MiB, errors %s' \
-        "${R[$w|$target|rps]}" "${R[$w|$target|p50]}" "${R[$w|$target|p99]}" "${R[$w|$target|cpu]}" "${R[$w|$target|rss]}" "$errs")"
+    log "$label $target: $(printf '%s req/s, p50 %s ms, p99 %s ms, cpu %s us/req, peak rss %s MiB, errors %s' \
+        "${R[$key|$target|rps]}" "${R[$key|$target|p50]}" "${R[$key|$target|p99]}" "${R[$key|$target|cpu]}" "${R[$key|$target|rss]}" "$errs")"
+}
+
+median() {   # the median of the numeric arguments ("" and "-" skipped), or - when there is none
+    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-" { v[n++] = $1 + 0 }
+        END {
+            if (n == 0) { print "-"; exit }
+            for (i = 1; i < n; i++) {   # insertion sort: a handful of values
+                x = v[i]
+                for (j = i - 1; j >= 0 && v[j] > x; j--) v[j + 1] = v[j]
+                v[j + 1] = x
+            }
+            if (n % 2) m = v[(n - 1) / 2]; else m = (v[n / 2 - 1] + v[n / 2]) / 2
+            printf "%.6f\n", m
+        }'
+}
+
+# median_rounds WORKLOAD TARGET: R[WORKLOAD|TARGET|…] from the rounds' R[WORKLOAD.rN|TARGET|…]:
+# each figure the median over the rounds that measured it (each figure on its own: the
+# median req/s and the median p99 may come from different rounds), errors summed. When no
+# round printed a summary the target gets no figures, as a single failed run gets none.
+median_rounds() {
+    local w=$1 target=$2 k r vals errs=0 n=0
+    for ((r = 1; r <= ROUNDS; r++)); do
+        [[ -n "${R[$w.r$r|$target|rps]:-}" ]] || continue
+        n=$((n + 1))
+        errs=$((errs + ${R[$w.r$r|$target|err]:-0}))
+    done
+    (( n > 0 )) || return 0
+    for k in rps p50 p99 cpu rss; do
+        vals=()
+        for ((r = 1; r <= ROUNDS; r++)); do
+            vals+=("${R[$w.r$r|$target|$k]:-}")
+        done
+        R[$w|$target|$k]=$(median "${vals[@]}")
+    done
+    R[$w|$target|err]=$errs
+    log "$w $target, median of $n rounds: $(printf '%s req/s, p50 %s ms, p99 %s ms, cpu %s us/req, peak rss %s MiB, errors %s' \
+        "$(fmt "${R[$w|$target|rps]}" 1)" "$(fmt "${R[$w|$target|p50]}" 3)" "$(fmt "${R[$w|$target|p99]}" 3)" \
+        "$(fmt "${R[$w|$target|cpu]}" 2)" "$(fmt "${R[$w|$target|rss]}" 1)" "$errs")"
 }
 
 # oha_run WORKLOAD TARGET CONNS QUERY STREAM BODY_BYTES: a second opinion on W1/W2.
@@ -508,24 +575,59 @@ start_mock
 log "mock upstream on $UPORT; workers $WORKERS; ${SECS}s per run after ${WARMUP}s warm-up"
 
 IFS=',' read -r -a TARGET_LIST <<<"$TARGETS"
+REVERSED_LIST=()
+for ((i = ${#TARGET_LIST[@]} - 1; i >= 0; i--)); do
+    REVERSED_LIST+=("${TARGET_LIST[i]}")
+done
+# round_order N: the targets in round N's order: odd rounds as given, even rounds reversed,
+# so that over two rounds every target has the same mean position (no target always first).
+round_order() {
+    if (( $1 % 2 == 1 )); then echo "${TARGET_LIST[*]}"; else echo "${REVERSED_LIST[*]}"; fi
+}
+
+# W1 and W2 run in ROUNDS rounds (every target once per round, fresh each time) and report
+# the median of each figure; W3 and W5 run once per target.
 for spec in "${WORKLOADS[@]}"; do
     read -r w conns threads query stream body shape <<<"$spec"
     has "$ONLY" "$w" || continue
     [[ $query == - ]] && query=""
-    for target in "${TARGET_LIST[@]}"; do
-        start_target "$target"
-        wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape"
-        if [[ $WITH_OHA == 1 && ( $w == W1 || $w == W2 ) ]]; then
-            oha_run "$w" "$target" "$conns" "$query" "$stream" "$body"
+    rounds=1
+    [[ ( $w == W1 || $w == W2 ) && $ROUNDS -gt 1 ]] && rounds=$ROUNDS
+    for ((round = 1; round <= rounds; round++)); do
+        if (( rounds > 1 )); then
+            read -r -a order <<<"$(round_order "$round")"
+            label="$w round $round"
+            tag=$round
+            log "$label of $rounds: ${order[*]}"
+        else
+            order=("${TARGET_LIST[@]}")
+            label=$w
+            tag=""
         fi
-        stop_target "$target" "$w"
+        for target in "${order[@]}"; do
+            # The floor is a calibration for the hot path: W1 and W2 only.
+            [[ $target == floor && $w != W1 && $w != W2 ]] && continue
+            start_target "$target"
+            wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape" ${tag:+"$tag"}
+            # oha is a second opinion, once per target: in the first round only.
+            if [[ $WITH_OHA == 1 && ( $w == W1 || $w == W2 ) && $round == 1 ]]; then
+                oha_run "$w" "$target" "$conns" "$query" "$stream" "$body"
+            fi
+            stop_target "$target" "$label"
+        done
+        alive "$MOCK_PID" || die "the mock upstream died during $label"
     done
-    alive "$MOCK_PID" || die "the mock upstream died during $w"
+    if (( rounds > 1 )); then
+        for target in "${TARGET_LIST[@]}"; do
+            median_rounds "$w" "$target"
+        done
+    fi
 done
 
 if has "$ONLY" W4; then
     log "W4: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
     for target in "${TARGET_LIST[@]}"; do
+        [[ $target == floor ]] && continue
         settle_time_wait
         start_target "$target" $(( 2 * W4_STREAMS + 200 ))
         w4_run "$target"
@@ -565,7 +667,11 @@ report() {
     echo "| nexus | commit $commit, \`-w $WORKERS\`, $(grep -h -o 'driver [^,]*' "$WORK"/nexus.*.log 2>/dev/null | head -n 1 || echo 'driver ?') |"
     echo "| nginx | $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') \`worker_processes $WORKERS\` |"
     echo "| wrk | $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}') |"
-    echo "| runs | ${SECS} s each after ${WARMUP} s warm-up; open-file limit $NOFILE |"
+    local rounds_note=""
+    if (( ROUNDS > 1 )) && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        rounds_note="; W1, W2: $ROUNDS rounds, medians reported"
+    fi
+    echo "| runs | ${SECS} s each after ${WARMUP} s warm-up${rounds_note}; open-file limit $NOFILE |"
     echo "| load average | $LOAD_BEFORE (1, 5, 15 min) before the runs; well above 0 means something else was using the cores |"
     echo
     echo "## Throughput, latency, cost"
@@ -584,6 +690,12 @@ report() {
     done
     echo
     echo "W1 $DESCR_W1. W2 $DESCR_W2. W3 $DESCR_W3. W5 $DESCR_W5."
+    if [[ -n $rounds_note ]]; then
+        echo
+        local mean_note=""
+        (( ROUNDS == 2 )) && mean_note=" (with 2 rounds: the mean of the two)"
+        echo "W1 and W2: each figure is its median over $ROUNDS rounds${mean_note}, errors are summed; each round's figures are under *W1/W2 rounds*."
+    fi
     if has "$TARGETS" nexus && has "$TARGETS" nginx; then
         echo
         echo "## nexus / nginx"
@@ -599,6 +711,56 @@ report() {
         if has "$ONLY" W4; then
             echo "| W4 | — | — | — | CPU: $(ratio "W4|nexus|cpu_s" "W4|nginx|cpu_s") | per stream: $(ratio "W4|nexus|kib_per_stream" "W4|nginx|kib_per_stream") |"
         fi
+    fi
+    if [[ -n $rounds_note ]]; then
+        echo
+        echo "## W1/W2 rounds"
+        echo
+        local r orders=""
+        for ((r = 1; r <= ROUNDS; r++)); do
+            orders+="${orders:+; }round $r: $(round_order "$r" | sed 's/ /, /g')"
+        done
+        echo "Order: $orders (each round reverses the one before)."
+        echo "Spread = (highest − lowest) ÷ median req/s."
+        echo
+        local head="| workload | target |" rule="|---|---|"
+        for ((r = 1; r <= ROUNDS; r++)); do head+=" req/s r$r |"; rule+="---:|"; done
+        head+=" spread |"; rule+="---:|"
+        for ((r = 1; r <= ROUNDS; r++)); do head+=" CPU µs/req r$r |"; rule+="---:|"; done
+        echo "$head"
+        echo "$rule"
+        local row vals
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            for t in "${TARGET_LIST[@]}"; do
+                [[ -n "${R[$w|$t|rps]:-}" ]] || continue
+                row="| $w | $t |"
+                vals=()
+                for ((r = 1; r <= ROUNDS; r++)); do
+                    row+=" $(fmt "${R[$w.r$r|$t|rps]:-}" 0) |"
+                    vals+=("${R[$w.r$r|$t|rps]:-}")
+                done
+                row+=" $(printf '%s\n' "${vals[@]}" | awk -v m="${R[$w|$t|rps]}" '$1 != "" { if (n++ == 0 || $1 + 0 < lo) lo = $1 + 0; if (n == 1 || $1 + 0 > hi) hi = $1 + 0 }
+                    END { if (n < 2 || m + 0 <= 0) print "—"; else printf "%.1f %%", (hi - lo) / m * 100 }') |"
+                for ((r = 1; r <= ROUNDS; r++)); do
+                    row+=" $(fmt "${R[$w.r$r|$t|cpu]:-}" 1) |"
+                done
+                echo "$row"
+            done
+        done
+    fi
+    if has "$TARGETS" floor && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        echo
+        echo "## The floor"
+        echo
+        echo "\`floor\` is bench/floor_relay.rs: one upstream connection per client, bytes forwarded as received, no accounting, credentials, header rewriting, timeouts or error answers, on the same io_uring setup as nexus. It shows what the kernel's loopback TCP and the runtime cost on this machine before any proxy work: a target below the floor's ratio cannot be met by any relay here."
+        echo
+        echo "| workload | floor / nginx req/s | floor / nginx CPU/req | nexus / floor CPU/req |"
+        echo "|---|---:|---:|---:|"
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            echo "| $w | $(ratio "$w|floor|rps" "$w|nginx|rps") | $(ratio "$w|floor|cpu" "$w|nginx|cpu") | $(ratio "$w|nexus|cpu" "$w|floor|cpu") |"
+        done
     fi
     if has "$ONLY" W5 && has "$TARGETS" direct; then
         echo
