@@ -136,4 +136,37 @@ fn main() {
         }
         assert!(s.finish());
     });
+
+    // Per request, the bench's own bodies: here fixed costs count, not bytes per second.
+    let small = response(300);
+    measure_each("W1 response (non-streaming)", small.len(), || {
+        let mut s = JsonResponseScanner::new(false);
+        s.feed(black_box(&small));
+        assert!(s.finish());
+    });
+    let w2 = stream(6 << 10, true);
+    measure_each("W2 response (SSE)", w2.len(), || {
+        let mut s = SseScanner::new(false);
+        s.feed(black_box(&w2));
+        assert_eq!(black_box(s.facts()).usage.output_tokens, 5000);
+    });
+    let chat = br#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"You are a concise assistant.","messages":[{"role":"user","content":"Please look at src/proxy.rs and explain how the response is relayed. Please look at src/proxy.rs and explain"}]}"#;
+    measure_each("W1 request (classify)", chat.len(), || {
+        black_box(classify_request(black_box(chat), false));
+    });
+}
+
+/// Runs `f` repeatedly for about half a second; reports the best mean over batches of
+/// 1000 calls, in nanoseconds per call.
+fn measure_each(label: &str, bytes: usize, mut f: impl FnMut()) {
+    let mut best = Duration::MAX;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        let t = Instant::now();
+        for _ in 0..1000 {
+            f();
+        }
+        best = best.min(t.elapsed() / 1000);
+    }
+    println!("{label:<58} {bytes:>8} B    {:>6} ns each", best.as_nanos());
 }
