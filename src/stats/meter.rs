@@ -114,8 +114,8 @@ pub struct SpareScanners {
     json: RefCell<Vec<Box<JsonResponseScanner>>>,
 }
 
-/// Scanners of each kind a worker keeps: its usual concurrency, no more.
-const SPARE_SCANNERS: usize = 32;
+/// Scanners of each kind a worker keeps (at most ~80 KiB each): as many as relay buffers.
+const SPARE_SCANNERS: usize = 64;
 
 impl BodyScanner {
     /// The scanner a response needs: only `POST /v1/messages` responses are metered.
