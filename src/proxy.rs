@@ -13,7 +13,7 @@ use std::time::Instant;
 use monoio::buf::{IoBuf, IoBufMut};
 
 use crate::credentials::domain::Domain;
-use crate::credentials::{self, domain_from_host, CredentialError};
+use crate::credentials::{self, CredentialError};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error::ErrorReply;
 use crate::http::event_stream::{upstream_lost_event, EventReframer, Frame};
@@ -154,8 +154,8 @@ pub async fn forward(
     request_id: &RequestId,
 ) -> Result<Outcome, ProxyError> {
     let shared = &worker.shared;
-    let domain = head.host.as_deref().map(domain_from_host);
-    let stats_domain = match &domain {
+    let domain = head.host.as_deref().map(|host| conn.hosts.domain(host));
+    let stats_domain = match domain.as_deref() {
         None => registry::NO_HOST,
         Some(None) => registry::INVALID_HOST,
         Some(Some(d)) => d.name.as_str(),
@@ -170,7 +170,7 @@ pub async fn forward(
     }
     // A Host that is not a host name never names a file: the request falls through to
     // the client's own key or CLAUDE_API_KEY, and is counted under "invalid-host".
-    let domain = domain.as_ref().and_then(Option::as_ref);
+    let domain = domain.as_deref().and_then(Option::as_ref);
     let result = forward_metered(
         conn,
         worker,

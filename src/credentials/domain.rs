@@ -1,12 +1,39 @@
 //! The request's domain, from its Host header. It names a credential file, so only a
 //! strictly valid host name ever gets near the filesystem.
 
+use std::rc::Rc;
+
 /// A validated domain: lower-case, without port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
     pub name: String,
     /// False for IP literals like `[::1]`: they are tracked but never name a file.
     pub may_have_file: bool,
+}
+
+/// The last Host value a connection sent and the domain it names: a kept-alive client
+/// sends the same one every time, so each request after the first costs a compare, not
+/// a validation and an allocation.
+#[derive(Debug, Default)]
+pub struct HostCache {
+    host: String,
+    domain: Option<Rc<Option<Domain>>>,
+}
+
+impl HostCache {
+    /// [`domain_from_host`] of `host`, remembered for the next request.
+    pub fn domain(&mut self, host: &str) -> Rc<Option<Domain>> {
+        match &self.domain {
+            Some(domain) if self.host == host => Rc::clone(domain),
+            _ => {
+                let domain = Rc::new(domain_from_host(host));
+                self.host.clear();
+                self.host.push_str(host);
+                self.domain = Some(Rc::clone(&domain));
+                domain
+            }
+        }
+    }
 }
 
 /// Turns a Host header value into a [`Domain`]; `None` when it is not a valid host.
@@ -61,6 +88,21 @@ fn is_hostname(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_answers_as_domain_from_host_does() {
+        let mut cache = HostCache::default();
+        for host in [
+            "a.example",
+            "a.example",
+            "B.example:1",
+            "../x",
+            "a.example",
+            "[::1]",
+        ] {
+            assert_eq!(*cache.domain(host), domain_from_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn valid_hosts() {

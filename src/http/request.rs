@@ -10,9 +10,10 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 
 /// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyFraming {
     /// No body.
+    #[default]
     None,
     /// Exactly this many bytes.
     Length(u64),
@@ -21,16 +22,18 @@ pub enum BodyFraming {
 }
 
 /// The request method, where nexus cares which one it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
+    #[default]
     Get,
     Head,
     Post,
     Other,
 }
 
-/// What nexus needs from a client request head once the bytes are gone.
-#[derive(Debug, Clone)]
+/// What nexus needs from a client request head once the bytes are gone. A connection
+/// keeps one and parses each of its requests into it, so its strings are reused.
+#[derive(Debug, Clone, Default)]
 pub struct RequestHead {
     pub method: Method,
     /// The request target as sent (origin-form: path and query).
@@ -84,6 +87,19 @@ pub fn parse_request(
     upstream: &UpstreamUrl,
     upstream_head: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
+    let mut head = RequestHead::default();
+    Ok(parse_request_into(buf, upstream, upstream_head, &mut head)?.then_some(head))
+}
+
+/// [`parse_request`] into a head kept from the previous request: its strings keep their
+/// allocations (a fresh head cost two or more mallocs per request). `Ok(false)` means
+/// more bytes are needed.
+pub fn parse_request_into(
+    buf: &[u8],
+    upstream: &UpstreamUrl,
+    upstream_head: &mut Vec<u8>,
+    head: &mut RequestHead,
+) -> Result<bool, HeadError> {
     // Uninitialised slots: filling 128 empty headers (4 KiB) cost more than parsing a
     // small head does.
     let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -93,7 +109,7 @@ pub fn parse_request(
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(HeadError::TooLarge)
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(false),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(httparse::Error::Version) => {
             return Err(HeadError::Invalid("unsupported HTTP version"))
@@ -122,25 +138,23 @@ pub fn parse_request(
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut host: Option<&[u8]> = None;
-    let mut head = RequestHead {
-        method: match method_text {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            _ => Method::Other,
-        },
-        target: target.to_string(),
-        http10,
-        keep_alive: !http10,
-        expect_continue: false,
-        framing: BodyFraming::None,
-        host: None,
-        x_api_key: None,
-        authorization: None,
-        anthropic_beta: None,
-        accept_encoding: None,
-        head_len,
+    head.method = match method_text {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
     };
+    head.target.clear();
+    head.target.push_str(target);
+    head.http10 = http10;
+    head.keep_alive = !http10;
+    head.expect_continue = false;
+    head.framing = BodyFraming::None;
+    head.head_len = head_len;
+    let mut x_api_key = None;
+    let mut authorization = None;
+    let mut accept_encoding = None;
+    let mut anthropic_beta_seen = false;
 
     for h in req.headers.iter() {
         let name = h.name;
@@ -176,18 +190,29 @@ pub fn parse_request(
                 head.expect_continue = true;
             }
         } else if name.eq_ignore_ascii_case("x-api-key") {
-            head.x_api_key = Some(text(value)?);
+            x_api_key = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(text(value)?);
+            authorization = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
-            head.accept_encoding = Some(text(value)?);
+            accept_encoding = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("anthropic-beta") {
+            // Repeated headers are joined with ", " (one list, as RFC 9110 §5.3 reads them).
             let value = text(value)?;
-            head.anthropic_beta = Some(match head.anthropic_beta.take() {
-                Some(prev) => format!("{prev}, {value}"),
-                None => value,
-            });
+            let joined = head.anthropic_beta.get_or_insert_with(String::new);
+            if anthropic_beta_seen {
+                joined.push_str(", ");
+            } else {
+                joined.clear();
+            }
+            joined.push_str(value);
+            anthropic_beta_seen = true;
         }
+    }
+    put(&mut head.x_api_key, x_api_key);
+    put(&mut head.authorization, authorization);
+    put(&mut head.accept_encoding, accept_encoding);
+    if !anthropic_beta_seen {
+        head.anthropic_beta = None;
     }
     let connection = &connection[..connection_count];
 
@@ -200,7 +225,12 @@ pub fn parse_request(
         return Err(HeadError::Invalid("missing Host header"));
     }
     // Lossy: a non-UTF-8 Host is simply not a host name (it falls through, never a file).
-    head.host = host.map(|h| String::from_utf8_lossy(h).trim().to_string());
+    put(
+        &mut head.host,
+        host.map(|h| String::from_utf8_lossy(h))
+            .as_deref()
+            .map(str::trim),
+    );
     head.framing = match (chunked, content_length) {
         (true, _) => BodyFraming::Chunked,
         (false, Some(0) | None) => BodyFraming::None,
@@ -223,7 +253,19 @@ pub fn parse_request(
             headers::push_header(upstream_head, h.name.as_bytes(), h.value);
         }
     }
-    Ok(Some(head))
+    Ok(true)
+}
+
+/// Sets an optional string field, reusing the allocation it already has.
+fn put(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(kept), Some(value)) => {
+            kept.clear();
+            kept.push_str(value);
+        }
+        (None, Some(value)) => *slot = Some(value.to_owned()),
+        (_, None) => *slot = None,
+    }
 }
 
 /// Headers that go upstream as the client sent them. Framing, Host, credentials and
@@ -243,9 +285,9 @@ fn is_forwarded(name: &str, connection: &[&[u8]]) -> bool {
         && !headers::named_by_connection(connection, name)
 }
 
-fn text(value: &[u8]) -> Result<String, HeadError> {
+fn text(value: &[u8]) -> Result<&str, HeadError> {
     std::str::from_utf8(value)
-        .map(|s| s.trim().to_string())
+        .map(str::trim)
         .map_err(|_| HeadError::Invalid("header value is not valid UTF-8"))
 }
 
@@ -334,6 +376,24 @@ mod tests {
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_reused_head_keeps_nothing_from_the_previous_request() {
+        let upstream = parse_upstream_url("https://api.anthropic.com").unwrap();
+        let mut out = Vec::new();
+        let mut head = RequestHead::default();
+        let first = "POST /v1/messages HTTP/1.1\r\nHost: a.example\r\nx-api-key: k1\r\n\
+                     Authorization: Bearer t\r\nanthropic-beta: x\r\nAnthropic-Beta: y\r\n\
+                     Accept-Encoding: gzip\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}";
+        assert!(parse_request_into(first.as_bytes(), &upstream, &mut out, &mut head).unwrap());
+        assert_eq!(head.anthropic_beta.as_deref(), Some("x, y"));
+        let second = "GET /v1/models HTTP/1.0\r\n\r\n";
+        assert!(parse_request_into(second.as_bytes(), &upstream, &mut out, &mut head).unwrap());
+        let fresh = parse_request(second.as_bytes(), &upstream, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{head:?}"), format!("{fresh:?}"));
     }
 
     #[test]

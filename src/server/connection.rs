@@ -12,8 +12,11 @@ use monoio::net::TcpStream;
 
 use super::worker::Worker;
 use crate::config::Config;
+use crate::credentials::domain::HostCache;
 use crate::http::error::{write_error, ErrorReply};
-use crate::http::request::{parse_request, BodyFraming, HeadError, RequestHead, MAX_HEAD_BYTES};
+use crate::http::request::{
+    parse_request_into, BodyFraming, HeadError, RequestHead, MAX_HEAD_BYTES,
+};
 use crate::notify;
 use crate::proxy::{self, ProxyError};
 use crate::request_id::RequestId;
@@ -38,6 +41,8 @@ pub struct ClientConn {
     pub body_pending: bool,
     /// Some of the current response has been written: errors can no longer be answered.
     pub response_started: bool,
+    /// The domain the last Host header named.
+    pub hosts: HostCache,
     body_timeout: Duration,
     write_timeout: Duration,
 }
@@ -52,6 +57,7 @@ impl ClientConn {
             upstream_head: Vec::with_capacity(1024),
             body_pending: false,
             response_started: false,
+            hosts: HostCache::default(),
             body_timeout: config.body_timeout,
             write_timeout: config.client_write_timeout,
         }
@@ -133,7 +139,8 @@ impl ClientConn {
         res.map(|_| ())
     }
 
-    /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out.
+    /// Reads until a whole request head is buffered and parsed into `head`. `Ok(false)`:
+    /// the client closed or idled out.
     ///
     /// On a fresh connection the head must be complete `header_timeout` after the accept;
     /// on a kept-alive one the client may idle `keepalive_timeout`, then the head must be
@@ -143,17 +150,19 @@ impl ClientConn {
         &mut self,
         worker: &Worker,
         fresh: bool,
-    ) -> Result<Option<RequestHead>, HeadError> {
+        head: &mut RequestHead,
+    ) -> Result<bool, HeadError> {
         let config = &worker.shared.config;
         let mut deadline = fresh.then(|| Instant::now() + config.header_timeout);
         loop {
             if self.available() > 0 {
-                if let Some(head) = parse_request(
+                if parse_request_into(
                     &self.buf[self.pos..],
                     &worker.shared.config.upstream,
                     &mut self.upstream_head,
+                    head,
                 )? {
-                    return Ok(Some(head));
+                    return Ok(true);
                 }
             }
             if self.pos > 0 {
@@ -179,8 +188,8 @@ impl ClientConn {
             let idle = self.buf.is_empty();
             match monoio::time::timeout(limit, self.read_more()).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Ok(None),
-                Err(_) if idle => return Ok(None),
+                Ok(Err(_)) => return Ok(false),
+                Err(_) if idle => return Ok(false),
                 Err(_) => return Err(HeadError::Timeout),
             }
         }
@@ -204,10 +213,15 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
     // A new connection counts as busy until its first request is answered, so shutdown
     // serves connections it has accepted instead of dropping them.
     let mut first_request = Some(lifecycle.busy_guard());
+    // One head per connection, refilled by each request (its strings are reused).
+    let mut head = RequestHead::default();
     loop {
-        let head = match conn.read_head(&worker, first_request.is_some()).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
+        match conn
+            .read_head(&worker, first_request.is_some(), &mut head)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
                 let reply = match e {
                     HeadError::TooLarge => {
