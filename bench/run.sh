@@ -585,6 +585,27 @@ round_order() {
     if (( $1 % 2 == 1 )); then echo "${TARGET_LIST[*]}"; else echo "${REVERSED_LIST[*]}"; fi
 }
 
+# W4 leaves ~2 sockets per stream in TIME_WAIT for 60 s, and each W4 target starts only
+# once they are gone (settle_time_wait). So W4's targets run one at a time after W2, W3
+# and W5, and those workloads' runs fill the wait; W1 and W2 run first, on a clean machine.
+W4_PENDING=()
+if has "$ONLY" W4; then
+    for target in "${TARGET_LIST[@]}"; do
+        [[ $target == floor ]] || W4_PENDING+=("$target")
+    done
+fi
+w4_next() {
+    (( ${#W4_PENDING[@]} > 0 )) || return 0
+    local target=${W4_PENDING[0]}
+    W4_PENDING=("${W4_PENDING[@]:1}")
+    log "W4 $target: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
+    settle_time_wait
+    start_target "$target" $(( 2 * W4_STREAMS + 200 ))
+    w4_run "$target"
+    stop_target "$target" W4
+    alive "$MOCK_PID" || die "the mock upstream died during W4"
+}
+
 # W1 and W2 run in ROUNDS rounds (every target once per round, fresh each time) and report
 # the median of each figure; W3 and W5 run once per target.
 for spec in "${WORKLOADS[@]}"; do
@@ -622,19 +643,12 @@ for spec in "${WORKLOADS[@]}"; do
             median_rounds "$w" "$target"
         done
     fi
+    [[ $w == W1 ]] || w4_next
 done
 
-if has "$ONLY" W4; then
-    log "W4: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
-    for target in "${TARGET_LIST[@]}"; do
-        [[ $target == floor ]] && continue
-        settle_time_wait
-        start_target "$target" $(( 2 * W4_STREAMS + 200 ))
-        w4_run "$target"
-        stop_target "$target" W4
-    done
-    alive "$MOCK_PID" || die "the mock upstream died during W4"
-fi
+while (( ${#W4_PENDING[@]} > 0 )); do
+    w4_next
+done
 
 # ---------------------------------------------------------------- report
 pos_ratio() {   # a / b when both are positive (an added latency within noise is not), else —
