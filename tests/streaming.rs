@@ -102,3 +102,53 @@ fn the_client_connection_serves_another_request_after_a_stream() {
     );
     assert_eq!(rig.mock.requests().len(), 2);
 }
+
+/// Between the events of a trickling stream nexus lets go of the connection's buffers;
+/// a request pipelined behind the stream (already read into them) must survive that,
+/// and the connection must serve it, and another, once the stream has ended.
+#[test]
+fn a_request_pipelined_behind_a_trickling_stream_is_answered_after_it() {
+    let events = stream_events();
+    let gate = Gate::new();
+    let stream_reply = MockReply::sse_gated(events.clone(), gate.clone());
+    let rig = Rig::plain(move |req| {
+        if req.json()["stream"] == true {
+            stream_reply.clone()
+        } else {
+            MockReply::json(200, r#"{"input_tokens":7}"#)
+        }
+    });
+    let host = format!("localhost:{}", rig.nexus.addr().port());
+    let count_tokens =
+        messages_request(r#"{"model":"claude-sonnet-4-5","messages":[]}"#).to_bytes(&host);
+    let mut both = messages_request(stream_request_body()).to_bytes(&host);
+    both.extend_from_slice(&count_tokens);
+    let mut client = rig.nexus.client();
+    client.send_raw(&both).unwrap();
+
+    let head = client.read_head().expect("stream head");
+    let mut sse = SseReader::new(client.body_stream("POST", &head).unwrap());
+    for (i, expected) in events.iter().enumerate() {
+        if i > 0 {
+            gate.open_one();
+        }
+        let event = sse.next_event().expect("event").expect("not the end yet");
+        assert_eq!(&event.raw, expected, "event {i}");
+    }
+    assert_eq!(sse.next_event().expect("end of stream"), None);
+    drop(sse);
+
+    let pipelined = client
+        .try_read_response("POST")
+        .expect("the pipelined response");
+    let after = client.request(&messages_request(
+        r#"{"model":"claude-sonnet-4-5","messages":[]}"#,
+    ));
+    for response in [pipelined, after] {
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (200, r#"{"input_tokens":7}"#)
+        );
+    }
+    assert_eq!(rig.mock.requests().len(), 3);
+}

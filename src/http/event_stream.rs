@@ -181,6 +181,12 @@ impl EventReframer {
         self.done
     }
 
+    /// Everything decoded has been forwarded and the buffer is back to its headroom: the
+    /// next read may go into any buffer of [`HEADROOM`] bytes instead of this one.
+    pub fn holds_nothing(&self) -> bool {
+        self.data_start == HEADROOM && self.data_end == HEADROOM
+    }
+
     /// Frames the whole events decoded so far as one client chunk (plus the last chunk
     /// when the stream is done); `None` when there is nothing to send yet.
     pub fn frame(&mut self, buf: &mut Vec<u8>) -> Option<Frame> {
@@ -247,12 +253,22 @@ mod tests {
     /// Runs a raw chunked body through the reframer in reads of `step` bytes and returns
     /// what the client would receive, decoded, with each frame's content.
     fn relay(raw: &[u8], step: usize) -> (Vec<u8>, Vec<String>) {
+        relay_swapping(raw, step, false)
+    }
+
+    /// [`relay`], optionally reading into a new buffer (headroom of stale bytes) whenever
+    /// the reframer holds nothing, as the relay does while a stream waits for its upstream.
+    fn relay_swapping(raw: &[u8], step: usize, swap: bool) -> (Vec<u8>, Vec<String>) {
         let head = b"HTTP/1.1 200 OK\r\n\r\n";
         let mut buf = head.to_vec();
         let mut r = EventReframer::new(head.len());
         let mut wire = Vec::new();
         let mut scanned = Vec::new();
         for piece in raw.chunks(step) {
+            if swap && r.holds_nothing() {
+                assert_eq!(buf.len(), HEADROOM);
+                buf = vec![b'#'; HEADROOM];
+            }
             buf.extend_from_slice(piece);
             r.absorb(&mut buf, &mut |b| scanned.extend_from_slice(b))
                 .unwrap();
@@ -313,6 +329,33 @@ mod tests {
                 assert!(ends_whole, "step {step}: cut mid-event after {sent:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_reframer_holding_nothing_reads_into_any_buffer() {
+        let events = "event: a\ndata: {\"x\":1}\n\nevent: b\r\ndata: 2\r\n\r\ndata: 3\n\n";
+        let raw = chunked(&[&events[..12], &events[12..20], &events[20..]]);
+        for step in 1..=raw.len() {
+            assert_eq!(
+                relay_swapping(&raw, step, true),
+                relay(&raw, step),
+                "step {step}"
+            );
+        }
+        // Whole events per read: the buffer is free after every one of them.
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mut buf = head.to_vec();
+        let mut r = EventReframer::new(head.len());
+        assert!(!r.holds_nothing(), "the response head is not headroom yet");
+        buf.extend_from_slice(&chunked(&["data: 1\n\n"])[..12]);
+        r.absorb(&mut buf, &mut |_| {}).unwrap();
+        let frame = r.frame(&mut buf).expect("a whole event");
+        r.forwarded(&mut buf, &frame);
+        assert!(r.holds_nothing());
+        buf.extend_from_slice(b"\r\n7\r\ndata: 2");
+        r.absorb(&mut buf, &mut |_| {}).unwrap();
+        assert!(r.frame(&mut buf).is_none());
+        assert!(!r.holds_nothing(), "half an event is held");
     }
 
     #[test]

@@ -64,6 +64,23 @@ impl UpstreamConn {
         }
     }
 
+    /// Whether [`UpstreamConn::readable`] means a read will find bytes (or EOF). Not so
+    /// over TLS: rustls may hold decrypted bytes already, or need a whole record first.
+    pub fn waits_without_buffer(&self) -> bool {
+        matches!(self.transport, Transport::Plain(_))
+    }
+
+    /// Waits until the socket has something to read, holding no buffer meanwhile. Only
+    /// meaningful when [`UpstreamConn::waits_without_buffer`]; over TLS it returns at once.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.transport {
+            // Not relaxed: on the epoll driver a stale readiness flag would end the wait
+            // early and the read would then wait holding its buffer after all.
+            Transport::Plain(s) => s.readable(false).await,
+            Transport::Tls(_) => Ok(()),
+        }
+    }
+
     /// True if an idle connection still looks usable: nothing to read and no EOF.
     ///
     /// An idle HTTP/1.1 connection has no bytes in flight, so anything readable (a FIN,
