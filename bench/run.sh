@@ -33,6 +33,12 @@ usage() {   # the comment block at the top of this file
     exit "${1:-0}"
 }
 
+# The invocation, for the report: arguments and any bench settings from the environment.
+COMMAND="bash bench/run.sh${*:+ $*}"
+for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_WORKERS W4_STREAMS \
+    W4_SECS W4_INTERVAL_MS W4_RAMP_MS; do
+    [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
+done
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
 TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nginx}
 INSTALL=1
@@ -600,7 +606,10 @@ w4_next() {
     W4_PENDING=("${W4_PENDING[@]:1}")
     log "W4 $target: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
     settle_time_wait
-    start_target "$target" $(( 2 * W4_STREAMS + 200 ))
+    # nginx counts its listener and idle upstream keep-alive connections too: with only
+    # 200 to spare, one worker logged "worker_connections are not enough" and reset 516
+    # of 9750 streams.
+    start_target "$target" $(( 2 * W4_STREAMS + 500 ))
     w4_run "$target"
     stop_target "$target" W4
     alive "$MOCK_PID" || die "the mock upstream died during W4"
@@ -670,7 +679,7 @@ fi
 report() {
     echo "# nexus benchmark results"
     echo
-    echo "Written by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'). How to read it: [README.md](README.md)."
+    echo "Written by \`$COMMAND\` on $(date -u '+%Y-%m-%d %H:%M UTC'). How to read it: [README.md](README.md)."
     echo
     echo "| machine | |"
     echo "|---|---|"
