@@ -28,12 +28,14 @@ fn a_payload_carries_text_channel_username_icon_and_the_request_id() {
         .env("SLACK_ICON_EMOJI", ":satellite:")
     });
     let ask = |text: &str| {
+        // Counted before the request: its post may land before the response is read.
+        let posted = slack.requests().len();
         let response = rig
             .nexus
             .request(&messages_request(tagged_body("stream", true, None, text)));
         assert_eq!(response.status, 200);
         let id = id_of(&response);
-        let posts = slack.wait_for_requests(slack.requests().len() + 1);
+        let posts = slack.wait_for_requests(posted + 1);
         let post = posts.last().unwrap();
         assert_eq!(post.target, "/services/T000/B000/XXXX");
         (id, post.json())
