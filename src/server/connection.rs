@@ -158,15 +158,15 @@ impl ClientConn {
         let config = &worker.shared.config;
         let mut deadline = fresh.then(|| Instant::now() + config.header_timeout);
         loop {
-            if self.available() > 0 {
-                if parse_request_into(
+            if self.available() > 0
+                && parse_request_into(
                     &self.buf[self.pos..],
                     &worker.shared.config.upstream,
                     &mut self.upstream_head,
                     head,
-                )? {
-                    return Ok(true);
-                }
+                )?
+            {
+                return Ok(true);
             }
             if self.pos > 0 {
                 // Keep only the unconsumed (pipelined or partial) bytes, at the front.
