@@ -117,6 +117,15 @@ pub struct SpareScanners {
     json: RefCell<Vec<Box<JsonResponseScanner>>>,
 }
 
+/// Puts a scanner on its spare list, unless the list is full.
+#[allow(clippy::vec_box)]
+fn keep_spare<T>(spare: &RefCell<Vec<Box<T>>>, scanner: Box<T>) {
+    let mut spare = spare.borrow_mut();
+    if spare.len() < SPARE_SCANNERS {
+        spare.push(scanner);
+    }
+}
+
 /// Scanners of each kind a worker keeps (at most ~80 KiB each): as many as relay buffers.
 const SPARE_SCANNERS: usize = 64;
 
@@ -198,18 +207,12 @@ impl BodyScanner {
             Scan::Off => None,
             Scan::Sse(mut s) => {
                 let facts = s.take_facts();
-                let mut spare = spares.sse.borrow_mut();
-                if spare.len() < SPARE_SCANNERS {
-                    spare.push(s);
-                }
+                keep_spare(&spares.sse, s);
                 Some(facts)
             }
             Scan::Json(mut s) => {
                 let facts = s.take_facts();
-                let mut spare = spares.json.borrow_mut();
-                if spare.len() < SPARE_SCANNERS {
-                    spare.push(s);
-                }
+                keep_spare(&spares.json, s);
                 Some(facts)
             }
         }
