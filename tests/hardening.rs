@@ -251,27 +251,38 @@ fn clients_aborting_mid_stream_leak_nothing() {
         }
     };
     // Warm-up: the allocator and the runtime reach their working size over many streams
-    // (measured: RSS levels off after ~500-1000; since streams waiting for their next event
-    // let go of their buffers, after ~1500-2000 when other tests load the machine); then
-    // 1000 more aborted streams must not move it by more than 10%.
+    // (measured: ~1000 in a release build, ~2000-3000 in a debug one).
     for _ in 0..20 {
         round(&rig.nexus);
         settle(&mut rig.nexus);
     }
-    let rss_after_warmup = rig.nexus.rss_kib();
-    for _ in 0..10 {
-        round(&rig.nexus);
-        settle(&mut rig.nexus);
+    // Then three blocks of 1000 aborted streams. A leak grows RSS block after block; the
+    // allocator's working set grows in steps, at times late (a block that happens to hold
+    // more streams at once) and levels off. Measured in blocks of 1000: release, after 1000
+    // streams, +232, +472, +116, -20, +4 KiB; debug, after 1000, +640, +292, +476 KiB, and
+    // after 2000, +16, +120, +28, -52 KiB;
+    // a single step of ~1 MiB was seen in a loaded CI run. So at least one block must leave
+    // RSS where it found it (within 256 KiB): a leak of 0.3 KiB or more per stream fails
+    // every block.
+    let mut levels = vec![rig.nexus.rss_kib()];
+    for _ in 0..3 {
+        for _ in 0..10 {
+            round(&rig.nexus);
+            settle(&mut rig.nexus);
+        }
+        levels.push(rig.nexus.rss_kib());
     }
+    let flat_block = levels
+        .windows(2)
+        .any(|pair| pair[1] as i64 - pair[0] as i64 <= 256);
+    assert!(
+        flat_block,
+        "RSS grew in every block of 1000 aborted streams (KiB): {levels:?}"
+    );
     assert_eq!(
         rig.nexus.open_fds(),
         fds_before,
-        "descriptors leaked after 1000 aborted streams"
-    );
-    let rss = rig.nexus.rss_kib();
-    assert!(
-        rss <= rss_after_warmup * 11 / 10,
-        "RSS grew from {rss_after_warmup} KiB to {rss} KiB"
+        "descriptors leaked after 5000 aborted streams"
     );
     assert_eq!(
         rig.mock.connections(),
