@@ -5,7 +5,10 @@
 //! takes the bytes in any split, keeps a fixed-size state (no recursion, no allocation),
 //! and tells a [`Visitor`] about each token together with its path from the top-level
 //! value. Strings are only decoded for the visitor when it asks, so the bulk of a body
-//! (message text, tool schemas) is validated at memory speed and forgotten.
+//! (message text, tool schemas) is validated at memory speed and forgotten. Nothing at
+//! or under a key the visitor does not recognise is reported either: every visitor here
+//! reads a few known paths, and the rest of a body (ids, stop reasons, tool inputs) is
+//! only validated, with no call per token.
 //!
 //! Validation follows RFC 8259 and matches serde_json on what it rejects: bad UTF-8,
 //! control bytes in strings, lone surrogate escapes, leading zeros, trailing garbage, and
@@ -16,6 +19,9 @@ use super::scan;
 
 /// Deepest nesting accepted; serde_json refuses the 128th level too.
 pub const MAX_DEPTH: usize = 127;
+
+/// `Tokenizer::other_at` when every level of the path is reported.
+const NO_OTHER: usize = usize::MAX;
 
 /// Levels of path reported to visitors; tokens deeper down are validated, not reported.
 pub const MAX_PATH: usize = 6;
@@ -69,7 +75,9 @@ pub enum Token<'a> {
     Null,
 }
 
-/// Receives the tokens of a document at depth up to [`MAX_PATH`].
+/// Receives the tokens of a document at depth up to [`MAX_PATH`] whose paths hold no
+/// [`Seg::Other`]: a key the visitor does not recognise is not reported, and neither is
+/// anything in its value.
 pub trait Visitor {
     /// The keys this visitor recognises.
     type Key: Copy + Eq;
@@ -160,6 +168,9 @@ pub struct Tokenizer<K> {
     /// Bit `d` is set when the container at level `d` is an object.
     objects: u128,
     path: [Seg<K>; MAX_PATH],
+    /// The shallowest level whose segment is [`Seg::Other`] (`NO_OTHER` if none): tokens
+    /// at or below it are not reported. Always below `depth` or `NO_OTHER`.
+    other_at: usize,
     in_key: bool,
     deliver: bool,
     escape: Escape,
@@ -196,6 +207,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
             depth: 0,
             objects: 0,
             path: [Seg::Other; MAX_PATH],
+            other_at: NO_OTHER,
             in_key: false,
             deliver: false,
             escape: Escape::None,
@@ -219,6 +231,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
     pub fn reset(&mut self) {
         self.state = State::Value;
         self.depth = 0;
+        self.other_at = NO_OTHER;
         self.escape = Escape::None;
         self.utf8_need = 0;
         self.raw_until = None;
@@ -274,9 +287,19 @@ impl<K: Copy + Eq> Tokenizer<K> {
         usize::MAX
     }
 
-    /// The path of the current position, if shallow enough to report.
+    /// The path of the current position, if it is reported: shallow enough, and under
+    /// recognised keys only.
     fn path(&self) -> Option<&[Seg<K>]> {
+        if self.other_at < self.depth {
+            return None;
+        }
         self.path.get(..self.depth)
+    }
+
+    /// Whether the key being read at level `depth - 1` is looked up: it is when it lies
+    /// within the reported path's reach and no key above it went unrecognised.
+    fn key_matters(&self) -> bool {
+        self.depth <= MAX_PATH && (self.other_at == NO_OTHER || self.other_at + 1 >= self.depth)
     }
 
     fn value_done(&mut self) {
@@ -373,7 +396,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
         if self.depth == MAX_DEPTH {
             return self.fail();
         }
-        if let Some(path) = self.path.get(..self.depth) {
+        if let Some(path) = self.path() {
             v.token(path, Token::Begin(kind));
             if self.raw_until.is_none() && v.wants_raw(path) {
                 self.raw_until = Some(self.depth);
@@ -408,7 +431,11 @@ impl<K: Copy + Eq> Tokenizer<K> {
         raw_from: &mut usize,
     ) -> usize {
         self.depth -= 1;
-        if let Some(path) = self.path.get(..self.depth) {
+        if self.other_at >= self.depth {
+            // The level that held the unrecognised key is gone.
+            self.other_at = NO_OTHER;
+        }
+        if let Some(path) = self.path() {
             v.token(path, Token::End(kind));
         }
         if self.raw_until == Some(self.depth) {
@@ -426,7 +453,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
         self.utf8_need = 0;
         if key {
             self.key_len = 0;
-        } else if let Some(path) = self.path.get(..self.depth) {
+        } else if let Some(path) = self.path() {
             v.token(path, Token::StrBegin);
             self.deliver = v.wants_string(path);
         } else {
@@ -437,8 +464,8 @@ impl<K: Copy + Eq> Tokenizer<K> {
     /// Passes on decoded string bytes: into the key buffer, or to the visitor.
     fn emit<V: Visitor<Key = K>>(&mut self, piece: &[u8], v: &mut V) {
         if self.in_key {
-            // Keys deeper than the reported path are never looked up.
-            if self.depth <= MAX_PATH {
+            // Keys that are never looked up are not kept either.
+            if self.key_matters() {
                 let end = self.key_len + piece.len();
                 if end <= KEY_CAP {
                     self.key[self.key_len..end].copy_from_slice(piece);
@@ -452,7 +479,9 @@ impl<K: Copy + Eq> Tokenizer<K> {
         }
     }
 
-    fn end_string<V: Visitor<Key = K>>(&mut self, v: &mut V) {
+    /// Ends the current string. `whole` is a key that was read in one piece, with no
+    /// escapes, and so was not copied to the key buffer.
+    fn end_string<V: Visitor<Key = K>>(&mut self, whole: Option<&[u8]>, v: &mut V) {
         if !self.in_key {
             if let Some(path) = self.path() {
                 v.token(path, Token::StrEnd);
@@ -460,13 +489,24 @@ impl<K: Copy + Eq> Tokenizer<K> {
             self.value_done();
             return;
         }
-        if self.depth <= MAX_PATH {
-            let seg = match self.key.get(..self.key_len) {
-                Some(name) => v.key(name).map_or(Seg::Other, Seg::Key),
-                None => Seg::Other,
+        if self.key_matters() {
+            let name = match whole {
+                // As through the buffer: a key longer than it holds is never recognised.
+                Some(name) => Some(name).filter(|name| name.len() <= KEY_CAP),
+                None => self.key.get(..self.key_len),
             };
-            self.path[self.depth - 1] = seg;
-            v.token(&self.path[..self.depth], Token::Key);
+            let level = self.depth - 1;
+            match name.and_then(|name| v.key(name)) {
+                Some(key) => {
+                    self.path[level] = Seg::Key(key);
+                    self.other_at = NO_OTHER;
+                    v.token(&self.path[..self.depth], Token::Key);
+                }
+                None => {
+                    self.path[level] = Seg::Other;
+                    self.other_at = level;
+                }
+            }
         }
         self.state = State::Colon;
     }
@@ -500,13 +540,19 @@ impl<K: Copy + Eq> Tokenizer<K> {
                             _ => break,
                         }
                     }
+                    let closed = s.get(i) == Some(&b'"');
+                    if closed && self.in_key && self.key_len == 0 && self.utf8_need == 0 {
+                        // The whole key is here: look it up where it lies.
+                        self.end_string(Some(&s[start..i]), v);
+                        return i + 1;
+                    }
                     if i > start {
                         self.emit(&s[start..i], v);
                     }
                     match s.get(i) {
                         None => return i,
                         Some(b'"') => {
-                            self.end_string(v);
+                            self.end_string(None, v);
                             return i + 1;
                         }
                         Some(b'\\') => {
@@ -964,8 +1010,9 @@ mod tests {
 
     #[test]
     fn long_and_escaped_keys() {
+        /// The keys reported, and how many values.
         #[derive(Default)]
-        struct Keys(Vec<Seg<u8>>);
+        struct Keys(Vec<Seg<u8>>, usize);
         impl Visitor for Keys {
             type Key = u8;
             fn key(&self, name: &[u8]) -> Option<u8> {
@@ -976,22 +1023,34 @@ mod tests {
                 }
             }
             fn token(&mut self, path: &[Seg<u8>], token: Token<'_>) {
-                if token == Token::Key {
-                    self.0.push(*path.last().unwrap());
+                match token {
+                    Token::Key => self.0.push(*path.last().unwrap()),
+                    Token::Num(_) => self.1 += 1,
+                    _ => {}
                 }
             }
         }
         let exact = "k".repeat(KEY_CAP);
         let long = "k".repeat(KEY_CAP + 1);
-        let doc = format!(r#"{{"t\u0079pe":1,"{exact}":2,"{long}":3,"other":4,"typ\"e":5}}"#);
-        let mut t = Tokenizer::new();
-        let mut k = Keys::default();
-        t.feed(doc.as_bytes(), &mut k);
-        assert!(t.finish(&mut k));
-        assert_eq!(
-            k.0,
-            [Seg::Key(1), Seg::Key(2), Seg::Other, Seg::Other, Seg::Other]
+        let doc = format!(
+            r#"{{"t\u0079pe":1,"{exact}":2,"{long}":3,"other":{{"type":4}},"typ\"e":5,"type":6}}"#
         );
+        for at in 0..=doc.len() {
+            let (a, b) = doc.as_bytes().split_at(at);
+            let mut t = Tokenizer::new();
+            let mut k = Keys::default();
+            t.feed(a, &mut k);
+            t.feed(b, &mut k);
+            assert!(t.finish(&mut k));
+            // Unrecognised keys (too long, unknown, escaped into another name) are not
+            // reported, nor is anything under them; a recognised key after them is.
+            assert_eq!(
+                k.0,
+                [Seg::Key(1), Seg::Key(2), Seg::Key(1)],
+                "split at {at}"
+            );
+            assert_eq!(k.1, 3, "split at {at}");
+        }
     }
 
     #[test]
