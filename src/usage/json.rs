@@ -167,6 +167,9 @@ pub struct Tokenizer<K> {
     depth: usize,
     /// Bit `d` is set when the container at level `d` is an object.
     objects: u128,
+    /// The innermost open container is an object (`objects`' top bit, kept at hand: a
+    /// variable u128 shift per comma showed in profiles).
+    top_object: bool,
     path: [Seg<K>; MAX_PATH],
     /// The shallowest level whose segment is [`Seg::Other`] (`NO_OTHER` if none): tokens
     /// at or below it are not reported. Always below `depth` or `NO_OTHER`.
@@ -206,6 +209,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
             state: State::Value,
             depth: 0,
             objects: 0,
+            top_object: false,
             path: [Seg::Other; MAX_PATH],
             other_at: NO_OTHER,
             in_key: false,
@@ -310,10 +314,6 @@ impl<K: Copy + Eq> Tokenizer<K> {
         };
     }
 
-    fn top_is_object(&self) -> bool {
-        self.objects >> (self.depth - 1) & 1 == 1
-    }
-
     /// Handles one significant byte outside strings, numbers and literals.
     fn structural<V: Visitor<Key = K>>(
         &mut self,
@@ -330,9 +330,11 @@ impl<K: Copy + Eq> Tokenizer<K> {
                 }
                 b'{' => self.open(Container::Object, i, v, raw_from),
                 b'[' => self.open(Container::Array, i, v, raw_from),
+                // Each token is read on at once rather than on the next turn of the
+                // feed loop: one state dispatch per token instead of two.
                 b'"' => {
                     self.start_string(false, v);
-                    i + 1
+                    self.string(s, i + 1, v)
                 }
                 b'-' | b'0'..=b'9' => {
                     self.state = State::Num;
@@ -341,7 +343,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
                     self.fraction = false;
                     self.overflow = false;
                     self.value = 0;
-                    i
+                    self.number(s, i, v)
                 }
                 b't' | b'f' | b'n' => {
                     self.literal = match b {
@@ -351,7 +353,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
                     };
                     self.literal_pos = 0;
                     self.state = State::Lit;
-                    i
+                    self.literal(s, i, v)
                 }
                 _ => self.fail(),
             },
@@ -361,7 +363,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
                 }
                 b'"' => {
                     self.start_string(true, v);
-                    i + 1
+                    self.string(s, i + 1, v)
                 }
                 _ => self.fail(),
             },
@@ -371,15 +373,15 @@ impl<K: Copy + Eq> Tokenizer<K> {
             }
             State::After => match b {
                 b',' => {
-                    self.state = if self.top_is_object() {
+                    self.state = if self.top_object {
                         State::KeyStart
                     } else {
                         State::Value
                     };
                     i + 1
                 }
-                b'}' if self.top_is_object() => self.close(Container::Object, s, i, v, raw_from),
-                b']' if !self.top_is_object() => self.close(Container::Array, s, i, v, raw_from),
+                b'}' if self.top_object => self.close(Container::Object, s, i, v, raw_from),
+                b']' if !self.top_object => self.close(Container::Array, s, i, v, raw_from),
                 _ => self.fail(),
             },
             _ => self.fail(),
@@ -415,6 +417,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
             };
         }
         self.depth += 1;
+        self.top_object = kind == Container::Object;
         self.state = match kind {
             Container::Object => State::ObjectFirst,
             Container::Array => State::ArrayFirst,
@@ -431,6 +434,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
         raw_from: &mut usize,
     ) -> usize {
         self.depth -= 1;
+        self.top_object = self.depth > 0 && self.objects >> (self.depth - 1) & 1 == 1;
         if self.other_at >= self.depth {
             // The level that held the unrecognised key is gone.
             self.other_at = NO_OTHER;
@@ -511,6 +515,16 @@ impl<K: Copy + Eq> Tokenizer<K> {
         self.state = State::Colon;
     }
 
+    /// Takes the `:` after a key at once when it follows it directly (the usual case).
+    #[inline(always)]
+    fn colon(&mut self, s: &[u8], i: usize) -> usize {
+        if self.state == State::Colon && s.get(i) == Some(&b':') {
+            self.state = State::Value;
+            return i + 1;
+        }
+        i
+    }
+
     /// Scans string bytes from `i`; returns where it stopped.
     fn string<V: Visitor<Key = K>>(&mut self, s: &[u8], mut i: usize, v: &mut V) -> usize {
         while let Some(&b) = s.get(i) {
@@ -544,7 +558,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
                     if closed && self.in_key && self.key_len == 0 && self.utf8_need == 0 {
                         // The whole key is here: look it up where it lies.
                         self.end_string(Some(&s[start..i]), v);
-                        return i + 1;
+                        return self.colon(s, i + 1);
                     }
                     if i > start {
                         self.emit(&s[start..i], v);
@@ -553,7 +567,7 @@ impl<K: Copy + Eq> Tokenizer<K> {
                         None => return i,
                         Some(b'"') => {
                             self.end_string(None, v);
-                            return i + 1;
+                            return self.colon(s, i + 1);
                         }
                         Some(b'\\') => {
                             self.escape = Escape::Backslash;
