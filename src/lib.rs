@@ -10,6 +10,7 @@ pub mod notify;
 pub mod proxy;
 pub mod request_id;
 pub mod routes;
+pub(crate) mod scan;
 pub mod server;
 pub mod stats;
 pub mod upstream;

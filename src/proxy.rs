@@ -15,6 +15,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use crate::credentials::domain::Domain;
 use crate::credentials::{self, CredentialError};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
+use crate::http::digits::{push_content_length, push_hex};
 use crate::http::error::ErrorReply;
 use crate::http::event_stream::{upstream_lost_event, EventReframer, Frame, HEADROOM};
 use crate::http::request::{BodyFraming, Method, RequestHead};
@@ -282,19 +283,20 @@ async fn forward_metered(
     let framing_header = &mut conn.upstream_head;
     match (&body, head.framing) {
         (Some(WholeBody::InConnection(range)), _) => {
-            write!(framing_header, "content-length: {}\r\n", range.len())
+            push_content_length(framing_header, range.len() as u64)
         }
         (Some(WholeBody::Decoded(bytes)), _) => {
-            write!(framing_header, "content-length: {}\r\n", bytes.len())
+            push_content_length(framing_header, bytes.len() as u64)
         }
-        (None, BodyFraming::Length(n)) => write!(framing_header, "content-length: {n}\r\n"),
-        (None, BodyFraming::Chunked) => write!(framing_header, "transfer-encoding: chunked\r\n"),
+        (None, BodyFraming::Length(n)) => push_content_length(framing_header, n),
+        (None, BodyFraming::Chunked) => {
+            framing_header.extend_from_slice(b"transfer-encoding: chunked\r\n")
+        }
         (None, BodyFraming::None) if !matches!(head.method, Method::Get | Method::Head) => {
-            write!(framing_header, "content-length: 0\r\n")
+            push_content_length(framing_header, 0)
         }
-        (None, BodyFraming::None) => Ok(()),
+        (None, BodyFraming::None) => {}
     }
-    .expect("writing to a Vec cannot fail");
     conn.upstream_head.extend_from_slice(b"\r\n");
 
     // A small body rides in the same write as the head: one syscall instead of two.
@@ -636,7 +638,7 @@ async fn relay_response(
     let mut relay = match (response.framing, head.http10) {
         (ResponseFraming::Empty, _) => Relay::Empty,
         (ResponseFraming::Length(n), _) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            push_content_length(out, n);
             Relay::Length(n)
         }
         (ResponseFraming::Chunked, false) => {
@@ -657,7 +659,9 @@ async fn relay_response(
     if matches!(relay, Relay::Dechunk(_) | Relay::UntilClose) {
         close = true;
     }
-    let _ = write!(out, "x-nexus-request-id: {request_id}\r\n");
+    out.extend_from_slice(b"x-nexus-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -735,7 +739,8 @@ async fn relay_response(
                 }
                 scanner.feed(&buf[start..]);
                 if fresh > 0 {
-                    let _ = write!(conn.out, "{fresh:x}\r\n");
+                    push_hex(&mut conn.out, fresh as u64);
+                    conn.out.extend_from_slice(b"\r\n");
                     conn.out.extend_from_slice(&buf[start..]);
                     conn.out.extend_from_slice(b"\r\n");
                 }

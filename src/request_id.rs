@@ -7,6 +7,11 @@ use std::cell::Cell;
 pub struct RequestId([u8; 36]);
 
 impl RequestId {
+    /// The id's ASCII bytes, for writing into a head.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("hex digits and hyphens are ASCII")
     }

@@ -292,6 +292,7 @@ mod tests {
         RequestHead {
             method: Method::Post,
             target: "/v1/messages".into(),
+            path_len: "/v1/messages".len(),
             http10: false,
             keep_alive: true,
             expect_continue: false,

@@ -165,6 +165,14 @@ impl ChunkedDecoder {
                     }
                     return Ok(Step::Data(i..i + take));
                 }
+                State::DataCr | State::Size { digits: 0 } => {
+                    if let Some((framing, size)) = whole_size_line(&input[i..], self.state) {
+                        i += framing;
+                        self.remaining = size;
+                        self.state = State::Data;
+                        continue;
+                    }
+                }
                 _ => {}
             }
             let byte = input[i];
@@ -232,6 +240,40 @@ impl ChunkedDecoder {
             done: self.state == State::Done,
         }))
     }
+}
+
+/// The framing between two chunks as upstreams write it, `[\r\n]<hex>\r\n`, read in one
+/// go when it lies whole in `input` (`state` says whether the CRLF ending the previous
+/// chunk comes first): its length and the chunk size. The last chunk (size 0, trailers
+/// next), extensions and framing split across reads take the byte-by-byte path. Measured
+/// on W2 (30 chunks per response): that path cost ~260 instructions per chunk, 12% of
+/// nexus's user-space instructions; this one ~30.
+#[inline]
+fn whole_size_line(input: &[u8], state: State) -> Option<(usize, u64)> {
+    let start = match state {
+        State::DataCr => {
+            input.strip_prefix(b"\r\n")?;
+            2
+        }
+        _ => 0,
+    };
+    let digits = input[start..]
+        .iter()
+        .take(16)
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    // Up to 15 digits, as the byte-by-byte path allows.
+    if !(1..=15).contains(&digits) {
+        return None;
+    }
+    let end = start + digits;
+    if input.get(end..end + 2)? != b"\r\n" {
+        return None;
+    }
+    let size = input[start..end].iter().fold(0u64, |size, &b| {
+        size * 16 + u64::from((b as char).to_digit(16).expect("a hex digit"))
+    });
+    (size > 0).then_some((end + 2, size))
 }
 
 /// One move of the parser: a run of body data, or where it stopped.
@@ -304,6 +346,11 @@ mod tests {
             b"3\nabc\r\n0\r\n\r\n",       // bare LF after size
             b"3;ext\nabc\r\n",            // bare LF after extension
             b"0\r\nBad\nTrailer\r\n\r\n", // bare LF in trailer
+            // The same faults between two chunks, where sizes are read in one go.
+            b"3\r\nabc\r\nzz\r\n",
+            b"3\r\nabc\r\n1000000000000000\r\n",
+            b"3\r\nabc\r\n3\nabc\r\n",
+            b"3\r\nabc\n3\r\nabc\r\n",
         ];
         for case in cases {
             assert!(

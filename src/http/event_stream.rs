@@ -196,10 +196,9 @@ impl EventReframer {
         }
         let mut header = [0u8; HEADROOM];
         let header_len = {
-            use std::io::Write;
-            let mut w = &mut header[..];
-            let _ = write!(w, "{len:x}\r\n");
-            HEADROOM - w.len()
+            let digits = super::digits::put_hex(&mut header, len as u64);
+            header[digits..digits + 2].copy_from_slice(b"\r\n");
+            digits + 2
         };
         let trailer: &[u8] = match (len, self.done) {
             (0, _) => b"0\r\n\r\n",

@@ -43,7 +43,7 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    if value.iter().any(|&b| b == b'\r' || b == b'\n') {
+    if crate::scan::find_eol(value).is_some() {
         out.extend(
             value
                 .iter()

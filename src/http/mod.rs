@@ -3,6 +3,7 @@
 //! chunked bodies to the end and its encoder holds chunks back, both fatal to SSE).
 
 pub mod chunked;
+pub mod digits;
 pub mod error;
 pub mod event_stream;
 pub mod headers;

@@ -38,6 +38,8 @@ pub struct RequestHead {
     pub method: Method,
     /// The request target as sent (origin-form: path and query).
     pub target: String,
+    /// Where the path ends in `target` (at the `?`, or its length).
+    pub(crate) path_len: usize,
     /// The client speaks HTTP/1.0.
     pub http10: bool,
     /// The client allows another request on this connection afterwards.
@@ -62,7 +64,8 @@ pub struct RequestHead {
 impl RequestHead {
     /// The path without the query string.
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        // Found once at parse time: routing, metering and forwarding each ask.
+        &self.target[..self.path_len]
     }
 }
 
@@ -146,6 +149,7 @@ pub fn parse_request_into(
     };
     head.target.clear();
     head.target.push_str(target);
+    head.path_len = target.find('?').unwrap_or(target.len());
     head.http10 = http10;
     head.keep_alive = !http10;
     head.expect_continue = false;

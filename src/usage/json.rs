@@ -15,7 +15,7 @@
 //! nesting deeper than serde_json's limit. One difference: numbers are checked for
 //! grammar only, so a float too large for f64 (`1e400`) is accepted here.
 
-use super::scan;
+use crate::scan;
 
 /// Deepest nesting accepted; serde_json refuses the 128th level too.
 pub const MAX_DEPTH: usize = 127;

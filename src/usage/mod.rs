@@ -21,7 +21,6 @@ mod clip;
 mod event;
 pub mod json;
 pub mod response;
-mod scan;
 pub mod sse;
 
 pub use classify::{classify_request, RequestClass, RequestKind};

@@ -22,7 +22,8 @@
 
 use super::event::{EventFacts, Key};
 use super::json::Tokenizer;
-use super::{clip::Clip, scan, ResponseFacts};
+use super::{clip::Clip, ResponseFacts};
+use crate::scan;
 
 /// Longest event name recognised; longer names are skipped like any unknown one.
 const EVENT_NAME_CAP: usize = 32;

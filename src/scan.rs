@@ -1,4 +1,4 @@
-//! Byte searches for the scanners' hot loops.
+//! Byte searches for the hot loops of the usage scanners and header copying.
 //!
 //! Each search tests 16 bytes at a time and gets back a bit mask of the bytes that
 //! match, so the first match is one `trailing_zeros` away and a short string costs one
