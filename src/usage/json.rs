@@ -527,6 +527,26 @@ impl<K: Copy + Eq> Tokenizer<K> {
 
     /// Scans string bytes from `i`; returns where it stopped.
     fn string<V: Visitor<Key = K>>(&mut self, s: &[u8], mut i: usize, v: &mut V) -> usize {
+        // Most strings are plain ASCII and end in the piece they start in: take those in
+        // one search (~110 instructions per string through the general loop below).
+        if matches!(self.escape, Escape::None) && self.utf8_need == 0 {
+            if let Some(rest) = s.get(i..) {
+                let n = scan::plain_string_run(rest);
+                if rest.get(n) == Some(&b'"') {
+                    let piece = &rest[..n];
+                    let end = i + n + 1;
+                    if self.in_key && self.key_len == 0 {
+                        self.end_string(Some(piece), v);
+                        return self.colon(s, end);
+                    }
+                    if n > 0 {
+                        self.emit(piece, v);
+                    }
+                    self.end_string(None, v);
+                    return self.colon(s, end);
+                }
+            }
+        }
         while let Some(&b) = s.get(i) {
             match self.escape {
                 Escape::None => {
