@@ -100,6 +100,12 @@ impl SseScanner {
             }
             match self.line {
                 Line::Start => {
+                    if !self.has_data {
+                        if let Some(len) = self.whole_event(s) {
+                            s = &s[len..];
+                            continue;
+                        }
+                    }
                     // Whole field names are the common case; a name split across chunks
                     // takes the slower path through `Line::Name`.
                     if let Some(rest) = s.strip_prefix(b"data:") {
@@ -168,6 +174,34 @@ impl SseScanner {
                 }
             }
         }
+    }
+
+    /// Reads the event at the start of `s` in one pass if it has the shape the API
+    /// sends, `event: NAME\ndata: DATA\n\n`, and lies whole in `s`; returns its length.
+    /// Anything else (other line endings, several data lines, comments, other fields, an
+    /// event cut by the end of the piece) returns `None` with nothing changed, for the
+    /// line-by-line path. Measured on W2 (30 events per response): the line-by-line path
+    /// cost ~430 instructions per event, a fifth of nexus's user-space instructions.
+    fn whole_event(&mut self, s: &[u8]) -> Option<usize> {
+        const NAME_FIELD: &[u8] = b"event: ";
+        const DATA_FIELD: &[u8] = b"data: ";
+        let named = s.strip_prefix(NAME_FIELD)?;
+        let name_len = scan::find_eol(named)?;
+        let after_name = named[name_len..].strip_prefix(b"\n")?;
+        let data = after_name.strip_prefix(DATA_FIELD)?;
+        let data_len = scan::find_eol(data)?;
+        if data.get(data_len..data_len + 2)? != b"\n\n" {
+            return None;
+        }
+        // What the line-by-line path does for these three lines.
+        self.event_name.clear();
+        self.event_name.push(&named[..name_len]);
+        self.begin_field(Field::Data);
+        if self.reading {
+            self.json.feed(&data[..data_len], &mut self.event);
+        }
+        self.dispatch();
+        Some(NAME_FIELD.len() + name_len + 1 + DATA_FIELD.len() + data_len + 2)
     }
 
     /// The facts of every event dispatched so far.
