@@ -205,9 +205,11 @@ impl Visitor for Request {
             b"system" => Key::System,
             b"messages" => Key::Messages,
             b"role" => Key::Role,
-            b"content" => Key::Content,
-            b"type" => Key::Type,
-            b"text" => Key::Text,
+            // Message content is read only for Slack's user text: otherwise it goes
+            // unreported (no calls for the bulk of a Claude Code body).
+            b"content" if self.want_text => Key::Content,
+            b"type" if self.want_text => Key::Type,
+            b"text" if self.want_text => Key::Text,
             _ => return None,
         })
     }

@@ -199,9 +199,10 @@ impl Visitor for Body {
             b"model" => Key::Model,
             b"usage" => Key::Usage,
             b"content" => Key::Content,
-            b"text" => Key::Text,
-            b"name" => Key::Name,
-            b"input" => Key::Input,
+            // Read only for Slack: otherwise these values go unreported (no calls).
+            b"text" if self.collect => Key::Text,
+            b"name" if self.collect => Key::Name,
+            b"input" if self.collect => Key::Input,
             b"error" => Key::Error,
             _ => Key::Figure(Figures::index_of(name)?),
         })
