@@ -257,22 +257,22 @@ fn whole_size_line(input: &[u8], state: State) -> Option<(usize, u64)> {
         }
         _ => 0,
     };
-    let digits = input[start..]
-        .iter()
-        .take(16)
-        .take_while(|b| b.is_ascii_hexdigit())
-        .count();
-    // Up to 15 digits, as the byte-by-byte path allows.
-    if !(1..=15).contains(&digits) {
+    let mut size = 0u64;
+    let mut end = start;
+    // Up to 15 digits, as the byte-by-byte path allows (a 16th makes this `None`).
+    while end - start < 16 {
+        let digit = match *input.get(end)? {
+            b @ b'0'..=b'9' => b - b'0',
+            b @ b'a'..=b'f' => b - b'a' + 10,
+            b @ b'A'..=b'F' => b - b'A' + 10,
+            _ => break,
+        };
+        size = size << 4 | u64::from(digit);
+        end += 1;
+    }
+    if !(1..=15).contains(&(end - start)) || input.get(end..end + 2)? != b"\r\n" {
         return None;
     }
-    let end = start + digits;
-    if input.get(end..end + 2)? != b"\r\n" {
-        return None;
-    }
-    let size = input[start..end].iter().fold(0u64, |size, &b| {
-        size * 16 + u64::from((b as char).to_digit(16).expect("a hex digit"))
-    });
     (size > 0).then_some((end + 2, size))
 }
 

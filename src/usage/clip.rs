@@ -51,6 +51,11 @@ impl<const N: usize> Clip<N> {
         !self.cut && &self.buf[..self.len] == s
     }
 
+    /// Whether bytes were dropped for want of room.
+    pub(crate) fn cut(&self) -> bool {
+        self.cut
+    }
+
     /// The bytes kept so far: the first `N` of the value.
     pub(crate) fn kept(&self) -> &[u8] {
         &self.buf[..self.len]

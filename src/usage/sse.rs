@@ -193,12 +193,14 @@ impl SseScanner {
         if data.get(data_len..data_len + 2)? != b"\n\n" {
             return None;
         }
-        // What the line-by-line path does for these three lines.
-        self.event_name.clear();
-        self.event_name.push(&named[..name_len]);
-        self.begin_field(Field::Data);
-        if self.reading {
+        // What the line-by-line path does for these three lines (the name is only
+        // needed to decide, so it is not kept).
+        self.has_data = true;
+        if self.wanted(&named[..name_len]) {
+            self.json.reset();
+            self.event.clear();
             self.json.feed(&data[..data_len], &mut self.event);
+            self.reading = true;
         }
         self.dispatch();
         Some(NAME_FIELD.len() + name_len + 1 + DATA_FIELD.len() + data_len + 2)
@@ -223,7 +225,7 @@ impl SseScanner {
         match field {
             Field::Data if !self.has_data => {
                 self.has_data = true;
-                self.reading = self.wanted();
+                self.reading = !self.event_name.cut() && self.wanted(self.event_name.kept());
                 if self.reading {
                     self.json.reset();
                     self.event.clear();
@@ -236,21 +238,19 @@ impl SseScanner {
         }
     }
 
-    /// Whether the current event's data can change the facts, judged by its name.
-    fn wanted(&self) -> bool {
-        let name = &self.event_name;
-        [
-            &b""[..],
-            b"message",
-            b"message_start",
-            b"message_delta",
-            b"message_stop",
-            b"content_block_start",
-            b"error",
-        ]
-        .iter()
-        .any(|n| name.holds(n))
-            || (self.collect && name.holds(b"content_block_delta"))
+    /// Whether an event of this name can change the facts.
+    fn wanted(&self, name: &[u8]) -> bool {
+        match name {
+            b""
+            | b"message"
+            | b"message_start"
+            | b"message_delta"
+            | b"message_stop"
+            | b"content_block_start"
+            | b"error" => true,
+            b"content_block_delta" => self.collect,
+            _ => false,
+        }
     }
 
     /// A blank line: the event is complete.
