@@ -318,6 +318,35 @@ impl<K: Copy + Eq> Tokenizer<K> {
     fn structural<V: Visitor<Key = K>>(
         &mut self,
         s: &[u8],
+        mut i: usize,
+        v: &mut V,
+        raw_from: &mut usize,
+    ) -> usize {
+        // Token after token, for as long as the next byte is significant and in this
+        // piece: compact JSON goes through here without a turn of the feed loop.
+        loop {
+            i = self.structural_byte(s, i, v, raw_from);
+            let more = matches!(
+                self.state,
+                State::Value
+                    | State::ArrayFirst
+                    | State::ObjectFirst
+                    | State::KeyStart
+                    | State::Colon
+                    | State::After
+            );
+            match s.get(i) {
+                Some(&b) if more && !scan::is_json_whitespace(b) => {}
+                _ => return i,
+            }
+        }
+    }
+
+    /// Handles the significant byte at `s[i]` and the token it starts.
+    #[inline(always)]
+    fn structural_byte<V: Visitor<Key = K>>(
+        &mut self,
+        s: &[u8],
         i: usize,
         v: &mut V,
         raw_from: &mut usize,
