@@ -260,6 +260,14 @@ cpu_ticks() {   # utime+stime of the given pids, summed (clock ticks)
     done
     echo "$total"
 }
+user_ticks() {   # utime alone of the given pids, summed (clock ticks)
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        total=$(( total + $(awk '{print $12}' <<<"$fields") ))
+    done
+    echo "$total"
+}
 status_kb() {   # status_kb FIELD pids...: FIELD (VmHWM, VmRSS) summed, in KiB
     local field=$1 total=0 pid v
     shift
@@ -394,11 +402,13 @@ wrk_run() {
         env "${envs[@]}" timeout --foreground $((WARMUP + 30)) wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
             -s "$ROOT/bench/wrk/messages.lua" "$url" >/dev/null 2>&1 || true
     fi
-    local c0 c1
+    local c0 c1 u0 u1
     c0=$(cpu_ticks "${TARGET_PIDS[@]}")
+    u0=$(user_ticks "${TARGET_PIDS[@]}")
     env "${envs[@]}" timeout --foreground $((SECS + 30)) wrk -t"$threads" -c"$conns" -d"${SECS}s" --latency --timeout 10s \
         -s "$ROOT/bench/wrk/messages.lua" "$url" >"$out" 2>&1 || true
     c1=$(cpu_ticks "${TARGET_PIDS[@]}")
+    u1=$(user_ticks "${TARGET_PIDS[@]}")
     local line
     line=$(grep '^BENCH ' "$out" || true)
     if [[ -z "$line" ]]; then
@@ -422,9 +432,13 @@ wrk_run() {
     fi
     if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
         R[$key|$target|cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "-" }')
+        # The share of that CPU spent in user space: the proxy's own code, its runtime and
+        # libc; the rest is the kernel (TCP, io_uring or epoll).
+        R[$key|$target|user]=$(awk -v u=$((u1 - u0)) -v t=$((c1 - c0)) 'BEGIN { if (t > 0) printf "%.1f", 100 * u / t; else print "-" }')
         R[$key|$target|rss]=$(awk -v k="$(status_kb VmHWM "${TARGET_PIDS[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
     else
         R[$key|$target|cpu]="-"
+        R[$key|$target|user]="-"
         R[$key|$target|rss]="-"
     fi
     log "$label $target: $(printf '%s req/s, p50 %s ms, p99 %s ms, cpu %s us/req, peak rss %s MiB, errors %s' \
@@ -457,7 +471,7 @@ median_rounds() {
         errs=$((errs + ${R[$w.r$r|$target|err]:-0}))
     done
     (( n > 0 )) || return 0
-    for k in rps p50 p99 cpu rss; do
+    for k in rps p50 p99 cpu user rss; do
         vals=()
         for ((r = 1; r <= ROUNDS; r++)); do
             vals+=("${R[$w.r$r|$target|$k]:-}")
@@ -700,15 +714,16 @@ report() {
     echo "## Throughput, latency, cost"
     echo
     echo "CPU and peak RSS are the proxy's (nginx: summed over its workers); \`direct\` is the mock upstream alone."
+    echo "*user %* is the share of that CPU spent in user space (the proxy's own code, its runtime and libc); the rest is the kernel."
     echo
-    echo "| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | errors |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | user % | peak RSS MiB | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     local w t
     for w in W1 W2 W3 W5; do
         has "$ONLY" "$w" || continue
         for t in "${TARGET_LIST[@]}"; do
             [[ -n "${R[$w|$t|rps]:-}" ]] || continue
-            echo "| $w | $t | $(fmt "${R[$w|$t|rps]}" 0) | $(fmt "${R[$w|$t|p50]}" 2) | $(fmt "${R[$w|$t|p99]}" 2) | $(fmt "${R[$w|$t|cpu]}" 1) | $(fmt "${R[$w|$t|rss]}" 1) | ${R[$w|$t|err]} |"
+            echo "| $w | $t | $(fmt "${R[$w|$t|rps]}" 0) | $(fmt "${R[$w|$t|p50]}" 2) | $(fmt "${R[$w|$t|p99]}" 2) | $(fmt "${R[$w|$t|cpu]}" 1) | $(fmt "${R[$w|$t|user]:-}" 1) | $(fmt "${R[$w|$t|rss]}" 1) | ${R[$w|$t|err]} |"
         done
     done
     echo
