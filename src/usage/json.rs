@@ -314,7 +314,8 @@ impl<K: Copy + Eq> Tokenizer<K> {
         };
     }
 
-    /// Handles one significant byte outside strings, numbers and literals.
+    /// Handles significant bytes outside strings, numbers and literals, with the tokens
+    /// they start; returns where it stopped.
     fn structural<V: Visitor<Key = K>>(
         &mut self,
         s: &[u8],
