@@ -1,8 +1,6 @@
 //! Upstream response heads: parse, decide the body's framing (RFC 9112 §6.3), and
 //! write the head the client gets, with hop-by-hop headers and upstream framing removed.
 
-use std::io::Write;
-
 use super::headers::{self, is_hop_by_hop};
 
 /// Largest upstream response head nexus reads; beyond it the upstream is broken.
@@ -143,7 +141,7 @@ pub fn parse_response(
 
     client_head.clear();
     client_head.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(client_head, "{status}");
+    super::digits::push_decimal(client_head, u64::from(status));
     client_head.push(b' ');
     client_head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     client_head.extend_from_slice(b"\r\n");
