@@ -252,22 +252,19 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- /proc figures
-cpu_ticks() {   # utime+stime of the given pids, summed (clock ticks)
-    local total=0 pid fields
+# ticks EXPR pids...: an awk expression over /proc/PID/stat's fields after the command name
+# ($12 utime, $13 stime), summed over the given pids (clock ticks)
+ticks() {
+    local expr=$1 total=0 pid fields
+    shift
     for pid in "$@"; do
         fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        total=$(( total + $(awk '{print $12 + $13}' <<<"$fields") ))
+        total=$(( total + $(awk "{print $expr}" <<<"$fields") ))
     done
     echo "$total"
 }
-user_ticks() {   # utime alone of the given pids, summed (clock ticks)
-    local total=0 pid fields
-    for pid in "$@"; do
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        total=$(( total + $(awk '{print $12}' <<<"$fields") ))
-    done
-    echo "$total"
-}
+cpu_ticks() { ticks '$12 + $13' "$@"; }   # utime+stime
+user_ticks() { ticks '$12' "$@"; }        # utime alone
 status_kb() {   # status_kb FIELD pids...: FIELD (VmHWM, VmRSS) summed, in KiB
     local field=$1 total=0 pid v
     shift

@@ -83,33 +83,41 @@ mod block {
         unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
     }
 
+    /// Bytes of `v` equal to `byte`, as 0xFF lanes.
+    #[inline(always)]
+    fn eq(v: __m128i, byte: u8) -> __m128i {
+        // SAFETY: SSE2 is part of every x86_64 target.
+        unsafe { _mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8)) }
+    }
+
+    /// The lanes set in either.
+    #[inline(always)]
+    fn or(a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: SSE2 is part of every x86_64 target.
+        unsafe { _mm_or_si128(a, b) }
+    }
+
+    /// One bit per lane, set where the lane is 0xFF.
+    #[inline(always)]
+    fn bits(m: __m128i) -> u32 {
+        // SAFETY: SSE2 is part of every x86_64 target.
+        unsafe { _mm_movemask_epi8(m) as u32 }
+    }
+
     #[inline(always)]
     pub fn eol(b: &[u8; BLOCK]) -> u32 {
         let v = load(b);
-        // SAFETY: SSE2 is part of every x86_64 target.
-        unsafe {
-            let hits = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8)),
-            );
-            _mm_movemask_epi8(hits) as u32
-        }
+        bits(or(eq(v, b'\n'), eq(v, b'\r')))
     }
 
     #[inline(always)]
     pub fn needs_care(b: &[u8; BLOCK]) -> u32 {
         let v = load(b);
+        // As signed bytes, 0x80..=0xFF are negative: one compare finds them and the
+        // control bytes below 0x20.
         // SAFETY: SSE2 is part of every x86_64 target.
-        unsafe {
-            let specials = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
-            );
-            // As signed bytes, 0x80..=0xFF are negative: one compare finds them and the
-            // control bytes below 0x20.
-            let outside = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-            _mm_movemask_epi8(_mm_or_si128(specials, outside)) as u32
-        }
+        let outside = unsafe { _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)) };
+        bits(or(or(eq(v, b'"'), eq(v, b'\\')), outside))
     }
 }
 
