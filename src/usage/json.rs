@@ -516,9 +516,8 @@ impl<K: Copy + Eq> Tokenizer<K> {
         }
     }
 
-    /// Ends the current string. `whole` is a key that was read in one piece, with no
-    /// escapes, and so was not copied to the key buffer.
-    fn end_string<V: Visitor<Key = K>>(&mut self, whole: Option<&[u8]>, v: &mut V) {
+    /// Ends the current string (a value, or a key from the key buffer).
+    fn end_string<V: Visitor<Key = K>>(&mut self, v: &mut V) {
         if !self.in_key {
             if let Some(path) = self.path() {
                 v.token(path, Token::StrEnd);
@@ -526,10 +525,11 @@ impl<K: Copy + Eq> Tokenizer<K> {
             self.value_done();
             return;
         }
-        self.end_key(whole, v);
+        self.end_key(None, v);
     }
 
-    /// Ends a key: looks it up and sets the path for its value.
+    /// Ends a key: looks it up and sets the path for its value. `whole` is a key read in
+    /// one piece with no escapes, looked up where it lies instead of in the key buffer.
     #[inline(always)]
     fn end_key<V: Visitor<Key = K>>(&mut self, whole: Option<&[u8]>, v: &mut V) {
         if self.key_matters() {
@@ -617,10 +617,10 @@ impl<K: Copy + Eq> Tokenizer<K> {
                         }
                         return self.colon(s, end);
                     }
-                    if n > 0 && self.deliver {
+                    if n > 0 {
                         self.emit(piece, v);
                     }
-                    self.end_string(None, v);
+                    self.end_string(v);
                     return end;
                 }
             }
@@ -658,19 +658,13 @@ impl<K: Copy + Eq> Tokenizer<K> {
                             _ => break,
                         }
                     }
-                    let closed = s.get(i) == Some(&b'"');
-                    if closed && self.in_key && self.key_len == 0 && self.utf8_need == 0 {
-                        // The whole key is here: look it up where it lies.
-                        self.end_string(Some(&s[start..i]), v);
-                        return self.colon(s, i + 1);
-                    }
                     if i > start {
                         self.emit(&s[start..i], v);
                     }
                     match s.get(i) {
                         None => return i,
                         Some(b'"') => {
-                            self.end_string(None, v);
+                            self.end_string(v);
                             return self.colon(s, i + 1);
                         }
                         Some(b'\\') => {
