@@ -6,6 +6,11 @@
 //! check); elsewhere from a portable loop. Measured on the W1 response body (~45 short
 //! strings): the earlier "does this block hit, then find the byte one by one" search took
 //! ~110 instructions per string (callgrind), 12% of nexus's user-space instructions.
+//!
+//! A JSON string run longer than [`NEAR`] bytes goes on 64 bytes a step with AVX2 where
+//! the CPU has it (checked at run time): a Claude Code body is mostly file contents in
+//! long strings, on which SSE2 (no three-operand forms) spends ~12 instructions per 16
+//! bytes.
 
 /// Bytes tested per step; one SSE2/NEON register.
 const BLOCK: usize = 16;
@@ -16,11 +21,28 @@ pub fn find_eol(s: &[u8]) -> Option<usize> {
     find(s, block::eol, |b| b == b'\n' || b == b'\r')
 }
 
+/// Bytes [`plain_string_run_near`] looks at: most strings end within them, and the
+/// long-run path costs more than it saves on fewer (measured on SSE events' data lines).
+pub const NEAR: usize = 256;
+
 /// Length of the leading part of `s` that a JSON string can hold as is: printable ASCII
 /// other than `"` and `\`. It stops at the string's end, an escape, a control byte (an
 /// error) or a non-ASCII byte (which needs UTF-8 validation).
 #[inline]
 pub fn plain_string_run(s: &[u8]) -> usize {
+    let near = plain_string_run_near(s);
+    if near < NEAR {
+        return near;
+    }
+    let far = NEAR + long::skip_needs_care(&s[NEAR..]);
+    far + find(&s[far..], block::needs_care, needs_care).unwrap_or(s.len() - far)
+}
+
+/// [`plain_string_run`] within the first [`NEAR`] bytes of `s`: inline and short, for
+/// the hot path; a result of `NEAR` means the run may go on.
+#[inline]
+pub fn plain_string_run_near(s: &[u8]) -> usize {
+    let s = &s[..s.len().min(NEAR)];
     find(s, block::needs_care, needs_care).unwrap_or(s.len())
 }
 
@@ -68,6 +90,60 @@ fn find(s: &[u8], mask: fn(&[u8; BLOCK]) -> u32, hit: fn(u8) -> bool) -> Option<
         .iter()
         .position(|&b| hit(b))
         .map(|p| at + p)
+}
+
+/// Long runs, 64 bytes a step with AVX2.
+mod long {
+    /// Bytes a step.
+    const STRIDE: usize = 64;
+
+    /// How many leading bytes of `s` need no care in a JSON string for certain: whole
+    /// strides up to the first that has such a byte (0 without AVX2). The caller's
+    /// block search takes it from there and finds the exact byte.
+    #[inline(never)]
+    pub fn skip_needs_care(s: &[u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2::skip_needs_care(s) };
+        }
+        let _ = s;
+        0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use std::arch::x86_64::*;
+
+        use super::STRIDE;
+
+        #[target_feature(enable = "avx2")]
+        pub fn skip_needs_care(s: &[u8]) -> usize {
+            let mut at = 0;
+            for stride in s.chunks_exact(STRIDE) {
+                // SAFETY: two unaligned 32-byte loads within a 64-byte chunk.
+                let (a, b) = unsafe {
+                    let p = stride.as_ptr().cast::<__m256i>();
+                    (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+                };
+                if _mm256_movemask_epi8(_mm256_or_si256(needs_care(a), needs_care(b))) != 0 {
+                    break;
+                }
+                at += STRIDE;
+            }
+            at
+        }
+
+        /// The bytes of `v` a JSON string scan must stop at, as 0xFF lanes.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn needs_care(v: __m256i) -> __m256i {
+            let eq = |byte: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(byte as i8));
+            // Signed: control bytes and 0x80..=0xFF are both below 0x20.
+            let outside = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), v);
+            _mm256_or_si256(_mm256_or_si256(eq(b'"'), eq(b'\\')), outside)
+        }
+    }
 }
 
 /// Match masks of one block, with SSE2.
@@ -166,8 +242,9 @@ mod tests {
     #[test]
     fn plain_string_run_stops_at_every_special_byte() {
         for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xc3, 0xff] {
-            for at in 0..40 {
-                let mut s = vec![b'a'; 40];
+            // Past NEAR + 64 bytes the long path takes a stride or more.
+            for at in 0..400 {
+                let mut s = vec![b'a'; 400];
                 s[at] = special;
                 assert_eq!(plain_string_run(&s), at);
             }
@@ -177,6 +254,9 @@ mod tests {
             .filter(|&b| b != b'"' && b != b'\\')
             .collect();
         assert_eq!(plain_string_run(&plain), plain.len());
+        let long = plain.repeat(40);
+        assert_eq!(plain_string_run(&long), long.len());
+        assert_eq!(plain_string_run_near(&long), NEAR);
     }
 
     #[test]

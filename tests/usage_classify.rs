@@ -144,6 +144,40 @@ fn a_two_megabyte_body_is_classified() {
     agrees(&body);
 }
 
+/// Long strings are scanned 64 bytes a step past their first 256 (with AVX2): an escape,
+/// a UTF-8 character, a control byte or the closing quote anywhere around those
+/// boundaries must read as it does at the start of a string.
+#[test]
+fn long_strings_read_the_same_whatever_falls_where() {
+    // The last one ends the string there and starts another member.
+    let specials = ["\\\"", "\\n", "\\u00e9", "é", "\u{1F600}", "\",\"x\":\""];
+    for len in [250, 256, 300, 319, 320, 321, 383, 384, 385, 700, 4096] {
+        for at in [
+            0, 1, 255, 256, 257, 271, 272, 319, 320, 335, 383, 384, 500, 699,
+        ] {
+            if at > len {
+                continue;
+            }
+            for special in specials {
+                let text = format!("{}{special}{}", "a".repeat(at), "b".repeat(len - at));
+                let body = format!(
+                    r#"{{"system":"{text}","model":"claude-{len}","messages":[{{"role":"user","content":"{text}"}}],"stream":true}}"#
+                );
+                agrees(body.as_bytes());
+                let c = classify_request(body.as_bytes(), false);
+                assert_eq!(c.model.as_deref(), Some(format!("claude-{len}").as_str()));
+            }
+            // A raw control byte is an error wherever it is.
+            let text = format!("{}\u{1}{}", "a".repeat(at), "b".repeat(len - at));
+            let body = format!(r#"{{"model":"m","system":"{text}"}}"#);
+            assert_eq!(
+                classify_request(body.as_bytes(), false),
+                RequestClass::default()
+            );
+        }
+    }
+}
+
 #[test]
 fn non_json_and_damaged_bodies_are_unclassified() {
     let truncated = &CLAUDE_CODE[..CLAUDE_CODE.len() - 1];

@@ -604,7 +604,8 @@ impl<K: Copy + Eq> Tokenizer<K> {
         // one search, inline (~110 instructions per string through the general loop).
         if matches!(self.escape, Escape::None) && self.utf8_need == 0 {
             if let Some(rest) = s.get(i..) {
-                let n = scan::plain_string_run(rest);
+                // (A run that goes on past NEAR leaves the string to the general loop.)
+                let n = scan::plain_string_run_near(rest);
                 if rest.get(n) == Some(&b'"') {
                     let piece = &rest[..n];
                     let end = i + n + 1;
