@@ -11,8 +11,10 @@
 #
 # Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (1: workers of nexus,
 # nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
-# BENCH_ROUNDS (2: W1 and W2 run in this many rounds, every target once per round, the
+# BENCH_ROUNDS (2: W1, W2 and W3 run in this many rounds, every target once per round, the
 # order reversed each round; the figures reported are the medians over the rounds),
+# BENCH_W5_ROUNDS (5) and BENCH_W5_SECS (2): W5 runs in that many short rounds, so that
+# one stall of the machine sets one round's p99 and not the reported median,
 # W4_STREAMS (10000), W4_SECS (30), W4_INTERVAL_MS (100), W4_RAMP_MS (3000),
 # BENCH_PORT_BASE (18100: uses it and the next three ports), BENCH_MAX_SECS (2400),
 # BENCH_KEEP_TMP=1 keeps the temporary directory (logs, nginx prefix) for a look.
@@ -35,8 +37,8 @@ usage() {   # the comment block at the top of this file
 
 # The invocation, for the report: arguments and any bench settings from the environment.
 COMMAND="bash bench/run.sh${*:+ $*}"
-for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_WORKERS W4_STREAMS \
-    W4_SECS W4_INTERVAL_MS W4_RAMP_MS; do
+for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_W5_ROUNDS BENCH_W5_SECS \
+    BENCH_WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS; do
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
 done
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
@@ -57,6 +59,8 @@ done
 SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP_SECS:-2}
 ROUNDS=${BENCH_ROUNDS:-2}
+W5_ROUNDS=${BENCH_W5_ROUNDS:-5}
+W5_SECS=${BENCH_W5_SECS:-2}
 # One worker each, as the benchmark issue measures: with load generator, mock and proxy on
 # the same two cores, a second proxy worker only competes with wrk for them.
 WORKERS=${BENCH_WORKERS:-1}
@@ -69,11 +73,11 @@ UPORT=$PORT_BASE
 NEXUS_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
 FLOOR_PORT=$((PORT_BASE + 3))
-for v in SECS WARMUP ROUNDS WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS PORT_BASE; do
+for v in SECS WARMUP ROUNDS W5_ROUNDS W5_SECS WORKERS W4_STREAMS W4_SECS W4_INTERVAL_MS W4_RAMP_MS PORT_BASE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number, not '${!v}'" >&2; exit 2; }
 done
-(( WORKERS >= 1 && SECS >= 1 && ROUNDS >= 1 && W4_STREAMS >= 1 && W4_INTERVAL_MS >= 1 )) \
-    || { echo "bench: BENCH_WORKERS, BENCH_SECS, BENCH_ROUNDS, W4_STREAMS and W4_INTERVAL_MS must be at least 1" >&2; exit 2; }
+(( WORKERS >= 1 && SECS >= 1 && ROUNDS >= 1 && W5_ROUNDS >= 1 && W5_SECS >= 1 && W4_STREAMS >= 1 && W4_INTERVAL_MS >= 1 )) \
+    || { echo "bench: BENCH_WORKERS, BENCH_SECS, BENCH_ROUNDS, BENCH_W5_ROUNDS, BENCH_W5_SECS, W4_STREAMS and W4_INTERVAL_MS must be at least 1" >&2; exit 2; }
 WRK_THREADS=2
 
 has() { [[ ",$1," == *",$2,"* ]]; }
@@ -384,8 +388,9 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%.3f", a - b }'; }
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
-# wrk_run WORKLOAD TARGET CONNS THREADS QUERY STREAM BODY_BYTES SHAPE [ROUND]: the figures
-# go to R[WORKLOAD|TARGET|…]; with ROUND to R[WORKLOAD.rROUND|TARGET|…] (see median_rounds).
+# wrk_run WORKLOAD TARGET CONNS THREADS QUERY STREAM BODY_BYTES SHAPE [ROUND]: measures for
+# secs_of WORKLOAD seconds; the figures go to R[WORKLOAD|TARGET|…], with ROUND to
+# R[WORKLOAD.rROUND|TARGET|…] (see median_rounds).
 wrk_run() {
     local w=$1 target=$2 conns=$3 threads=$4 query=$5 stream=$6 body=$7 shape=$8 round=${9:-}
     local key=$w label=$w
@@ -393,7 +398,8 @@ wrk_run() {
         key="$w.r$round"
         label="$w round $round"
     fi
-    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk"
+    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk" secs
+    secs=$(secs_of "$w")
     local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
     if (( WARMUP > 0 )); then
         env "${envs[@]}" timeout --foreground $((WARMUP + 30)) wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
@@ -402,7 +408,7 @@ wrk_run() {
     local c0 c1 u0 u1
     c0=$(cpu_ticks "${TARGET_PIDS[@]}")
     u0=$(user_ticks "${TARGET_PIDS[@]}")
-    env "${envs[@]}" timeout --foreground $((SECS + 30)) wrk -t"$threads" -c"$conns" -d"${SECS}s" --latency --timeout 10s \
+    env "${envs[@]}" timeout --foreground $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --latency --timeout 10s \
         -s "$ROOT/bench/wrk/messages.lua" "$url" >"$out" 2>&1 || true
     c1=$(cpu_ticks "${TARGET_PIDS[@]}")
     u1=$(user_ticks "${TARGET_PIDS[@]}")
@@ -456,13 +462,26 @@ median() {   # the median of the numeric arguments ("" and "-" skipped), or - wh
         }'
 }
 
+# rounds_of WORKLOAD, secs_of WORKLOAD: how many rounds it runs in, how long each.
+rounds_of() {
+    case $1 in
+        W1 | W2 | W3) echo "$ROUNDS" ;;
+        W5) echo "$W5_ROUNDS" ;;
+        *) echo 1 ;;
+    esac
+}
+secs_of() {
+    if [[ $1 == W5 ]]; then echo "$W5_SECS"; else echo "$SECS"; fi
+}
+
 # median_rounds WORKLOAD TARGET: R[WORKLOAD|TARGET|…] from the rounds' R[WORKLOAD.rN|TARGET|…]:
 # each figure the median over the rounds that measured it (each figure on its own: the
 # median req/s and the median p99 may come from different rounds), errors summed. When no
 # round printed a summary the target gets no figures, as a single failed run gets none.
 median_rounds() {
-    local w=$1 target=$2 k r vals errs=0 n=0
-    for ((r = 1; r <= ROUNDS; r++)); do
+    local w=$1 target=$2 k r vals errs=0 n=0 rounds
+    rounds=$(rounds_of "$w")
+    for ((r = 1; r <= rounds; r++)); do
         [[ -n "${R[$w.r$r|$target|rps]:-}" ]] || continue
         n=$((n + 1))
         errs=$((errs + ${R[$w.r$r|$target|err]:-0}))
@@ -470,7 +489,7 @@ median_rounds() {
     (( n > 0 )) || return 0
     for k in rps p50 p99 cpu user rss; do
         vals=()
-        for ((r = 1; r <= ROUNDS; r++)); do
+        for ((r = 1; r <= rounds; r++)); do
             vals+=("${R[$w.r$r|$target|$k]:-}")
         done
         R[$w|$target|$k]=$(median "${vals[@]}")
@@ -626,14 +645,13 @@ w4_next() {
     alive "$MOCK_PID" || die "the mock upstream died during W4"
 }
 
-# W1 and W2 run in ROUNDS rounds (every target once per round, fresh each time) and report
-# the median of each figure; W3 and W5 run once per target.
+# W1, W2, W3 and W5 run in rounds (every target once per round, fresh each time; see
+# rounds_of) and report the median of each figure.
 for spec in "${WORKLOADS[@]}"; do
     read -r w conns threads query stream body shape <<<"$spec"
     has "$ONLY" "$w" || continue
     [[ $query == - ]] && query=""
-    rounds=1
-    [[ ( $w == W1 || $w == W2 ) && $ROUNDS -gt 1 ]] && rounds=$ROUNDS
+    rounds=$(rounds_of "$w")
     for ((round = 1; round <= rounds; round++)); do
         if (( rounds > 1 )); then
             read -r -a order <<<"$(round_order "$round")"
@@ -701,10 +719,16 @@ report() {
     echo "| nexus | commit $commit, \`-w $WORKERS\`, $(grep -h -o 'driver [^,]*' "$WORK"/nexus.*.log 2>/dev/null | head -n 1 || echo 'driver ?') |"
     echo "| nginx | $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') \`worker_processes $WORKERS\` |"
     echo "| wrk | $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}') |"
-    local rounds_note=""
-    if (( ROUNDS > 1 )) && { has "$ONLY" W1 || has "$ONLY" W2; }; then
-        rounds_note="; W1, W2: $ROUNDS rounds, medians reported"
+    # Which workloads of this run ran in rounds (their figures are medians).
+    local rounds_note="" w13="" w
+    for w in W1 W2 W3; do
+        if has "$ONLY" "$w"; then w13+="${w13:+, }$w"; fi
+    done
+    if (( ROUNDS > 1 )) && [[ -n $w13 ]]; then rounds_note="; $w13: $ROUNDS rounds"; fi
+    if (( W5_ROUNDS > 1 )) && has "$ONLY" W5; then
+        rounds_note+="; W5: $W5_ROUNDS rounds of ${W5_SECS} s"
     fi
+    if [[ -n $rounds_note ]]; then rounds_note+="; medians reported"; fi
     echo "| runs | ${SECS} s each after ${WARMUP} s warm-up${rounds_note}; open-file limit $NOFILE |"
     echo "| load average | $LOAD_BEFORE (1, 5, 15 min) before the runs; well above 0 means something else was using the cores |"
     echo
@@ -727,9 +751,7 @@ report() {
     echo "W1 $DESCR_W1. W2 $DESCR_W2. W3 $DESCR_W3. W5 $DESCR_W5."
     if [[ -n $rounds_note ]]; then
         echo
-        local mean_note=""
-        (( ROUNDS == 2 )) && mean_note=" (with 2 rounds: the mean of the two)"
-        echo "W1 and W2: each figure is its median over $ROUNDS rounds${mean_note}, errors are summed; each round's figures are under *W1/W2 rounds*."
+        echo "A workload run in rounds reports each figure as its median over the rounds (with 2 rounds: the mean of the two), errors summed; each round's figures are under *Rounds*."
     fi
     if has "$TARGETS" nexus && has "$TARGETS" nginx; then
         echo
@@ -749,40 +771,55 @@ report() {
     fi
     if [[ -n $rounds_note ]]; then
         echo
-        echo "## W1/W2 rounds"
+        echo "## Rounds"
         echo
-        local r orders=""
-        for ((r = 1; r <= ROUNDS; r++)); do
-            orders+="${orders:+; }round $r: $(round_order "$r" | sed 's/ /, /g')"
-        done
-        echo "Order: $orders (each round reverses the one before)."
-        echo "Spread = (highest − lowest) ÷ median req/s."
-        echo
-        local head="| workload | target |" rule="|---|---|"
-        for ((r = 1; r <= ROUNDS; r++)); do head+=" req/s r$r |"; rule+="---:|"; done
-        head+=" spread |"; rule+="---:|"
-        for ((r = 1; r <= ROUNDS; r++)); do head+=" CPU µs/req r$r |"; rule+="---:|"; done
-        echo "$head"
-        echo "$rule"
-        local row vals
-        for w in W1 W2; do
-            has "$ONLY" "$w" || continue
-            for t in "${TARGET_LIST[@]}"; do
-                [[ -n "${R[$w|$t|rps]:-}" ]] || continue
-                row="| $w | $t |"
-                vals=()
-                for ((r = 1; r <= ROUNDS; r++)); do
-                    row+=" $(fmt "${R[$w.r$r|$t|rps]:-}" 0) |"
-                    vals+=("${R[$w.r$r|$t|rps]:-}")
+        local r row vals head rule
+        echo "Order: round 1: $(round_order 1 | sed 's/ /, /g'); round 2: $(round_order 2 | sed 's/ /, /g'); and so on (each round reverses the one before)."
+        if (( ROUNDS > 1 )) && [[ -n $w13 ]]; then
+            echo "Spread = (highest − lowest) ÷ median req/s."
+            echo
+            head="| workload | target |" rule="|---|---|"
+            for ((r = 1; r <= ROUNDS; r++)); do head+=" req/s r$r |"; rule+="---:|"; done
+            head+=" spread |"; rule+="---:|"
+            for ((r = 1; r <= ROUNDS; r++)); do head+=" CPU µs/req r$r |"; rule+="---:|"; done
+            echo "$head"
+            echo "$rule"
+            for w in W1 W2 W3; do
+                has "$ONLY" "$w" || continue
+                for t in "${TARGET_LIST[@]}"; do
+                    [[ -n "${R[$w|$t|rps]:-}" ]] || continue
+                    row="| $w | $t |"
+                    vals=()
+                    for ((r = 1; r <= ROUNDS; r++)); do
+                        row+=" $(fmt "${R[$w.r$r|$t|rps]:-}" 0) |"
+                        vals+=("${R[$w.r$r|$t|rps]:-}")
+                    done
+                    row+=" $(printf '%s\n' "${vals[@]}" | awk -v m="${R[$w|$t|rps]}" '$1 != "" { if (n++ == 0 || $1 + 0 < lo) lo = $1 + 0; if (n == 1 || $1 + 0 > hi) hi = $1 + 0 }
+                        END { if (n < 2 || m + 0 <= 0) print "—"; else printf "%.1f %%", (hi - lo) / m * 100 }') |"
+                    for ((r = 1; r <= ROUNDS; r++)); do
+                        row+=" $(fmt "${R[$w.r$r|$t|cpu]:-}" 1) |"
+                    done
+                    echo "$row"
                 done
-                row+=" $(printf '%s\n' "${vals[@]}" | awk -v m="${R[$w|$t|rps]}" '$1 != "" { if (n++ == 0 || $1 + 0 < lo) lo = $1 + 0; if (n == 1 || $1 + 0 > hi) hi = $1 + 0 }
-                    END { if (n < 2 || m + 0 <= 0) print "—"; else printf "%.1f %%", (hi - lo) / m * 100 }') |"
-                for ((r = 1; r <= ROUNDS; r++)); do
-                    row+=" $(fmt "${R[$w.r$r|$t|cpu]:-}" 1) |"
+            done
+        fi
+        if (( W5_ROUNDS > 1 )) && has "$ONLY" W5; then
+            echo
+            echo "W5, p99 ms of each round (a stall of the machine shows as one round far above the others):"
+            echo
+            head="| target |" rule="|---|"
+            for ((r = 1; r <= W5_ROUNDS; r++)); do head+=" r$r |"; rule+="---:|"; done
+            echo "$head"
+            echo "$rule"
+            for t in "${TARGET_LIST[@]}"; do
+                [[ -n "${R[W5|$t|rps]:-}" ]] || continue
+                row="| $t |"
+                for ((r = 1; r <= W5_ROUNDS; r++)); do
+                    row+=" $(fmt "${R[W5.r$r|$t|p99]:-}" 2) |"
                 done
                 echo "$row"
             done
-        done
+        fi
     fi
     if has "$TARGETS" floor && { has "$ONLY" W1 || has "$ONLY" W2; }; then
         echo
