@@ -13,8 +13,9 @@
 # nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
 # BENCH_ROUNDS (2: W1, W2 and W3 run in this many rounds, every target once per round, the
 # order reversed each round; the figures reported are the medians over the rounds),
-# BENCH_W5_ROUNDS (5) and BENCH_W5_SECS (2): W5 runs in that many short rounds, so that
-# one stall of the machine sets one round's p99 and not the reported median,
+# BENCH_W5_ROUNDS (9) and BENCH_W5_SECS (1): W5 runs in that many short rounds (warmed up
+# as long as they last), so that a stall of the machine sets one round's p99 and not the
+# reported median,
 # W4_STREAMS (10000), W4_SECS (30), W4_INTERVAL_MS (100), W4_RAMP_MS (3000),
 # BENCH_PORT_BASE (18100: uses it and the next three ports), BENCH_MAX_SECS (2400),
 # BENCH_KEEP_TMP=1 keeps the temporary directory (logs, nginx prefix) for a look.
@@ -59,8 +60,8 @@ done
 SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP_SECS:-2}
 ROUNDS=${BENCH_ROUNDS:-2}
-W5_ROUNDS=${BENCH_W5_ROUNDS:-5}
-W5_SECS=${BENCH_W5_SECS:-2}
+W5_ROUNDS=${BENCH_W5_ROUNDS:-9}
+W5_SECS=${BENCH_W5_SECS:-1}
 # One worker each, as the benchmark issue measures: with load generator, mock and proxy on
 # the same two cores, a second proxy worker only competes with wrk for them.
 WORKERS=${BENCH_WORKERS:-1}
@@ -398,11 +399,12 @@ wrk_run() {
         key="$w.r$round"
         label="$w round $round"
     fi
-    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk" secs
+    local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk" secs warmup=$WARMUP
     secs=$(secs_of "$w")
+    if [[ $w == W5 ]] && (( warmup > secs )); then warmup=$secs; fi
     local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
-    if (( WARMUP > 0 )); then
-        env "${envs[@]}" timeout --foreground $((WARMUP + 30)) wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
+    if (( warmup > 0 )); then
+        env "${envs[@]}" timeout --foreground $((warmup + 30)) wrk -t"$threads" -c"$conns" -d"${warmup}s" \
             -s "$ROOT/bench/wrk/messages.lua" "$url" >/dev/null 2>&1 || true
     fi
     local c0 c1 u0 u1
@@ -726,7 +728,7 @@ report() {
     done
     if (( ROUNDS > 1 )) && [[ -n $w13 ]]; then rounds_note="; $w13: $ROUNDS rounds"; fi
     if (( W5_ROUNDS > 1 )) && has "$ONLY" W5; then
-        rounds_note+="; W5: $W5_ROUNDS rounds of ${W5_SECS} s"
+        rounds_note+="; W5: $W5_ROUNDS rounds of ${W5_SECS} s, warmed up as long"
     fi
     if [[ -n $rounds_note ]]; then rounds_note+="; medians reported"; fi
     echo "| runs | ${SECS} s each after ${WARMUP} s warm-up${rounds_note}; open-file limit $NOFILE |"
