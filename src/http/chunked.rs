@@ -147,6 +147,7 @@ impl ChunkedDecoder {
 
     /// Parses framing from `input[at..]` up to the next run of data (returned as a range
     /// of `input`), or to the end of the input or message.
+    #[inline(always)]
     fn step(&mut self, input: &[u8], at: usize) -> Result<Step, ChunkError> {
         let mut i = at;
         while i < input.len() {

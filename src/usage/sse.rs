@@ -240,15 +240,18 @@ impl SseScanner {
 
     /// Whether an event of this name can change the facts.
     fn wanted(&self, name: &[u8]) -> bool {
-        match name {
-            b""
-            | b"message"
-            | b"message_start"
-            | b"message_delta"
-            | b"message_stop"
-            | b"content_block_start"
-            | b"error" => true,
-            b"content_block_delta" => self.collect,
+        // By length, then eight bytes a compare: a match on the byte strings compared a
+        // byte at a time, ~43 instructions per event (3% of W2's user-space instructions).
+        match name.len() {
+            0 => true,
+            5 => same(name, b"error"),
+            7 => same(name, b"message"),
+            12 => same(name, b"message_stop"),
+            13 => same(name, b"message_start") || same(name, b"message_delta"),
+            19 => {
+                same(name, b"content_block_start")
+                    || (self.collect && same(name, b"content_block_delta"))
+            }
             _ => false,
         }
     }
@@ -264,12 +267,56 @@ impl SseScanner {
     }
 }
 
+/// `name == lit` for a literal of 8 bytes or more, as 64-bit words: every whole word,
+/// then the last eight bytes (overlapping the word before); shorter ones byte-wise.
+#[inline(always)]
+fn same(name: &[u8], lit: &[u8]) -> bool {
+    let n = lit.len();
+    if name.len() != n || n < 8 {
+        return name == lit;
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    (0..n / 8).all(|k| word(name, 8 * k) == word(lit, 8 * k))
+        && word(name, n - 8) == word(lit, n - 8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::usage::{ToolCall, Usage};
 
     const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/usage/stream-text-tool-use.sse");
+
+    #[test]
+    fn event_names_are_compared_whole() {
+        let scanner = SseScanner::new(false);
+        let wanted: [&[u8]; 7] = [
+            b"",
+            b"error",
+            b"message",
+            b"message_stop",
+            b"message_start",
+            b"message_delta",
+            b"content_block_start",
+        ];
+        for name in wanted {
+            assert!(scanner.wanted(name), "{}", String::from_utf8_lossy(name));
+            // Any one byte changed, or one byte fewer, is another name.
+            for at in 0..name.len() {
+                let mut other = name.to_vec();
+                other[at] ^= 0x20;
+                assert!(!scanner.wanted(&other), "{}", String::from_utf8_lossy(&other));
+            }
+            if let Some((_, shorter)) = name.split_last() {
+                assert!(!scanner.wanted(shorter) || shorter.is_empty());
+            }
+        }
+        assert!(!scanner.wanted(b"content_block_delta"));
+        assert!(SseScanner::new(true).wanted(b"content_block_delta"));
+        assert!(!scanner.wanted(b"ping"));
+        assert!(!scanner.wanted(b"content_block_stop"));
+    }
 
     fn scan(chunks: &[&[u8]], collect: bool) -> ResponseFacts {
         let mut s = SseScanner::new(collect);
