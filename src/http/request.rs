@@ -149,7 +149,7 @@ pub fn parse_request_into(
     };
     head.target.clear();
     head.target.push_str(target);
-    head.path_len = target.find('?').unwrap_or(target.len());
+    head.path_len = path_len(target);
     head.http10 = http10;
     head.keep_alive = !http10;
     head.expect_continue = false;
@@ -298,9 +298,19 @@ fn text(value: &[u8]) -> Result<&str, HeadError> {
 /// True when a path has a `.` or `..` segment, also percent-encoded: such paths could
 /// reach upstream endpoints outside /v1 with nexus's credentials.
 fn has_dot_segment(target: &str) -> bool {
-    let path = target.split('?').next().unwrap_or("");
-    path.split('/')
-        .any(|segment| is_dot_segment(segment.as_bytes()))
+    let path = &target.as_bytes()[..path_len(target)];
+    // Paths without a dot or a percent sign (nearly all) take one pass over their bytes
+    // and no splitting: the splits cost ~500 instructions per request (2% of W1's).
+    path.iter().any(|&b| b == b'.' || b == b'%')
+        && path.split(|&b| b == b'/').any(is_dot_segment)
+}
+
+/// Length of the path part of a request target (up to any `?`).
+fn path_len(target: &str) -> usize {
+    target
+        .bytes()
+        .position(|b| b == b'?')
+        .unwrap_or(target.len())
 }
 
 /// `.` or `..`, each dot possibly written `%2e` or `%2E`.
