@@ -241,4 +241,11 @@ impl Visitor for EventFacts {
     fn wants_string(&mut self, path: &[Seg<Key>]) -> bool {
         self.sink(path).is_some()
     }
+
+    fn whole_string(&mut self, path: &[Seg<Key>], text: &[u8]) {
+        if let Some(sink) = self.sink(path) {
+            sink.push(text);
+            sink.finish();
+        }
+    }
 }

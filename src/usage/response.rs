@@ -232,6 +232,13 @@ impl Visitor for Body {
         self.sink(path).is_some()
     }
 
+    fn whole_string(&mut self, path: &[Seg<Key>], text: &[u8]) {
+        if let Some(sink) = self.sink(path) {
+            sink.push(text);
+            sink.finish();
+        }
+    }
+
     fn wants_raw(&mut self, path: &[Seg<Key>]) -> bool {
         self.collect && matches!(path, [K(Key::Content), Seg::Elem, K(Key::Input)])
     }

@@ -306,7 +306,11 @@ mod tests {
             for at in 0..name.len() {
                 let mut other = name.to_vec();
                 other[at] ^= 0x20;
-                assert!(!scanner.wanted(&other), "{}", String::from_utf8_lossy(&other));
+                assert!(
+                    !scanner.wanted(&other),
+                    "{}",
+                    String::from_utf8_lossy(&other)
+                );
             }
             if let Some((_, shorter)) = name.split_last() {
                 assert!(!scanner.wanted(shorter) || shorter.is_empty());
