@@ -46,6 +46,20 @@ pub fn plain_string_run_near(s: &[u8]) -> usize {
     find(s, block::needs_care, needs_care).unwrap_or(s.len())
 }
 
+/// `name == lit` for a literal of 8 bytes or more, as 64-bit words: every whole word,
+/// then the last eight bytes (overlapping the word before); shorter ones byte-wise.
+#[inline(always)]
+pub fn same(name: &[u8], lit: &[u8]) -> bool {
+    let n = lit.len();
+    if name.len() != n || n < 8 {
+        return name == lit;
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    (0..n / 8).all(|k| word(name, 8 * k) == word(lit, 8 * k))
+        && word(name, n - 8) == word(lit, n - 8)
+}
+
 /// Length of the leading run of JSON whitespace in `s`.
 #[inline]
 pub fn whitespace_run(s: &[u8]) -> usize {

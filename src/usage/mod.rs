@@ -96,13 +96,16 @@ pub(crate) struct Figures(pub(crate) [Option<u64>; 4]);
 impl Figures {
     /// The position of a usage key in [`Usage`] field order.
     pub(crate) fn index_of(key: &[u8]) -> Option<u8> {
-        match key {
-            b"input_tokens" => Some(0),
-            b"output_tokens" => Some(1),
-            b"cache_creation_input_tokens" => Some(2),
-            b"cache_read_input_tokens" => Some(3),
-            _ => None,
-        }
+        // Each key has a length of its own: one length test, then a few word compares
+        // (a match on the byte strings compared them a byte at a time).
+        let (index, name): (u8, &[u8]) = match key.len() {
+            12 => (0, b"input_tokens"),
+            13 => (1, b"output_tokens"),
+            27 => (2, b"cache_creation_input_tokens"),
+            23 => (3, b"cache_read_input_tokens"),
+            _ => return None,
+        };
+        crate::scan::same(key, name).then_some(index)
     }
 
     /// Records (or forgets, with `None`) one figure.
@@ -140,6 +143,25 @@ pub(crate) fn is_tool_block(block_type: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_keys_are_recognised_whole() {
+        let keys: [&[u8]; 4] = [
+            b"input_tokens",
+            b"output_tokens",
+            b"cache_creation_input_tokens",
+            b"cache_read_input_tokens",
+        ];
+        for (index, key) in keys.iter().enumerate() {
+            assert_eq!(Figures::index_of(key), Some(index as u8));
+            for at in 0..key.len() {
+                let mut other = key.to_vec();
+                other[at] ^= 0x20;
+                assert_eq!(Figures::index_of(&other), None);
+            }
+            assert_eq!(Figures::index_of(&key[1..]), None);
+        }
+    }
 
     #[test]
     fn later_figures_replace_and_missing_ones_keep() {

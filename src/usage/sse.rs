@@ -244,13 +244,13 @@ impl SseScanner {
         // byte at a time, ~43 instructions per event (3% of W2's user-space instructions).
         match name.len() {
             0 => true,
-            5 => same(name, b"error"),
-            7 => same(name, b"message"),
-            12 => same(name, b"message_stop"),
-            13 => same(name, b"message_start") || same(name, b"message_delta"),
+            5 => scan::same(name, b"error"),
+            7 => scan::same(name, b"message"),
+            12 => scan::same(name, b"message_stop"),
+            13 => scan::same(name, b"message_start") || scan::same(name, b"message_delta"),
             19 => {
-                same(name, b"content_block_start")
-                    || (self.collect && same(name, b"content_block_delta"))
+                scan::same(name, b"content_block_start")
+                    || (self.collect && scan::same(name, b"content_block_delta"))
             }
             _ => false,
         }
@@ -265,20 +265,6 @@ impl SseScanner {
         self.reading = false;
         self.event_name.clear();
     }
-}
-
-/// `name == lit` for a literal of 8 bytes or more, as 64-bit words: every whole word,
-/// then the last eight bytes (overlapping the word before); shorter ones byte-wise.
-#[inline(always)]
-fn same(name: &[u8], lit: &[u8]) -> bool {
-    let n = lit.len();
-    if name.len() != n || n < 8 {
-        return name == lit;
-    }
-    let word =
-        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
-    (0..n / 8).all(|k| word(name, 8 * k) == word(lit, 8 * k))
-        && word(name, n - 8) == word(lit, n - 8)
 }
 
 #[cfg(test)]
