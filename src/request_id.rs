@@ -70,15 +70,12 @@ impl RequestIds {
         bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
         bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        // Where each byte's two digits go; the hyphens stay between the groups.
+        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
         let mut text = [b'-'; 36];
-        let mut at = 0;
-        for (i, byte) in bytes.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                at += 1;
-            }
-            text[at] = HEX[(byte >> 4) as usize];
-            text[at + 1] = HEX[(byte & 0xf) as usize];
-            at += 2;
+        for (byte, at) in bytes.iter().zip(AT) {
+            text[at] = HEX[usize::from(byte >> 4)];
+            text[at + 1] = HEX[usize::from(byte & 0xf)];
         }
         RequestId(text)
     }
@@ -108,5 +105,8 @@ mod tests {
             s.split('-').map(str::len).collect::<Vec<_>>(),
             [8, 4, 4, 4, 12]
         );
+        assert!(s
+            .bytes()
+            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
     }
 }
