@@ -377,8 +377,10 @@ impl<K: Copy + Eq> Tokenizer<K> {
                     if let Some(end) = self.whole_value_string(s, i + 1, v) {
                         return end;
                     }
+                    // Not plain, or not whole in this piece: the general loop (the inline
+                    // path of `string` would only search the same bytes again).
                     self.start_string(false, v);
-                    self.string(s, i + 1, v)
+                    self.string_slow(s, i + 1, v)
                 }
                 b'-' | b'0'..=b'9' => {
                     if let Some(end) = self.whole_integer(s, i, v) {
