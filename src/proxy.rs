@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -625,7 +626,7 @@ async fn relay_response(
         &mut on_header,
     );
     let since = Instant::now();
-    let head_read = monoio::time::timeout(timeout, read_head).await;
+    let head_read = Rc::clone(&conn.deadline).within(timeout, read_head).await;
     meter.waited_on_upstream(since);
     let (response, mut buf) = match head_read {
         Ok(result) => result?,
@@ -813,6 +814,7 @@ async fn relay_response(
             conn.park();
         }
         let since = Instant::now();
+        let deadline = Rc::clone(&conn.deadline);
         let read = if caught_up && upstream.waits_without_buffer() {
             worker.give_buffer(buf);
             let upstream = &mut *upstream;
@@ -824,9 +826,13 @@ async fn relay_response(
                 buf.resize(HEADROOM, 0);
                 read_append(upstream, buf).await
             };
-            monoio::time::timeout(config.stream_idle_timeout, wait_and_read).await
+            deadline
+                .within(config.stream_idle_timeout, wait_and_read)
+                .await
         } else {
-            monoio::time::timeout(config.stream_idle_timeout, read_append(upstream, buf)).await
+            deadline
+                .within(config.stream_idle_timeout, read_append(upstream, buf))
+                .await
         };
         meter.waited_on_upstream(since);
         let ended = match read {

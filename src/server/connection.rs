@@ -11,6 +11,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::deadline::Deadline;
 use super::worker::Worker;
 use crate::config::Config;
 use crate::credentials::domain::HostCache;
@@ -46,12 +47,14 @@ pub struct ClientConn {
     pub response_started: bool,
     /// The domain the last Host header named.
     pub hosts: HostCache,
+    /// The limit on whichever wait this connection's task is in, client or upstream.
+    pub deadline: Rc<Deadline>,
     body_timeout: Duration,
     write_timeout: Duration,
 }
 
 impl ClientConn {
-    fn new(stream: TcpStream, config: &Config) -> Self {
+    fn new(stream: TcpStream, config: &Config, deadline: Rc<Deadline>) -> Self {
         ClientConn {
             stream,
             buf: Vec::with_capacity(INITIAL_BUFFER),
@@ -61,6 +64,7 @@ impl ClientConn {
             body_pending: false,
             response_started: false,
             hosts: HostCache::default(),
+            deadline,
             body_timeout: config.body_timeout,
             write_timeout: config.client_write_timeout,
         }
@@ -82,7 +86,8 @@ impl ClientConn {
     /// Reads more of a request body; a pause longer than the body timeout is an error
     /// of kind `TimedOut`, EOF one of kind `UnexpectedEof`.
     pub async fn read_body_more(&mut self) -> io::Result<usize> {
-        match monoio::time::timeout(self.body_timeout, self.read_more()).await {
+        let deadline = Rc::clone(&self.deadline);
+        match deadline.within(self.body_timeout, self.read_more()).await {
             Ok(result) => result,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         }
@@ -109,7 +114,7 @@ impl ClientConn {
     /// Writes `out` to the client and empties it.
     pub async fn write_out(&mut self) -> io::Result<()> {
         let write = self.stream.write_all(std::mem::take(&mut self.out));
-        match monoio::time::timeout(self.write_timeout, write).await {
+        match self.deadline.within(self.write_timeout, write).await {
             Ok((res, mut out)) => {
                 out.clear();
                 self.out = out;
@@ -127,7 +132,7 @@ impl ClientConn {
         range: std::ops::Range<usize>,
     ) -> (io::Result<()>, Vec<u8>) {
         let write = self.stream.write_all(data.slice(range));
-        match monoio::time::timeout(self.write_timeout, write).await {
+        match self.deadline.within(self.write_timeout, write).await {
             Ok((res, slice)) => (res.map(|_| ()), slice.into_inner()),
             Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
         }
@@ -189,7 +194,8 @@ impl ClientConn {
             let limit = wait_until.saturating_duration_since(now);
             // (A cancelled read takes the buffer with it: decide from what was there before.)
             let idle = self.buf.is_empty();
-            match monoio::time::timeout(limit, self.read_more()).await {
+            let deadline = Rc::clone(&self.deadline);
+            match deadline.within(limit, self.read_more()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return Ok(false),
                 Err(_) if idle => return Ok(false),
@@ -237,7 +243,7 @@ pub fn serve(stream: TcpStream, worker: Rc<Worker>) -> impl Future<Output = ()> 
     // The connection is built here and lent to `serve_conn`, rather than `stream` being
     // passed to an async fn: an async fn keeps its arguments twice in its future (2 × 80 B
     // for the stream), and this future is held for as long as the connection is open.
-    let mut conn = ClientConn::new(stream, &worker.shared.config);
+    let mut conn = ClientConn::new(stream, &worker.shared.config, worker.ticks.deadline());
     async move { serve_conn(&mut conn, &worker).await }
 }
 

@@ -2,6 +2,7 @@
 //! accept loop and upstream pool.
 
 pub mod connection;
+pub mod deadline;
 pub mod lifecycle;
 pub mod limits;
 pub mod runtime;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
+use super::deadline::Ticks;
 use super::runtime::Driver;
 use super::{connection, Shared};
 use crate::credentials::LocalView;
@@ -19,7 +20,8 @@ use crate::request_id::RequestIds;
 use crate::stats::{LocalCounters, SpareScanners};
 use crate::upstream::Pool;
 
-/// How often a worker looks at the shutdown flag and sweeps its pool.
+/// How often a worker looks at the shutdown flag, ends waits past their limits and
+/// sweeps its pool.
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY_TICKS: u32 = 50;
 /// Size of the buffers responses are relayed through.
@@ -38,6 +40,8 @@ pub struct Worker {
     pub credentials: LocalView,
     pub counters: LocalCounters,
     pub request_ids: RequestIds,
+    /// The clock that limits every connection's waits (see [`super::deadline`]).
+    pub ticks: Rc<Ticks>,
     /// Telemetry and Slack events waiting for delivery (drained by tasks on this runtime).
     pub outbox: Rc<Outbox>,
     /// Usage scanners kept for the next metered response.
@@ -92,6 +96,7 @@ pub async fn run(
         credentials: LocalView::default(),
         counters: LocalCounters::default(),
         request_ids: RequestIds::new(),
+        ticks: Ticks::new(TICK),
         outbox: Outbox::new(Arc::clone(&shared.notify)),
         spare_scanners: SpareScanners::default(),
         spare_buffers: RefCell::new(Vec::new()),
@@ -133,14 +138,15 @@ pub async fn run(
     }
 }
 
-/// Watches the shutdown flag (cancelling the accept when it rises), sweeps the pool and
-/// writes the worker's batched log lines every tick.
+/// Ends waits past their limits, watches the shutdown flag (cancelling the accept when it
+/// rises), sweeps the pool and writes the worker's batched log lines every tick.
 async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
     crate::notify::logger::batch_this_thread();
     let mut ticks = 0u32;
     let mut canceller = Some(canceller);
     loop {
         monoio::time::sleep(TICK).await;
+        worker.ticks.advance();
         crate::notify::logger::flush_thread();
         if worker.shared.lifecycle.shutting_down() {
             // Stop accepting, but keep ticking: log lines still need flushing.
