@@ -58,10 +58,14 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Parses a Content-Length value: ASCII digits only, no sign, no overflow.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // At most 19 digits: below u64::MAX, no overflow. (Through `str::parse` with its
+    // UTF-8 check this took ~170 instructions a header, twice per proxied request.)
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -79,7 +83,15 @@ mod tests {
     #[test]
     fn content_length_is_strict() {
         assert_eq!(parse_content_length(b" 42 "), Some(42));
+        assert_eq!(parse_content_length(b"007"), Some(7));
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         for bad in [
+            &b"1 2"[..],
+            b"1\x002",
+            b"\xd9\xa1",
             &b""[..],
             b"-1",
             b"+1",
