@@ -1,22 +1,62 @@
 //! Header rules shared by both directions: what is hop-by-hop, how Connection names more.
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies also drop.
-/// Lower-case; compare with `eq_ignore_ascii_case`.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+use crate::scan;
 
-/// True for a header that applies to one connection only and must not be forwarded.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+/// The header names nexus acts on, recognised once per header line: by length, then
+/// one case-insensitive compare. (Tried against each name in turn, byte by byte, the
+/// checks took ~15% of the proxy's own instructions on a small request.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    ContentLength,
+    TransferEncoding,
+    ContentType,
+    Host,
+    Connection,
+    Expect,
+    XApiKey,
+    Authorization,
+    AcceptEncoding,
+    AnthropicBeta,
+    /// The other hop-by-hop headers (RFC 9110 §7.6.1) and the non-standard ones proxies
+    /// also drop: keep-alive, proxy-connection, te, trailer, upgrade,
+    /// proxy-authenticate, proxy-authorization.
+    OtherHopByHop,
+    Unknown,
+}
+
+impl Known {
+    /// Which of them `name` is; `name` is an HTTP token (httparse checked it).
+    pub fn of(name: &str) -> Known {
+        let name = name.as_bytes();
+        let is = |lower: &[u8]| scan::same_ignoring_case(name, lower);
+        match name.len() {
+            2 if is(b"te") => Known::OtherHopByHop,
+            4 if is(b"host") => Known::Host,
+            6 if is(b"expect") => Known::Expect,
+            7 if is(b"trailer") || is(b"upgrade") => Known::OtherHopByHop,
+            9 if is(b"x-api-key") => Known::XApiKey,
+            10 if is(b"connection") => Known::Connection,
+            10 if is(b"keep-alive") => Known::OtherHopByHop,
+            12 if is(b"content-type") => Known::ContentType,
+            13 if is(b"authorization") => Known::Authorization,
+            14 if is(b"content-length") => Known::ContentLength,
+            14 if is(b"anthropic-beta") => Known::AnthropicBeta,
+            15 if is(b"accept-encoding") => Known::AcceptEncoding,
+            16 if is(b"proxy-connection") => Known::OtherHopByHop,
+            17 if is(b"transfer-encoding") => Known::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Known::OtherHopByHop,
+            19 if is(b"proxy-authorization") => Known::OtherHopByHop,
+            _ => Known::Unknown,
+        }
+    }
+
+    /// A header that applies to one connection only and must not be forwarded.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Known::Connection | Known::TransferEncoding | Known::OtherHopByHop
+        )
+    }
 }
 
 /// True when some `Connection` header value lists `name` as a token.
@@ -71,6 +111,51 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_names_in_any_case() {
+        let names = [
+            ("content-length", Known::ContentLength),
+            ("transfer-encoding", Known::TransferEncoding),
+            ("content-type", Known::ContentType),
+            ("host", Known::Host),
+            ("connection", Known::Connection),
+            ("expect", Known::Expect),
+            ("x-api-key", Known::XApiKey),
+            ("authorization", Known::Authorization),
+            ("accept-encoding", Known::AcceptEncoding),
+            ("anthropic-beta", Known::AnthropicBeta),
+            ("keep-alive", Known::OtherHopByHop),
+            ("proxy-connection", Known::OtherHopByHop),
+            ("te", Known::OtherHopByHop),
+            ("trailer", Known::OtherHopByHop),
+            ("upgrade", Known::OtherHopByHop),
+            ("proxy-authenticate", Known::OtherHopByHop),
+            ("proxy-authorization", Known::OtherHopByHop),
+        ];
+        for (name, known) in names {
+            assert_eq!(Known::of(name), known, "{name}");
+            assert_eq!(Known::of(&name.to_ascii_uppercase()), known, "{name}");
+            // Every byte in turn changed to another token byte: no longer that header.
+            for at in 0..name.len() {
+                for other in [b'x', b'X', b'_', b'.', b'1', b'-'] {
+                    let mut changed = name.as_bytes().to_vec();
+                    if changed[at].eq_ignore_ascii_case(&other) {
+                        continue;
+                    }
+                    changed[at] = other;
+                    let changed = String::from_utf8(changed).unwrap();
+                    assert_ne!(Known::of(&changed), known, "{changed}");
+                }
+            }
+        }
+        assert_eq!(Known::of("Content-Lengths"), Known::Unknown);
+        assert_eq!(Known::of("x-api-keys"), Known::Unknown);
+        assert_eq!(Known::of("anthropic-version"), Known::Unknown);
+        assert!(Known::of("Transfer-Encoding").is_hop_by_hop());
+        assert!(Known::of("CONNECTION").is_hop_by_hop());
+        assert!(!Known::of("content-type").is_hop_by_hop());
+    }
 
     #[test]
     fn connection_tokens_name_headers() {

@@ -1,7 +1,7 @@
 //! Client request heads: parse with httparse, validate framing (RFC 9112 §6), and
 //! write the upstream request head in the same pass so no header is copied twice.
 
-use super::headers::{self, is_hop_by_hop};
+use super::headers::{self, Known};
 use crate::config::UpstreamUrl;
 
 /// Largest request head we read before answering 431.
@@ -161,55 +161,59 @@ pub fn parse_request_into(
     let mut anthropic_beta_seen = false;
 
     for h in req.headers.iter() {
-        let name = h.name;
         let value = h.value;
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = headers::parse_content_length(value)
-                .ok_or(HeadError::Invalid("invalid Content-Length"))?;
-            if content_length.is_some_and(|m| m != n) {
-                return Err(HeadError::Invalid("conflicting Content-Length headers"));
+        match Known::of(h.name) {
+            Known::ContentLength => {
+                let n = headers::parse_content_length(value)
+                    .ok_or(HeadError::Invalid("invalid Content-Length"))?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err(HeadError::Invalid("conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
             }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only plain `chunked` is a framing we can read; anything else is unsafe to guess.
-            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::Invalid(
-                    "unsupported Transfer-Encoding (only chunked is accepted)",
-                ));
+            Known::TransferEncoding => {
+                // Only plain `chunked` is a framing we can read; anything else is unsafe to guess.
+                if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(HeadError::Invalid(
+                        "unsupported Transfer-Encoding (only chunked is accepted)",
+                    ));
+                }
+                chunked = true;
             }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Err(HeadError::Invalid("more than one Host header"));
+            Known::Host => {
+                if host.is_some() {
+                    return Err(HeadError::Invalid("more than one Host header"));
+                }
+                host = Some(value);
             }
-            host = Some(value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            if connection_count == connection.len() {
-                return Err(HeadError::Invalid("too many Connection headers"));
+            Known::Connection => {
+                if connection_count == connection.len() {
+                    return Err(HeadError::Invalid("too many Connection headers"));
+                }
+                connection[connection_count] = value;
+                connection_count += 1;
             }
-            connection[connection_count] = value;
-            connection_count += 1;
-        } else if name.eq_ignore_ascii_case("expect") {
-            if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                head.expect_continue = true;
+            Known::Expect => {
+                if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    head.expect_continue = true;
+                }
             }
-        } else if name.eq_ignore_ascii_case("x-api-key") {
-            x_api_key = Some(text(value)?);
-        } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(text(value)?);
-        } else if name.eq_ignore_ascii_case("accept-encoding") {
-            accept_encoding = Some(text(value)?);
-        } else if name.eq_ignore_ascii_case("anthropic-beta") {
-            // Repeated headers are joined with ", " (one list, as RFC 9110 §5.3 reads them).
-            let value = text(value)?;
-            let joined = head.anthropic_beta.get_or_insert_with(String::new);
-            if anthropic_beta_seen {
-                joined.push_str(", ");
-            } else {
-                joined.clear();
+            Known::XApiKey => x_api_key = Some(text(value)?),
+            Known::Authorization => authorization = Some(text(value)?),
+            Known::AcceptEncoding => accept_encoding = Some(text(value)?),
+            Known::AnthropicBeta => {
+                // Repeated headers are joined with ", " (one list, as RFC 9110 §5.3 reads them).
+                let value = text(value)?;
+                let joined = head.anthropic_beta.get_or_insert_with(String::new);
+                if anthropic_beta_seen {
+                    joined.push_str(", ");
+                } else {
+                    joined.clear();
+                }
+                joined.push_str(value);
+                anthropic_beta_seen = true;
             }
-            joined.push_str(value);
-            anthropic_beta_seen = true;
+            Known::ContentType | Known::OtherHopByHop | Known::Unknown => {}
         }
     }
     put(&mut head.x_api_key, x_api_key);
@@ -275,18 +279,17 @@ fn put(slot: &mut Option<String>, value: Option<&str>) {
 /// Headers that go upstream as the client sent them. Framing, Host, credentials and
 /// `anthropic-beta` are rewritten by nexus, hop-by-hop ones never leave this hop.
 fn is_forwarded(name: &str, connection: &[&[u8]]) -> bool {
-    const REWRITTEN: &[&str] = &[
-        "host",
-        "content-length",
-        "expect",
-        "accept-encoding",
-        "x-api-key",
-        "authorization",
-        "anthropic-beta",
-    ];
-    !is_hop_by_hop(name)
-        && !REWRITTEN.iter().any(|r| r.eq_ignore_ascii_case(name))
-        && !headers::named_by_connection(connection, name)
+    let rewritten = match Known::of(name) {
+        Known::Host
+        | Known::ContentLength
+        | Known::Expect
+        | Known::AcceptEncoding
+        | Known::XApiKey
+        | Known::Authorization
+        | Known::AnthropicBeta => true,
+        known => known.is_hop_by_hop(),
+    };
+    !rewritten && !headers::named_by_connection(connection, name)
 }
 
 fn text(value: &[u8]) -> Result<&str, HeadError> {

@@ -1,7 +1,7 @@
 //! Upstream response heads: parse, decide the body's framing (RFC 9112 §6.3), and
 //! write the head the client gets, with hop-by-hop headers and upstream framing removed.
 
-use super::headers::{self, is_hop_by_hop};
+use super::headers::{self, Known};
 
 /// Largest upstream response head nexus reads; beyond it the upstream is broken.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -93,22 +93,26 @@ pub fn parse_response(
     let mut transfer_encoding: Option<&[u8]> = None;
     let mut event_stream = false;
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-type") {
-            event_stream = h.value.trim_ascii_start().len() >= 17
-                && h.value.trim_ascii_start()[..17].eq_ignore_ascii_case(b"text/event-stream");
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = headers::parse_content_length(h.value)
-                .ok_or(ResponseHeadError::AmbiguousFraming)?;
-            if content_length.is_some_and(|m| m != n) {
-                return Err(ResponseHeadError::AmbiguousFraming);
+        match Known::of(h.name) {
+            Known::ContentType => {
+                let value = h.value.trim_ascii_start();
+                event_stream =
+                    value.len() >= 17 && value[..17].eq_ignore_ascii_case(b"text/event-stream");
             }
-            content_length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("connection") && connection_count < connection.len() {
-            connection[connection_count] = h.value;
-            connection_count += 1;
+            Known::ContentLength => {
+                let n = headers::parse_content_length(h.value)
+                    .ok_or(ResponseHeadError::AmbiguousFraming)?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err(ResponseHeadError::AmbiguousFraming);
+                }
+                content_length = Some(n);
+            }
+            Known::TransferEncoding => transfer_encoding = Some(h.value),
+            Known::Connection if connection_count < connection.len() => {
+                connection[connection_count] = h.value;
+                connection_count += 1;
+            }
+            _ => {}
         }
     }
     let connection = &connection[..connection_count];
@@ -147,15 +151,12 @@ pub fn parse_response(
     client_head.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
         on_header(h.name, h.value);
-        // A HEAD response's Content-Length describes the GET body: pass it on as sent.
-        let keep_length = request_was_head && h.name.eq_ignore_ascii_case("content-length");
-        let framing_header = h.name.eq_ignore_ascii_case("content-length")
-            || h.name.eq_ignore_ascii_case("transfer-encoding");
-        if keep_length
-            || (!framing_header
-                && !is_hop_by_hop(h.name)
-                && !headers::named_by_connection(connection, h.name))
-        {
+        let forward = match Known::of(h.name) {
+            // A HEAD response's Content-Length describes the GET body: pass it on as sent.
+            Known::ContentLength => request_was_head,
+            known => !known.is_hop_by_hop() && !headers::named_by_connection(connection, h.name),
+        };
+        if forward {
             headers::push_header(client_head, h.name.as_bytes(), h.value);
         }
     }
