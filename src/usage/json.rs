@@ -421,6 +421,16 @@ impl<K: Copy + Eq> Tokenizer<K> {
                 i + 1
             }
             State::After => match b {
+                // The next member's key, when it follows the comma directly: read on
+                // at once, without a turn of the structural loop for the comma alone.
+                b',' if self.top_object && s.get(i + 1) == Some(&b'"') => {
+                    self.start_string(true, v);
+                    self.string(s, i + 2, v)
+                }
+                // The next element, when it is an object right after the comma.
+                b',' if !self.top_object && s.get(i + 1) == Some(&b'{') => {
+                    self.open(Container::Object, i + 1, v, raw_from)
+                }
                 b',' => {
                     self.state = if self.top_object {
                         State::KeyStart
@@ -613,6 +623,21 @@ impl<K: Copy + Eq> Tokenizer<K> {
         i
     }
 
+    /// Reads the value right after a key's colon when it is a whole plain string or a
+    /// whole integer (most values in API bodies), without a turn of the structural loop;
+    /// `None` leaves it to that loop.
+    #[inline(always)]
+    fn plain_value<V: Visitor<Key = K>>(&mut self, s: &[u8], i: usize, v: &mut V) -> Option<usize> {
+        if self.state != State::Value {
+            return None;
+        }
+        match s.get(i)? {
+            b'"' => self.whole_value_string(s, i + 1, v),
+            b'0'..=b'9' => self.whole_integer(s, i, v),
+            _ => None,
+        }
+    }
+
     /// Reads a string value that starts at `i` and ends in this piece with nothing to
     /// decode (plain ASCII, no escapes) in one step and one visitor call; `None` for
     /// anything else. Three calls per string value (begin, text, end) and the
@@ -655,7 +680,8 @@ impl<K: Copy + Eq> Tokenizer<K> {
                             self.emit(piece, v);
                             self.end_key(None, v);
                         }
-                        return self.colon(s, end);
+                        let at = self.colon(s, end);
+                        return self.plain_value(s, at, v).unwrap_or(at);
                     }
                     if n > 0 {
                         self.emit(piece, v);
