@@ -30,6 +30,9 @@ fi
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# Seconds since this script started (bash's SECONDS): the report gives the whole run's
+# length, installs and build included, against the 10-minute budget.
+SECONDS=0
 
 usage() {   # the comment block at the top of this file
     awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
@@ -535,15 +538,17 @@ oha_pct() {   # "50.00% in 0.0010 secs" (or ms) → milliseconds
 }
 
 # After a W4 run ~2 sockets per stream sit in TIME_WAIT for 60 s; each W4 target starts
-# only once those of the bench's ports are gone (at most ~65 s), so every target gets
-# the same clean port space.
+# only once a previous W4's are gone (at most ~65 s), so every target gets the same clean
+# port space. The few hundred that a W1-W3 or W5 run leaves are no crowd for ~28 000
+# ephemeral ports, and waiting them out cost up to a minute of the 10-minute budget.
+TIME_WAIT_CROWD=1000
 settle_time_wait() {
     local i n ports
     ports=$(printf '%04X|%04X|%04X' "$UPORT" "$NEXUS_PORT" "$NGINX_PORT")
     for ((i = 0; i < 70; i++)); do
         n=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null \
             | awk -v p="^($ports)\$" '$4 == "06" { split($2, l, ":"); split($3, r, ":"); if (l[2] ~ p || r[2] ~ p) n++ } END { print n + 0 }')
-        (( n < 100 )) && return 0
+        (( n < TIME_WAIT_CROWD )) && return 0
         (( i == 0 )) && log "waiting for $n TIME_WAIT sockets to expire before the next W4 run"
         sleep 1
     done
@@ -733,6 +738,7 @@ report() {
     if [[ -n $rounds_note ]]; then rounds_note+="; medians reported"; fi
     echo "| runs | ${SECS} s each after ${WARMUP} s warm-up${rounds_note}; open-file limit $NOFILE |"
     echo "| load average | $LOAD_BEFORE (1, 5, 15 min) before the runs; well above 0 means something else was using the cores |"
+    echo "| duration | $((SECONDS / 60)) min $((SECONDS % 60)) s from start to this report, installs and build included |"
     echo
     echo "## Throughput, latency, cost"
     echo
