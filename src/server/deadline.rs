@@ -130,9 +130,7 @@ impl<F: Future> Future for Within<F> {
         // SAFETY: `wait` is never moved out of the pinned `Within`.
         let this = unsafe { self.get_unchecked_mut() };
         let deadline = &this.deadline;
-        if deadline.expired.get() {
-            return Poll::Ready(Err(TimedOut));
-        }
+        // The wait first: one that finished as its limit ran out keeps what it got.
         // SAFETY: as above, `wait` stays where it is for as long as `this` does.
         let wait = unsafe { Pin::new_unchecked(&mut this.wait) };
         match wait.poll(cx) {
@@ -140,6 +138,7 @@ impl<F: Future> Future for Within<F> {
                 deadline.at.set(DISARMED);
                 Poll::Ready(Ok(output))
             }
+            Poll::Pending if deadline.expired.get() => Poll::Ready(Err(TimedOut)),
             Poll::Pending => {
                 deadline.keep_waker(cx.waker());
                 Poll::Pending
@@ -234,6 +233,28 @@ mod tests {
         ticks.advance();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll(next.as_mut(), &wakes), Poll::Ready(Err(TimedOut)));
+    }
+
+    #[test]
+    fn a_wait_that_finished_as_its_limit_ran_out_keeps_its_result() {
+        let ticks = Ticks::new(PERIOD);
+        let deadline = ticks.deadline();
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let ready = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&ready);
+        let wait = std::future::poll_fn(move |_| {
+            if flag.get() {
+                Poll::Ready(5)
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut wait = std::pin::pin!(deadline.within(PERIOD, wait));
+        assert_eq!(poll(wait.as_mut(), &wakes), Poll::Pending);
+        ticks.advance();
+        ticks.advance();
+        ready.set(true);
+        assert_eq!(poll(wait.as_mut(), &wakes), Poll::Ready(Ok(5)));
     }
 
     #[test]
