@@ -8,8 +8,9 @@
 //! request with no timers at all). Here a wait is armed with a count of worker ticks
 //! instead, and the worker's housekeeping tick wakes the tasks whose count has run out.
 //!
-//! A limit ends between one and two ticks late (at 100 ms a tick) and never early: every
-//! limit configured here is whole seconds, so the slack does not matter.
+//! A limit ends never early and about one tick late at most (100 ms, more while the
+//! worker is too busy to tick): every limit configured here is whole seconds, so the
+//! slack does not matter.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -52,6 +53,7 @@ impl Ticks {
     pub fn advance(&self) {
         let now = self.now.get() + 1;
         self.now.set(now);
+        let mut due = Vec::new();
         self.deadlines.borrow_mut().retain(|weak| {
             let Some(deadline) = weak.upgrade() else {
                 return false;
@@ -59,12 +61,12 @@ impl Ticks {
             if deadline.at.get() <= now {
                 deadline.at.set(DISARMED);
                 deadline.expired.set(true);
-                if let Some(waker) = deadline.waker.take() {
-                    waker.wake();
-                }
+                due.extend(deadline.waker.take());
             }
             true
         });
+        // Woken once the list is let go: a waker is free to register a new deadline.
+        due.into_iter().for_each(Waker::wake);
     }
 
     /// Deadlines registered and not yet forgotten.
