@@ -59,35 +59,37 @@ pub fn plain_string_run_near(s: &[u8]) -> usize {
     find(s, block::needs_care, needs_care).unwrap_or(s.len())
 }
 
-/// `name == lit` for a literal of 8 bytes or more, as 64-bit words: every whole word,
-/// then the last eight bytes (overlapping the word before); shorter ones byte-wise.
+/// `name == lit`, eight bytes a compare for literals of 8 bytes or more: every whole
+/// word, then the last eight bytes (overlapping the word before).
 #[inline(always)]
 pub fn same(name: &[u8], lit: &[u8]) -> bool {
-    let n = lit.len();
-    if name.len() != n || n < 8 {
-        return name == lit;
-    }
-    let word =
-        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
-    (0..n / 8).all(|k| word(name, 8 * k) == word(lit, 8 * k))
-        && word(name, n - 8) == word(lit, n - 8)
+    same_under(name, lit, 0)
 }
 
 /// `name` equals `lower` ignoring ASCII case, where `lower` is lower-case letters, digits
-/// and `-`, and `name` is an HTTP token. Eight bytes a compare: setting bit 5 of every
-/// byte lower-cases a letter and leaves digits and `-` as they are; the only other byte
-/// it would turn into one of these is CR (into `-`), which no token holds.
+/// and `-`, and `name` is an HTTP token. Setting bit 5 of every byte lower-cases a letter
+/// and leaves digits and `-` as they are; the only other byte it would turn into one of
+/// these is CR (into `-`), which no token holds.
 #[inline(always)]
 pub fn same_ignoring_case(name: &[u8], lower: &[u8]) -> bool {
-    let n = lower.len();
-    if name.len() != n || n < 8 {
-        return name.eq_ignore_ascii_case(lower);
+    same_under(name, lower, 0x20)
+}
+
+/// `name`, with `set` or'ed into every byte, equals `lit`.
+#[inline(always)]
+fn same_under(name: &[u8], lit: &[u8], set: u8) -> bool {
+    let n = lit.len();
+    if name.len() != n {
+        return false;
     }
-    const BIT5: u64 = 0x2020_2020_2020_2020;
+    if n < 8 {
+        return name.iter().zip(lit).all(|(&a, &b)| a | set == b);
+    }
+    let set = u64::from_ne_bytes([set; 8]);
     let word =
         |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
-    (0..n / 8).all(|k| word(name, 8 * k) | BIT5 == word(lower, 8 * k))
-        && word(name, n - 8) | BIT5 == word(lower, n - 8)
+    (0..n / 8).all(|k| word(name, 8 * k) | set == word(lit, 8 * k))
+        && word(name, n - 8) | set == word(lit, n - 8)
 }
 
 /// Length of the leading run of JSON whitespace in `s`.
