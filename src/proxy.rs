@@ -263,7 +263,7 @@ async fn forward_metered(
         }
     }
     let body = if buffered {
-        Some(read_whole_body(conn, head, limit).await?)
+        Some(read_whole_body(conn, worker, head, limit).await?)
     } else {
         None
     };
@@ -405,6 +405,7 @@ async fn send_head(
 /// Reads a `/v1/messages`-style body completely (it is classified before forwarding).
 async fn read_whole_body(
     conn: &mut ClientConn,
+    worker: &Worker,
     head: &RequestHead,
     limit: u64,
 ) -> Result<WholeBody, ProxyError> {
@@ -418,9 +419,9 @@ async fn read_whole_body(
                         .await
                         .map_err(|_| ProxyError::ClientGone)?;
                 }
-                conn.buf.reserve(conn.pos + n - conn.buf.len());
+                worker.body_buffers.make_room(&mut conn.buf, conn.pos + n);
                 while conn.available() < n {
-                    conn.read_body_more()
+                    conn.read_body_more(n - conn.available())
                         .await
                         .map_err(ProxyError::from_client_read)?;
                 }
@@ -453,7 +454,7 @@ async fn read_whole_body(
                     return Ok(WholeBody::Decoded(body));
                 }
                 conn.discard_consumed();
-                conn.read_body_more()
+                conn.read_body_more(usize::MAX)
                     .await
                     .map_err(ProxyError::from_client_read)?;
             }
@@ -516,7 +517,8 @@ async fn relay_request_body(
             return Ok(());
         }
         conn.discard_consumed();
-        conn.read_body_more()
+        // (Unknown for a chunked body: `remaining` is then u64::MAX.)
+        conn.read_body_more(usize::try_from(remaining).unwrap_or(usize::MAX))
             .await
             .map_err(ProxyError::from_client_read)?;
     }
@@ -811,7 +813,7 @@ async fn relay_response(
         let caught_up =
             matches!(&relay, Relay::Events(events) if events.holds_nothing()) && !read_filled;
         if caught_up {
-            conn.park();
+            conn.park(&worker.body_buffers);
         }
         let since = Instant::now();
         let deadline = Rc::clone(&conn.deadline);

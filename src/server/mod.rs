@@ -1,6 +1,7 @@
 //! The server: worker threads, each a monoio runtime with its own SO_REUSEPORT listener,
 //! accept loop and upstream pool.
 
+pub mod body_buffers;
 pub mod connection;
 pub mod deadline;
 pub mod lifecycle;

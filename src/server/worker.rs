@@ -11,6 +11,7 @@ use std::time::Duration;
 use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
+use super::body_buffers::BodyBuffers;
 use super::deadline::Ticks;
 use super::runtime::Driver;
 use super::{connection, Shared};
@@ -21,7 +22,7 @@ use crate::stats::{LocalCounters, SpareScanners};
 use crate::upstream::Pool;
 
 /// How often a worker looks at the shutdown flag, ends waits past their limits and
-/// sweeps its pool.
+/// sweeps its pool and kept body buffers.
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY_TICKS: u32 = 50;
 /// Size of the buffers responses are relayed through.
@@ -47,6 +48,8 @@ pub struct Worker {
     /// Usage scanners kept for the next metered response.
     pub spare_scanners: SpareScanners,
     spare_buffers: RefCell<Vec<Vec<u8>>>,
+    /// Large request-body buffers kept for the next large body.
+    pub body_buffers: BodyBuffers,
 }
 
 impl Worker {
@@ -100,6 +103,7 @@ pub async fn run(
         outbox: Outbox::new(Arc::clone(&shared.notify)),
         spare_scanners: SpareScanners::default(),
         spare_buffers: RefCell::new(Vec::new()),
+        body_buffers: BodyBuffers::default(),
     });
     worker.outbox.start();
     let _ = ready.send(Ok(driver));
@@ -139,7 +143,7 @@ pub async fn run(
 }
 
 /// Ends waits past their limits, watches the shutdown flag (cancelling the accept when it
-/// rises), sweeps the pool and writes the worker's batched log lines every tick.
+/// rises), sweeps the pool and kept body buffers and writes the worker's batched log lines every tick.
 async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
     crate::notify::logger::batch_this_thread();
     let mut ticks = 0u32;
@@ -158,6 +162,7 @@ async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
         ticks += 1;
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             worker.pool.sweep();
+            worker.body_buffers.sweep();
         }
     }
 }
