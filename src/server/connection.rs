@@ -102,9 +102,9 @@ impl ClientConn {
     /// still to come. EOF is an error: a request was in progress.
     async fn read_more(&mut self, expected: usize) -> io::Result<usize> {
         // Little room left: grow, unless it is room for all that is still to come. (A body
-        // read whole has exactly its room made; growing it for its last few KB copied the
-        // whole body to a buffer twice its size: W3, 256 KB bodies, ~8.9k instructions and
-        // a 256 KB memcpy per request.)
+        // read whole has exactly its room made; growing it for its last few KB reallocated
+        // the whole body into a buffer twice its size: W3, 256 KB bodies, one realloc of
+        // ~8.9k instructions per request.)
         let room = self.buf.capacity() - self.buf.len();
         if room < 4096 && room < expected {
             self.buf.reserve(16 * 1024);
