@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+pub use crate::http::url::{parse_upstream_url, UpstreamUrl};
+
 /// nexus: a Claude API proxy on io_uring, thread per core.
 #[derive(FromArgs, Debug, Default)]
 #[argh(help_triggers("-h", "--help"))]
@@ -46,28 +48,6 @@ pub enum DriverChoice {
     Uring,
     /// epoll only.
     Epoll,
-}
-
-/// Where the upstream lives, parsed once from `UPSTREAM_URL`.
-#[derive(Debug, Clone)]
-pub struct UpstreamUrl {
-    /// `true` for https.
-    pub tls: bool,
-    /// Host name or IP literal (without brackets), used for DNS and SNI.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Value of the `Host` header sent upstream (`host` or `host:port`).
-    pub authority: String,
-    /// Path prefix prepended to every forwarded path (empty or `/something`, no trailing `/`).
-    pub base_path: String,
-}
-
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
-    }
 }
 
 /// Slack settings shared by all domains unless a credential file overrides them.
@@ -421,21 +401,6 @@ fn parse_env_file(
         );
     }
     Ok(vars)
-}
-
-/// Parses `http(s)://host[:port][/base]`; anything else is refused with the reason.
-pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
-    if url.contains(['?', '#']) {
-        return Err("a URL without query or fragment");
-    }
-    let url = crate::http::url::parse_http_url(url)?;
-    Ok(UpstreamUrl {
-        tls: url.tls,
-        host: url.host,
-        port: url.port,
-        authority: url.authority,
-        base_path: url.target.trim_end_matches('/').to_string(),
-    })
 }
 
 #[cfg(test)]

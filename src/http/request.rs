@@ -2,7 +2,7 @@
 //! write the upstream request head in the same pass so no header is copied twice.
 
 use super::headers::{self, Known};
-use crate::config::UpstreamUrl;
+use crate::http::url::UpstreamUrl;
 
 /// Largest request head we read before answering 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -333,7 +333,7 @@ fn is_dot_segment(segment: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_upstream_url;
+    use crate::http::url::parse_upstream_url;
 
     fn parse(raw: &str) -> (Result<Option<RequestHead>, HeadError>, String) {
         let upstream = parse_upstream_url("https://api.anthropic.com").unwrap();

@@ -1,5 +1,7 @@
 //! `http(s)://host[:port][/path][?query]` URLs, for the upstream and for webhooks.
 
+use std::fmt;
+
 /// A parsed http or https URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
@@ -12,6 +14,28 @@ pub struct HttpUrl {
     pub authority: String,
     /// Path and query as written (may be empty); the fragment is dropped.
     pub target: String,
+}
+
+/// Where the upstream lives, parsed once from `UPSTREAM_URL`.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// `true` for https.
+    pub tls: bool,
+    /// Host name or IP literal (without brackets), used for DNS and SNI.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Value of the `Host` header sent upstream (`host` or `host:port`).
+    pub authority: String,
+    /// Path prefix prepended to every forwarded path (empty or `/something`, no trailing `/`).
+    pub base_path: String,
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
+    }
 }
 
 /// Parses a URL; the error says what was expected and never echoes the URL (a Slack
@@ -70,6 +94,21 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, &'static str> {
         port,
         authority,
         target: target.to_string(),
+    })
+}
+
+/// Parses `http(s)://host[:port][/base]`; anything else is refused with the reason.
+pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, &'static str> {
+    if url.contains(['?', '#']) {
+        return Err("a URL without query or fragment");
+    }
+    let url = parse_http_url(url)?;
+    Ok(UpstreamUrl {
+        tls: url.tls,
+        host: url.host,
+        port: url.port,
+        authority: url.authority,
+        base_path: url.target.trim_end_matches('/').to_string(),
     })
 }
 
