@@ -105,6 +105,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_domains: usize,
     pub notify_queue: usize,
+    /// Request bodies held in memory at once, all connections together
+    /// (NEXUS_MAX_BUFFERED_MB).
+    pub max_buffered_bytes: u64,
 }
 
 /// A configuration problem, phrased for the one line printed before exiting.
@@ -355,6 +358,8 @@ impl Config {
             shutdown_grace: secs("NEXUS_SHUTDOWN_GRACE_SECS", 30, 0)?,
             max_domains: src.number("NEXUS_MAX_DOMAINS", None, 1000usize, 1, 10_000_000)?,
             notify_queue: src.number("NEXUS_NOTIFY_QUEUE", None, 10_000usize, 1, 10_000_000)?,
+            max_buffered_bytes: src.number("NEXUS_MAX_BUFFERED_MB", None, 256u64, 1, 1 << 20)?
+                << 20,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nexus::config::{self, Cli, Config};
 use nexus::credentials::CredentialStore;
 use nexus::notify::{logger, Hub};
-use nexus::server::{self, runtime, Lifecycle, Shared};
+use nexus::server::{self, runtime, BodyBudget, Lifecycle, Shared};
 use nexus::stats::Stats;
 use nexus::upstream::Upstream;
 
@@ -58,12 +58,14 @@ fn main() {
     let stats = Arc::new(Stats::new(config.max_domains));
     let notify = Hub::new(&config, Arc::clone(&stats)).unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
+    let body_budget = BodyBudget::new(config.max_buffered_bytes);
     let shared = Arc::new(Shared {
         config,
         upstream,
         credentials,
         lifecycle: Lifecycle::default(),
         max_connections,
+        body_budget,
         stats,
         notify,
         started: Instant::now(),

@@ -23,9 +23,11 @@ use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{
     parse_response, FinalHead, ResponseFraming, ResponseHead, ResponseHeadError,
 };
+use crate::notify::report::Ending;
 use crate::notify::{trace, Report};
 use crate::request_id::RequestId;
 use crate::server::connection::ClientConn;
+use crate::server::body_budget::BodyShare;
 use crate::server::worker::{Worker, RELAY_BUFFER};
 use crate::stats::{registry, BodyScanner, Meter};
 use crate::upstream::{ConnectError, UpstreamConn};
@@ -35,6 +37,8 @@ use crate::usage::classify_request;
 const BUFFERED_BODY_LIMIT: u64 = 32 * 1024 * 1024;
 /// Other `/v1/*` bodies (batches, files) stream through up to this size.
 const STREAMED_BODY_LIMIT: u64 = 512 * 1024 * 1024;
+/// Room made at once for a body held whole; a larger one grows as it arrives.
+const LARGEST_UP_FRONT: usize = 2 * 1024 * 1024;
 /// Body bytes small enough to copy behind a head and send in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
@@ -50,6 +54,8 @@ pub struct Outcome {
 pub enum ProxyError {
     Credential(CredentialError),
     BodyTooLarge(u64),
+    /// Holding this body would take request bodies past the process's budget (bytes).
+    BodyBudget(u64),
     BadRequestBody(ChunkError),
     /// The client closed or broke its connection.
     ClientGone,
@@ -72,6 +78,11 @@ impl fmt::Display for ProxyError {
             ProxyError::Credential(CredentialError::Missing) => f.write_str("no credential"),
             ProxyError::Credential(e) => write!(f, "{e}"),
             ProxyError::BodyTooLarge(limit) => write!(f, "request body over {limit} bytes"),
+            ProxyError::BodyBudget(limit) => write!(
+                f,
+                "request bodies held in memory would exceed NEXUS_MAX_BUFFERED_MB ({} MiB)",
+                limit >> 20
+            ),
             ProxyError::BadRequestBody(e) => write!(f, "request body: {e}"),
             ProxyError::ClientGone => f.write_str("client went away"),
             ProxyError::ClientBodyTimeout => f.write_str("client stopped sending its body"),
@@ -112,6 +123,11 @@ impl ProxyError {
             ProxyError::BodyTooLarge(limit) => ErrorReply::new(
                 413,
                 format!("request body is larger than {} MiB", limit / (1024 * 1024)),
+            ),
+            ProxyError::BodyBudget(_) => ErrorReply::new(
+                503,
+                "nexus is holding as many request bodies in memory as it is allowed to; \
+                 retry shortly",
             ),
             ProxyError::BadRequestBody(e) => {
                 ErrorReply::new(400, format!("malformed request body: {e}"))
@@ -183,14 +199,27 @@ pub async fn forward(
         &mut report,
     )
     .await;
+    let why = result.as_ref().err().map(ToString::to_string);
+    let ending = match (&result, &why) {
+        (Err(e), Some(why)) => match e.reply(&shared.upstream.display) {
+            Some(reply) => Ending::Answered {
+                status: reply.status,
+                why,
+            },
+            None => Ending::Dropped {
+                why,
+                client_gone: matches!(e, ProxyError::ClientGone),
+            },
+        },
+        _ => Ending::Relayed,
+    };
     report.finish(
         &worker.outbox,
         request_id,
         head,
         stats_domain,
         &meter.record,
-        &result,
-        &shared.upstream.display,
+        ending,
     );
     result
 }
@@ -262,8 +291,9 @@ async fn forward_metered(
             return Err(ProxyError::BodyTooLarge(limit));
         }
     }
+    let mut share = worker.shared.body_budget.share();
     let body = if buffered {
-        Some(read_whole_body(conn, worker, head, limit).await?)
+        Some(read_whole_body(conn, worker, head, limit, &mut share).await?)
     } else {
         None
     };
@@ -402,13 +432,17 @@ async fn send_head(
     }
 }
 
-/// Reads a `/v1/messages`-style body completely (it is classified before forwarding).
+/// Reads a `/v1/messages`-style body completely (it is classified before forwarding),
+/// charging the process's body budget as its bytes arrive.
 async fn read_whole_body(
     conn: &mut ClientConn,
     worker: &Worker,
     head: &RequestHead,
     limit: u64,
+    share: &mut BodyShare<'_>,
 ) -> Result<WholeBody, ProxyError> {
+    let budget = &worker.shared.body_budget;
+    let over_budget = || ProxyError::BodyBudget(budget.limit());
     match head.framing {
         BodyFraming::None => Ok(WholeBody::InConnection(conn.pos..conn.pos)),
         BodyFraming::Length(n) => {
@@ -419,12 +453,21 @@ async fn read_whole_body(
                         .await
                         .map_err(|_| ProxyError::ClientGone)?;
                 }
-                worker.body_buffers.make_room(&mut conn.buf, conn.pos + n);
+                // Room for a body up to the largest kept buffer at once (it is only
+                // address space until bytes arrive); a larger one grows as it arrives.
+                let room = n.min(LARGEST_UP_FRONT);
+                worker.body_buffers.make_room(&mut conn.buf, conn.pos + room);
                 while conn.available() < n {
+                    if !share.cover(conn.available() as u64) {
+                        return Err(over_budget());
+                    }
                     conn.read_body_more(n - conn.available())
                         .await
                         .map_err(ProxyError::from_client_read)?;
                 }
+            }
+            if !share.cover(n as u64) {
+                return Err(over_budget());
             }
             let range = conn.pos..conn.pos + n;
             conn.pos += n;
@@ -448,6 +491,9 @@ async fn read_whole_body(
                 conn.pos += progress.consumed;
                 if body.len() as u64 > limit {
                     return Err(ProxyError::BodyTooLarge(limit));
+                }
+                if !share.cover((body.capacity() + conn.buf.len()) as u64) {
+                    return Err(over_budget());
                 }
                 if progress.done {
                     conn.body_pending = false;

@@ -15,10 +15,29 @@ use super::slack;
 use super::telemetry::TelemetryEvent;
 use crate::credentials::{domain_from_host, mask, DomainEntry, Entry, UpstreamAuth};
 use crate::http::request::{Method, RequestHead};
-use crate::proxy::{Outcome, ProxyError};
 use crate::request_id::RequestId;
 use crate::stats::{registry, RequestRecord};
 use crate::usage::{RequestClass, RequestKind, ResponseFacts};
+
+/// How a forwarded request ended, as the side channels need to know it.
+#[derive(Debug, Clone, Copy)]
+pub enum Ending<'a> {
+    /// The upstream's response was relayed to its end.
+    Relayed,
+    /// nexus answered the client itself with `status`, because of `why`.
+    Answered { status: u16, why: &'a str },
+    /// No answer could be given (the response had started, or the client left).
+    Dropped { why: &'a str, client_gone: bool },
+}
+
+impl Ending<'_> {
+    fn failure(&self) -> Option<&str> {
+        match self {
+            Ending::Relayed => None,
+            Ending::Answered { why, .. } | Ending::Dropped { why, .. } => Some(why),
+        }
+    }
+}
 
 /// One request's side-channel state.
 pub struct Report {
@@ -94,20 +113,20 @@ impl Report {
         head: &RequestHead,
         domain: &str,
         record: &RequestRecord,
-        result: &Result<Outcome, ProxyError>,
-        upstream: &str,
+        ending: Ending<'_>,
     ) {
-        let status = self.status.unwrap_or_else(|| match result {
+        let status = self.status.unwrap_or(match ending {
             // Nothing came back from upstream: the status is the one nexus answers with;
             // 499 (nginx's "client closed request") when there was no answer at all.
-            Err(e) => e.reply(upstream).map_or(499, |reply| reply.status),
-            Ok(_) => 0,
+            Ending::Answered { status, .. } => status,
+            Ending::Dropped { .. } => 499,
+            Ending::Relayed => 0,
         });
         let access_log = log::log_enabled!(Level::Info);
         if !(access_log || self.telemetry || self.slack.is_some()) {
             return;
         }
-        let error = self.error(status, record, result);
+        let error = self.error(status, record, ending);
         let duration = self.started.elapsed();
         if access_log {
             log::info!(
@@ -117,7 +136,7 @@ impl Report {
                 duration.as_millis(),
                 Tokens(record),
                 // A proxy error has its own warning line (same id); the API's is shown here.
-                ErrorNote(error.as_deref().filter(|_| result.is_ok()))
+                ErrorNote(error.as_deref().filter(|_| ending.failure().is_none()))
             );
         }
         let model = self
@@ -133,7 +152,7 @@ impl Report {
                 entry,
                 status,
                 error.as_deref(),
-                result,
+                ending,
             );
         }
         if self.telemetry {
@@ -167,10 +186,10 @@ impl Report {
         &self,
         status: u16,
         record: &RequestRecord,
-        result: &Result<Outcome, ProxyError>,
+        ending: Ending<'_>,
     ) -> Option<String> {
-        if let Err(e) = result {
-            return Some(e.to_string());
+        if let Some(why) = ending.failure() {
+            return Some(why.to_string());
         }
         let api_error = self.facts.as_ref().and_then(|f| f.error_type.clone());
         if status >= 400 {
@@ -188,10 +207,10 @@ impl Report {
         entry: Option<Arc<DomainEntry>>,
         status: u16,
         error: Option<&str>,
-        result: &Result<Outcome, ProxyError>,
+        ending: Ending<'_>,
     ) {
         // A client that hung up is not news; nor is a query evaluation.
-        if matches!(result, Err(ProxyError::ClientGone)) {
+        if matches!(ending, Ending::Dropped { client_gone: true, .. }) {
             return;
         }
         let kind = self

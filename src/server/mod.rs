@@ -1,6 +1,7 @@
 //! The server: worker threads, each a monoio runtime with its own SO_REUSEPORT listener,
 //! accept loop and upstream pool.
 
+pub mod body_budget;
 pub mod body_buffers;
 pub mod connection;
 pub mod deadline;
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::credentials::CredentialStore;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
+pub use body_budget::BodyBudget;
 pub use lifecycle::Lifecycle;
 use runtime::Driver;
 
@@ -28,6 +30,8 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
     /// Client connections open at once across all workers (see [`limits`]).
     pub max_connections: usize,
+    /// Request bodies held in memory, all workers together.
+    pub body_budget: BodyBudget,
     pub stats: Arc<Stats>,
     /// Telemetry and Slack settings and counters; each worker has its own outbox.
     pub notify: Arc<crate::notify::Hub>,
