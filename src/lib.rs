@@ -3,15 +3,18 @@
 
 pub mod client_setup;
 pub mod config;
+pub mod conn;
 pub mod credentials;
 pub mod health_check;
 pub mod http;
+pub mod lifecycle;
 pub mod notify;
 pub mod proxy;
 pub mod request_id;
 pub mod routes;
 pub(crate) mod scan;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod upstream;
 pub mod usage;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus::config::{self, Cli, Config};
+use nexus::conn::body_budget::BodyBudget;
 use nexus::credentials::CredentialStore;
 use nexus::notify::{logger, Hub};
-use nexus::server::{self, runtime, BodyBudget, Lifecycle, Shared};
+use nexus::server::{self, runtime, Lifecycle, Shared};
 use nexus::stats::Stats;
 use nexus::upstream::Upstream;
 
@@ -60,7 +61,7 @@ fn main() {
     let max_connections = server::limits::max_connections(config.max_connections);
     let body_budget = BodyBudget::new(config.max_buffered_bytes);
     let shared = Arc::new(Shared {
-        config,
+        config: Arc::new(config),
         upstream,
         credentials,
         lifecycle: Lifecycle::default(),

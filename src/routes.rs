@@ -1,10 +1,11 @@
 //! Which requests nexus answers itself, and those answers.
 
+use std::borrow::Cow;
+
 use crate::client_setup;
-use crate::http::error::{write_error, write_response, ErrorReply};
+use crate::http::error::{error_body, ErrorReply};
 use crate::http::request::{Method, RequestHead};
-use crate::request_id::RequestId;
-use crate::server::worker::Worker;
+use crate::shared::Shared;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,107 +45,79 @@ pub fn route(head: &RequestHead) -> Route {
     }
 }
 
-/// Writes the full response for a local route into `out`.
-pub fn local_response(
-    out: &mut Vec<u8>,
-    worker: &Worker,
-    head: &RequestHead,
-    route: Route,
-    request_id: &RequestId,
-    close: bool,
-) {
-    let id = request_id.as_str();
-    let head_only = head.method == Method::Head;
-    let stats = &worker.shared.stats;
+/// A local route's answer: the server writes it as the response.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Cow<'static, [u8]>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn ok(content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// An Anthropic-shaped error.
+    pub fn error(reply: &ErrorReply) -> Reply {
+        let page = Reply {
+            status: reply.status,
+            content_type: "application/json",
+            body: error_body(reply).into(),
+            headers: Vec::new(),
+        };
+        if reply.status == 405 {
+            return page.header("allow", "GET, HEAD");
+        }
+        page
+    }
+}
+
+/// Answers a local route. `driver` names the worker's I/O driver, for `GET /`.
+pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -> Reply {
+    let stats = &shared.stats;
     match route {
-        Route::Health => {
-            write_response(
-                out,
-                200,
-                "application/json",
-                &health_body(worker),
-                id,
-                &[],
-                close,
-                head_only,
-            );
-        }
-        Route::TokenStats => {
-            write_response(
-                out,
-                200,
-                "application/json",
-                &stats.token_stats_json(),
-                id,
-                &[],
-                close,
-                head_only,
-            );
-        }
-        Route::Metrics => {
-            let body = stats.metrics_text();
-            let content_type = "text/plain; version=0.0.4; charset=utf-8";
-            write_response(
-                out,
-                200,
-                content_type,
-                body.as_bytes(),
-                id,
-                &[],
-                close,
-                head_only,
-            );
-        }
-        Route::Dashboard => {
-            write_response(
-                out,
-                200,
-                "text/html; charset=utf-8",
-                DASHBOARD_HTML.as_bytes(),
-                id,
-                &[
-                    ("cache-control", "no-cache"),
-                    ("content-security-policy", DASHBOARD_CSP),
-                    ("x-content-type-options", "nosniff"),
-                ],
-                close,
-                head_only,
-            );
-        }
+        Route::Health => Reply::ok("application/json", health_body(shared, driver)),
+        Route::TokenStats => Reply::ok("application/json", stats.token_stats_json()),
+        Route::Metrics => Reply::ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            stats.metrics_text().into_bytes(),
+        ),
+        Route::Dashboard => Reply::ok("text/html; charset=utf-8", DASHBOARD_HTML.as_bytes())
+            .header("cache-control", "no-cache")
+            .header("content-security-policy", DASHBOARD_CSP)
+            .header("x-content-type-options", "nosniff"),
         Route::ClientSetup => {
             let raw = &head.path()[client_setup::ROUTE_PREFIX.len()..];
-            match client_setup::load(&worker.shared.config.client_setup_dir, raw) {
+            match client_setup::load(&shared.config.client_setup_dir, raw) {
                 Ok(file) => {
                     let disposition = format!("attachment; filename=\"{}\"", file.name);
-                    write_response(
-                        out,
-                        200,
-                        file.content_type,
-                        &file.body,
-                        id,
-                        &[
-                            ("cache-control", "public, max-age=3600"),
-                            ("content-disposition", &disposition),
-                            ("x-content-type-options", "nosniff"),
-                        ],
-                        close,
-                        head_only,
-                    );
+                    Reply::ok(file.content_type, file.body)
+                        .header("cache-control", "public, max-age=3600")
+                        .header("content-disposition", disposition)
+                        .header("x-content-type-options", "nosniff")
                 }
-                Err(reply) => write_error(out, &reply, id, close, head_only),
+                Err(reply) => Reply::error(&reply),
             }
         }
-        Route::MethodNotAllowed => {
-            let reply = ErrorReply::new(405, format!("method not allowed on {}", head.path()));
-            write_error(out, &reply, id, close, head_only);
-        }
-        Route::NotFound | Route::Proxy => {
-            let reply = ErrorReply::new(
-                404,
-                format!("no route for {}; the Claude API is under /v1/", head.path()),
-            );
-            write_error(out, &reply, id, close, head_only);
-        }
+        Route::MethodNotAllowed => Reply::error(&ErrorReply::new(
+            405,
+            format!("method not allowed on {}", head.path()),
+        )),
+        Route::NotFound | Route::Proxy => Reply::error(&ErrorReply::new(
+            404,
+            format!("no route for {}; the Claude API is under /v1/", head.path()),
+        )),
     }
 }
 
@@ -157,8 +130,7 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// Health and configuration summary: nothing secret, only whether things are set.
-fn health_body(worker: &Worker) -> Vec<u8> {
-    let shared = &worker.shared;
+fn health_body(shared: &Shared, driver: &str) -> Vec<u8> {
     let config = &shared.config;
     serde_json::to_vec(&serde_json::json!({
         "status": "ok",
@@ -168,7 +140,7 @@ fn health_body(worker: &Worker) -> Vec<u8> {
         "config": {
             "upstream": shared.upstream.display,
             "workers": config.workers,
-            "driver": worker.driver.to_string(),
+            "driver": driver,
             "credentialsDir": config.credentials_dir.display().to_string(),
             "domainCredentials": shared.credentials.len(),
             "hasDefaultApiKey": config.claude_api_key.is_some(),

@@ -182,12 +182,7 @@ impl Report {
 
     /// What went wrong, if anything: the proxy's error, the API's `error.type`, or the
     /// status; a stream that ended without `message_stop` counts too.
-    fn error(
-        &self,
-        status: u16,
-        record: &RequestRecord,
-        ending: Ending<'_>,
-    ) -> Option<String> {
+    fn error(&self, status: u16, record: &RequestRecord, ending: Ending<'_>) -> Option<String> {
         if let Some(why) = ending.failure() {
             return Some(why.to_string());
         }
@@ -210,7 +205,13 @@ impl Report {
         ending: Ending<'_>,
     ) {
         // A client that hung up is not news; nor is a query evaluation.
-        if matches!(ending, Ending::Dropped { client_gone: true, .. }) {
+        if matches!(
+            ending,
+            Ending::Dropped {
+                client_gone: true,
+                ..
+            }
+        ) {
             return;
         }
         let kind = self
@@ -306,15 +307,6 @@ pub fn log_local(
     );
 }
 
-/// The status code of a response head nexus wrote (`HTTP/1.1 200 …`); 0 if unreadable.
-pub fn status_of(response_head: &[u8]) -> u16 {
-    response_head
-        .get(9..12)
-        .and_then(|code| std::str::from_utf8(code).ok())
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The method's name: nexus names three; any other is read from the request line.
 fn method_name(method: Method, raw_head: &[u8]) -> Cow<'static, str> {
     match method {
@@ -344,11 +336,5 @@ mod tests {
             "DELETE"
         );
         assert_eq!(method_name(Method::Other, b""), "");
-    }
-
-    #[test]
-    fn status_codes_of_heads() {
-        assert_eq!(status_of(b"HTTP/1.1 404 Not Found\r\n"), 404);
-        assert_eq!(status_of(b"HTTP/1.1"), 0);
     }
 }

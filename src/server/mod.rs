@@ -1,42 +1,17 @@
 //! The server: worker threads, each a monoio runtime with its own SO_REUSEPORT listener,
 //! accept loop and upstream pool.
 
-pub mod body_budget;
-pub mod body_buffers;
 pub mod connection;
-pub mod deadline;
-pub mod lifecycle;
 pub mod limits;
 pub mod runtime;
 pub mod worker;
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::config::Config;
-use crate::credentials::CredentialStore;
-use crate::stats::Stats;
-use crate::upstream::Upstream;
-pub use body_budget::BodyBudget;
-pub use lifecycle::Lifecycle;
+pub use crate::lifecycle::Lifecycle;
+pub use crate::shared::Shared;
 use runtime::Driver;
-
-/// What every worker shares: read-mostly configuration and atomics.
-pub struct Shared {
-    pub config: Config,
-    pub upstream: Arc<Upstream>,
-    pub credentials: Arc<CredentialStore>,
-    pub lifecycle: Lifecycle,
-    /// Client connections open at once across all workers (see [`limits`]).
-    pub max_connections: usize,
-    /// Request bodies held in memory, all workers together.
-    pub body_budget: BodyBudget,
-    pub stats: Arc<Stats>,
-    /// Telemetry and Slack settings and counters; each worker has its own outbox.
-    pub notify: Arc<crate::notify::Hub>,
-    pub started: Instant,
-}
 
 /// Starts `config.workers` worker threads and waits until each one listens.
 /// Returns the driver each worker runs on.

@@ -1,6 +1,5 @@
 //! One worker: its listener, accept loop, pool and per-thread caches.
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,64 +10,31 @@ use std::time::Duration;
 use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
-use super::body_buffers::BodyBuffers;
-use super::deadline::Ticks;
 use super::runtime::Driver;
 use super::{connection, Shared};
-use crate::credentials::LocalView;
+use crate::conn::body_buffers::BodyBuffers;
+use crate::conn::deadline::Ticks;
 use crate::notify::Outbox;
+use crate::proxy::Proxy;
 use crate::request_id::RequestIds;
-use crate::stats::{LocalCounters, SpareScanners};
 use crate::upstream::Pool;
 
 /// How often a worker looks at the shutdown flag, ends waits past their limits and
 /// sweeps its pool and kept body buffers.
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY_TICKS: u32 = 50;
-/// Size of the buffers responses are relayed through.
-pub const RELAY_BUFFER: usize = 32 * 1024;
-/// Relay buffers a worker keeps for reuse (64 × 32 KiB, at most 2 MiB): with 16, a worker
-/// serving 64 connections allocated a fresh buffer for most responses (W1: ~0.8 of a 32 KiB
-/// malloc per request, with glibc's consolidation runs).
-const SPARE_BUFFERS: usize = 64;
 
-/// A worker's state, shared by its connection tasks (single thread: `Rc`, `RefCell`).
+/// A worker's state, shared by its connection tasks (single thread: `Rc`).
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub driver: Driver,
-    pub pool: Rc<Pool>,
-    pub credentials: LocalView,
-    pub counters: LocalCounters,
+    pub proxy: Proxy,
     pub request_ids: RequestIds,
-    /// The clock that limits every connection's waits (see [`super::deadline`]).
+    /// The clock that limits every connection's waits (see [`crate::conn::deadline`]).
     pub ticks: Rc<Ticks>,
-    /// Telemetry and Slack events waiting for delivery (drained by tasks on this runtime).
-    pub outbox: Rc<Outbox>,
-    /// Usage scanners kept for the next metered response.
-    pub spare_scanners: SpareScanners,
-    spare_buffers: RefCell<Vec<Vec<u8>>>,
     /// Large request-body buffers kept for the next large body.
-    pub body_buffers: BodyBuffers,
-}
-
-impl Worker {
-    /// An empty relay buffer of [`RELAY_BUFFER`] capacity, reused when possible.
-    pub fn take_buffer(&self) -> Vec<u8> {
-        self.spare_buffers
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(RELAY_BUFFER))
-    }
-
-    /// Hands a relay buffer back for the next request.
-    pub fn give_buffer(&self, mut buf: Vec<u8>) {
-        let mut spare = self.spare_buffers.borrow_mut();
-        if buf.capacity() == RELAY_BUFFER && spare.len() < SPARE_BUFFERS {
-            buf.clear();
-            spare.push(buf);
-        }
-    }
+    pub body_buffers: Rc<BodyBuffers>,
 }
 
 /// The worker thread's main future: bind, report ready, serve until the process exits.
@@ -91,21 +57,21 @@ pub async fn run(
         }
     };
     let accepting = shared.lifecycle.accepting_guard();
+    let outbox = Outbox::new(Arc::clone(&shared.notify));
+    outbox.start();
     let worker = Rc::new(Worker {
         id,
-        pool: Pool::new(Arc::clone(&shared.upstream)),
+        proxy: Proxy::new(
+            Arc::clone(&shared),
+            Pool::new(Arc::clone(&shared.upstream)),
+            outbox,
+        ),
         shared: Arc::clone(&shared),
         driver,
-        credentials: LocalView::default(),
-        counters: LocalCounters::default(),
         request_ids: RequestIds::new(),
         ticks: Ticks::new(TICK),
-        outbox: Outbox::new(Arc::clone(&shared.notify)),
-        spare_scanners: SpareScanners::default(),
-        spare_buffers: RefCell::new(Vec::new()),
-        body_buffers: BodyBuffers::default(),
+        body_buffers: Rc::default(),
     });
-    worker.outbox.start();
     let _ = ready.send(Ok(driver));
 
     let canceller = Canceller::new();
@@ -161,7 +127,7 @@ async fn housekeeping(worker: Rc<Worker>, canceller: Canceller) {
         }
         ticks += 1;
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
-            worker.pool.sweep();
+            worker.proxy.pool.sweep();
             worker.body_buffers.sweep();
         }
     }

@@ -59,6 +59,8 @@ pub struct ProxyMetrics {
     pub open_connections: AtomicI64,
     pub upstream_connections_opened: AtomicU64,
     pub upstream_connections_reused: AtomicU64,
+    /// Requests sent again on a new connection: the pooled one was closed unread.
+    pub upstream_retries: AtomicU64,
     pub notify_dropped_telemetry: AtomicU64,
     pub notify_dropped_slack: AtomicU64,
     /// Request head received → response fully relayed.
@@ -177,6 +179,14 @@ pub fn render(
         "Requests sent on a pooled upstream connection.",
         "counter",
         proxy.upstream_connections_reused.load(Relaxed) as i64,
+    );
+    single(
+        &mut out,
+        "nexus_upstream_retries_total",
+        "Requests sent again on a new connection because the pooled one was closed with \
+         the request provably unread.",
+        "counter",
+        proxy.upstream_retries.load(Relaxed) as i64,
     );
     family(
         &mut out,

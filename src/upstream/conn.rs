@@ -81,6 +81,25 @@ impl UpstreamConn {
         }
     }
 
+    /// Whether the upstream reset the connection: a socket error of ECONNRESET or EPIPE is
+    /// pending (EPIPE is how Linux records a reset that follows the peer's FIN). A reset
+    /// answers bytes that reached a socket its owner had closed, or that it closed unread.
+    pub fn reset_by_peer(&self) -> bool {
+        let mut error: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt(SO_ERROR) into a c_int on a socket we own.
+        let ok = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut error as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        } == 0;
+        ok && (error == libc::ECONNRESET || error == libc::EPIPE)
+    }
+
     /// True if an idle connection still looks usable: nothing to read and no EOF.
     ///
     /// An idle HTTP/1.1 connection has no bytes in flight, so anything readable (a FIN,

@@ -70,6 +70,11 @@ pub struct BodyShare<'a> {
 }
 
 impl BodyShare<'_> {
+    /// The budget's limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.budget.limit
+    }
+
     /// Charges for a body that has reached `bytes`; false (and nothing charged) if the
     /// budget cannot cover it.
     pub fn cover(&mut self, bytes: u64) -> bool {
@@ -109,7 +114,10 @@ mod tests {
         assert!(!b.cover(FREE_BYTES + 600), "over the limit");
         assert_eq!(budget.held(), 600, "a refused share charges nothing");
         assert!(b.cover(FREE_BYTES + 400));
-        assert!(a.cover(FREE_BYTES + 500), "a share never shrinks its charge");
+        assert!(
+            a.cover(FREE_BYTES + 500),
+            "a share never shrinks its charge"
+        );
         assert_eq!(budget.held(), 1000);
         drop(a);
         assert_eq!(budget.held(), 400);

@@ -1,0 +1,226 @@
+//! The `/v1/*` pipeline, top to bottom: credential → upstream head → request body →
+//! exchange with the upstream → streamed response.
+//!
+//! Bytes are relayed as they arrive. The request body reaches the upstream as the client
+//! sent it; the response body reaches the client from the same buffer it was read into.
+//! nexus owns the framing toward the client, so it always knows where a response ends.
+
+mod error;
+mod exchange;
+mod relay;
+mod request_body;
+mod upstream_head;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use error::ProxyError;
+
+use crate::conn::ClientConn;
+use crate::credentials::{self, domain::Domain, LocalView};
+use crate::http::request::{BodyFraming, Method, RequestHead};
+use crate::notify::{trace, Outbox, Report};
+use crate::request_id::RequestId;
+use crate::shared::Shared;
+use crate::stats::{registry, LocalCounters, Meter, SpareScanners};
+use crate::upstream::Pool;
+use crate::usage::classify_request;
+use request_body::{HeldBody, HELD_BODY_LIMIT, STREAMED_BODY_LIMIT};
+
+/// Size of the buffers responses are relayed through.
+pub const RELAY_BUFFER: usize = 32 * 1024;
+/// Relay buffers a worker keeps for reuse (64 × 32 KiB, at most 2 MiB): with 16, a worker
+/// serving 64 connections allocated a fresh buffer for most responses.
+const SPARE_BUFFERS: usize = 64;
+/// Body bytes small enough to copy behind a head and send in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// How a forwarded request ended, when it ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The client connection must close (HTTP/1.0, `Connection: close`, …).
+    pub close: bool,
+}
+
+/// The proxy on one worker: what all workers share, and this worker's own upstream pool,
+/// caches and buffers (single thread: `Rc`, `RefCell`).
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub pool: Rc<Pool>,
+    /// Telemetry and Slack events waiting for delivery (drained by tasks on this worker).
+    pub outbox: Rc<Outbox>,
+    credentials: LocalView,
+    counters: LocalCounters,
+    /// Usage scanners kept for the next metered response.
+    scanners: SpareScanners,
+    spare_buffers: RefCell<Vec<Vec<u8>>>,
+}
+
+impl Proxy {
+    /// The proxy of one worker, sending upstream through `pool`.
+    pub fn new(shared: Arc<Shared>, pool: Rc<Pool>, outbox: Rc<Outbox>) -> Proxy {
+        Proxy {
+            shared,
+            pool,
+            outbox,
+            credentials: LocalView::default(),
+            counters: LocalCounters::default(),
+            scanners: SpareScanners::default(),
+            spare_buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// An empty relay buffer of [`RELAY_BUFFER`] capacity, reused when possible.
+    fn take_buffer(&self) -> Vec<u8> {
+        self.spare_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(RELAY_BUFFER))
+    }
+
+    /// Hands a relay buffer back for the next request.
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare_buffers.borrow_mut();
+        if buf.capacity() == RELAY_BUFFER && spare.len() < SPARE_BUFFERS {
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+}
+
+/// Forwards one `/v1/*` request and relays the response. However it ends, the request is
+/// metered and its side-channel events (access log, telemetry, Slack) are queued. `close`:
+/// the connection closes after this response (the server is shutting down).
+pub async fn forward(
+    conn: &mut ClientConn,
+    proxy: &Proxy,
+    head: &RequestHead,
+    request_id: &RequestId,
+    close: bool,
+) -> Result<Outcome, ProxyError> {
+    let shared = &proxy.shared;
+    let domain = head.host.as_deref().map(|host| conn.hosts.domain(host));
+    let stats_domain = match domain.as_deref() {
+        None => registry::NO_HOST,
+        Some(None) => registry::INVALID_HOST,
+        Some(Some(d)) => d.name.as_str(),
+    };
+    let is_messages = head.method == Method::Post && head.path() == "/v1/messages";
+    let counters = proxy.counters.get(&shared.stats.registry, stats_domain);
+    let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
+    let raw_head = conn.raw_head(head);
+    let mut report = Report::start(&proxy.outbox, head, raw_head, meter.started());
+    if report.trace {
+        trace::incoming(request_id, raw_head);
+    }
+    // A Host that is not a host name never names a file: the request falls through to
+    // the client's own key or CLAUDE_API_KEY, and is counted under "invalid-host".
+    let domain = domain.as_deref().and_then(Option::as_ref);
+    let request = relay::Request {
+        id: request_id,
+        http10: head.http10,
+        close: close || !head.keep_alive || head.http10,
+    };
+    let result =
+        forward_metered(conn, proxy, head, &request, domain, &mut meter, &mut report).await;
+    let why = result.as_ref().err().map(ToString::to_string);
+    let ending = ProxyError::ending(&result, &why, &shared.upstream.display);
+    report.finish(
+        &proxy.outbox,
+        request_id,
+        head,
+        stats_domain,
+        &meter.record,
+        ending,
+    );
+    result
+}
+
+async fn forward_metered(
+    conn: &mut ClientConn,
+    proxy: &Proxy,
+    head: &RequestHead,
+    request: &relay::Request<'_>,
+    domain: Option<&Domain>,
+    meter: &mut Meter<'_>,
+    report: &mut Report,
+) -> Result<Outcome, ProxyError> {
+    let shared = &proxy.shared;
+    let config = &shared.config;
+    let file_domain = domain.filter(|d| d.may_have_file).map(|d| d.name.as_str());
+    // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
+    let entry = credentials::ready_entry(
+        &shared.credentials,
+        &proxy.credentials,
+        file_domain,
+        head,
+        &config.client_api_keys,
+    )
+    .await
+    .map_err(ProxyError::Credential)?;
+    if meter.record.is_messages {
+        report.choose_slack(&proxy.outbox, entry.as_ref());
+    }
+    let auth = credentials::choose(
+        entry.as_ref(),
+        head,
+        config.claude_api_key.as_deref(),
+        &config.client_api_keys,
+    )
+    .map_err(ProxyError::Credential)?;
+    log::debug!("{} credential: {auth}", request.id);
+    report.credential(&auth);
+
+    // Messages and count_tokens bodies are held whole: classified, and kept for a re-send.
+    let path = head.path();
+    let held = path == "/v1/messages" || path == "/v1/messages/count_tokens";
+    let limit = if held {
+        HELD_BODY_LIMIT
+    } else {
+        STREAMED_BODY_LIMIT
+    };
+    if let BodyFraming::Length(n) = head.framing {
+        if n > limit {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+    }
+    let mut share = shared.body_budget.share();
+    let mut body = match held {
+        true => Some(request_body::read_held(conn, head, &mut share).await?),
+        false => None,
+    };
+    if meter.record.is_messages {
+        classify(conn, body.as_ref(), request.id, meter, report);
+    }
+    upstream_head::finish(conn, head, &auth, body.as_mut(), meter.record.is_messages);
+    if report.trace {
+        trace::forwarded(request.id, &auth, &conn.upstream_head);
+    }
+
+    let mut answer = exchange::exchange(conn, proxy, head, &mut body, meter).await?;
+    drop(body);
+    let (outcome, reusable) =
+        relay::relay(conn, proxy, &mut answer, request, meter, report).await?;
+    if reusable {
+        proxy.pool.checkin(answer.upstream);
+    }
+    Ok(outcome)
+}
+
+/// Classifies a Messages request from its body (query evaluation, inference, …).
+fn classify(
+    conn: &ClientConn,
+    body: Option<&HeldBody>,
+    request_id: &RequestId,
+    meter: &mut Meter<'_>,
+    report: &mut Report,
+) {
+    let bytes = body.map_or(&[][..], |b| b.bytes(conn));
+    if report.trace && !bytes.is_empty() {
+        trace::request_body(request_id, bytes);
+    }
+    let class = classify_request(bytes, report.wants_text());
+    meter.classify(class.kind);
+    report.class = Some(class);
+}

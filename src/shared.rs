@@ -1,0 +1,27 @@
+//! What every worker shares: read-mostly configuration, the stores, and atomics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::conn::body_budget::BodyBudget;
+use crate::credentials::CredentialStore;
+use crate::lifecycle::Lifecycle;
+use crate::stats::Stats;
+use crate::upstream::Upstream;
+
+/// What every worker shares: read-mostly configuration and atomics.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
+    pub credentials: Arc<CredentialStore>,
+    pub lifecycle: Lifecycle,
+    /// Client connections open at once across all workers (see `server::limits`).
+    pub max_connections: usize,
+    /// Request bodies held in memory, all workers together.
+    pub body_budget: BodyBudget,
+    pub stats: Arc<Stats>,
+    /// Telemetry and Slack settings and counters; each worker has its own outbox.
+    pub notify: Arc<crate::notify::Hub>,
+    pub started: Instant,
+}
