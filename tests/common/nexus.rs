@@ -225,6 +225,12 @@ impl Nexus {
         self.client().request(request)
     }
 
+    /// The value of one `/metrics` series, e.g. `nexus_upstream_connections_opened_total`
+    /// or `nexus_notify_dropped_total{sink="slack"}`; panics when nexus does not expose it.
+    pub fn metric(&self, series: &str) -> f64 {
+        super::metrics::read(self.addr, series)
+    }
+
     /// Sends SIGKILL and waits for the process to be gone (no shutdown, no cleanup).
     pub fn kill(&mut self) {
         let _ = self.child.child_mut().kill();
