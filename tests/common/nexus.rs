@@ -251,13 +251,7 @@ impl Nexus {
 
     /// Resident memory of the nexus process now, in KiB.
     pub fn rss_kib(&mut self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        rss_kib_of(self.pid())
     }
 
     /// Panics if nexus has exited (e.g. crashed while handling a failure).
@@ -281,6 +275,17 @@ impl Drop for Nexus {
             );
         }
     }
+}
+
+/// Resident memory of process `pid` now, in KiB (0 once it is gone). For sampling from
+/// another thread while the test drives load.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The address in a line like `nexus 0.1.0 listening on 127.0.0.1:40123, 2 workers, …`.
