@@ -46,7 +46,8 @@ fn head(addr: SocketAddr, length: usize) -> String {
 
 /// A Messages body of exactly `size` bytes (the user text pads it).
 fn body_of_size(size: usize) -> Vec<u8> {
-    let frame = r#"{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":""}]}"#;
+    let frame =
+        r#"{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":""}]}"#;
     let pad = size.checked_sub(frame.len()).expect("body size too small");
     let (before, after) = frame.split_at(frame.len() - 3);
     format!("{before}{}{after}", "x".repeat(pad)).into_bytes()
@@ -55,7 +56,8 @@ fn body_of_size(size: usize) -> Vec<u8> {
 /// Whether nexus has said something on `stream` (bytes, EOF or a reset) — never blocks.
 fn answer_ready(stream: &TcpStream) -> bool {
     stream.set_nonblocking(true).expect("non-blocking");
-    let ready = !matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == ErrorKind::WouldBlock);
+    let ready =
+        !matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == ErrorKind::WouldBlock);
     stream.set_nonblocking(false).expect("blocking");
     ready
 }
@@ -64,9 +66,8 @@ fn answer_ready(stream: &TcpStream) -> bool {
 fn read_answer(stream: &TcpStream) -> io::Result<Response> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut reader = BufReader::new(stream);
-    let head = http::read_head(&mut reader)?.ok_or_else(|| {
-        io::Error::new(ErrorKind::UnexpectedEof, "closed without an answer")
-    })?;
+    let head = http::read_head(&mut reader)?
+        .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "closed without an answer"))?;
     let mut parts = head.start_line.splitn(3, ' ');
     let _version = parts.next();
     let status = parts
@@ -401,7 +402,11 @@ fn over_a_small_budget_one_of_two_bodies_is_refused_and_the_budget_comes_back() 
         "a body after the first finished must fit the budget again"
     );
     let upstream = rig.mock.requests();
-    assert_eq!(upstream.len(), 2, "the refused body must not reach the upstream");
+    assert_eq!(
+        upstream.len(),
+        2,
+        "the refused body must not reach the upstream"
+    );
     for request in &upstream {
         assert_bytes_eq(&request.body, &body, "a forwarded 6 MiB body");
     }

@@ -199,7 +199,10 @@ fn idle_close_ends_a_quiet_connection_and_default_keeps_it() {
     assert_eq!(a.request(&Request::get("/")).status, 200);
     assert_eq!(b.request(&Request::get("/")).status, 200);
     let idle_since = Instant::now();
-    assert!(a.closed_by_peer(), "idle_close(1s) must close the connection");
+    assert!(
+        a.closed_by_peer(),
+        "idle_close(1s) must close the connection"
+    );
     assert!(
         idle_since.elapsed() >= Duration::from_millis(900),
         "closed after only {:?} idle",

@@ -65,8 +65,8 @@ fn read_tree(root: &Path) -> Vec<Source> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("directory entry").path();
             if path.is_dir() {
@@ -348,7 +348,9 @@ fn references(rel: &str, text: &str, modules: &BTreeSet<String>) -> Vec<(String,
                     continue;
                 }
             }
-            Tok::Ident(word) if word == "crate" && toks.get(i + 1).map(|t| &t.0) == Some(&Tok::PathSep) => {
+            Tok::Ident(word)
+                if word == "crate" && toks.get(i + 1).map(|t| &t.0) == Some(&Tok::PathSep) =>
+            {
                 out.extend(root_names(&toks, i + 2));
                 i += 2;
                 continue;
@@ -544,7 +546,10 @@ fn a_cycle_is_found_and_reported_with_each_edges_file_and_line() {
     let sources = tree(&[
         ("main.rs", ""),
         ("proxy.rs", "use crate::{http::Head, server::Worker};\n"),
-        ("server/mod.rs", "\n\npub fn f() { super::proxy::forward() }\n"),
+        (
+            "server/mod.rs",
+            "\n\npub fn f() { super::proxy::forward() }\n",
+        ),
         ("http/mod.rs", "pub struct Head;\n"),
     ]);
     let graph = graph(&sources);

@@ -164,8 +164,7 @@ fn an_upstream_error_is_sent_as_an_error_and_a_query_evaluation_sends_nothing() 
     // One connection: one worker, one outbox, requests queued in this order.
     let mut client = rig.nexus.client();
     let mut send = |tag: &str, system: Option<&str>, status: u16| {
-        let response =
-            client.request(&messages_request(tagged_body(tag, false, system, "please")));
+        let response = client.request(&messages_request(tagged_body(tag, false, system, "please")));
         assert_eq!(response.status, status, "{}", response.text());
         id_of(&response)
     };

@@ -23,13 +23,7 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 /// exposition) when the request fails or the series is missing.
 pub fn read(addr: SocketAddr, series: &str) -> f64 {
     let response = Client::connect(addr).request(&Request::get("/metrics"));
-    assert_eq!(
-        response.status,
-        200,
-        "GET /metrics: {}",
-        response.text()
-    );
+    assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
     let text = response.text();
     value(&text, series).unwrap_or_else(|| panic!("no `{series}` sample in /metrics:\n{text}"))
 }
-

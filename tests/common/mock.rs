@@ -670,7 +670,8 @@ fn wait_for_request(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
                         | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => return Waited::Gone,

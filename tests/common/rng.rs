@@ -61,4 +61,3 @@ pub fn test_seed(test: &str) -> u64 {
     eprintln!("{test}: seed {seed} (replay with {SEED_VAR}={seed})");
     seed
 }
-
