@@ -75,7 +75,8 @@ fn a_silent_listener_times_out_within_about_2s() {
     let port = listener.local_addr().unwrap().port().to_string();
     let (out, took) = check(&["-p", &port], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // About 2 s by design; the rest is room for a loaded machine.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(
         took >= Duration::from_millis(1900),
         "gave up early: {took:?}"

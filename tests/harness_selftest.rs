@@ -1,10 +1,10 @@
-//! Checks the test harness itself, without nexus: client ↔ mock over plain TCP and TLS,
-//! body framings, the SSE gate, idle close, and the small parsers.
+//! Checks the test harness itself: client ↔ mock over plain TCP and TLS, body framings,
+//! the SSE gate, idle close, the small parsers, and (the one test that starts nexus) that
+//! the no-upstream-contact check does catch a contact.
 
 mod common;
 
 use std::io::ErrorKind;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::http::{self, Framing, Headers};
@@ -13,10 +13,6 @@ use common::process::ChildGuard;
 use common::sse::split_events;
 use common::tls::{client_config_from_pem, read_pem_certs, TlsSetup};
 use common::{Client, Gate, MockReply, MockUpstream, Request, SseReader};
-
-fn is_timeout(kind: ErrorKind) -> bool {
-    matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
 
 #[test]
 fn mock_records_requests_and_replies_with_headers_in_order_on_one_connection() {
@@ -133,14 +129,9 @@ fn sse_gate_holds_each_event_until_the_test_opens_it() {
     let first = sse.next_event().unwrap().unwrap();
     assert_eq!((first.name(), first.data().as_str()), (Some("a"), "1"));
     drop(sse);
-    client.set_read_timeout(Duration::from_millis(300));
-    let mut sse = SseReader::new(client_body(&mut client, &head));
-    let held = sse
-        .next_event()
-        .expect_err("event b must wait for the gate");
-    assert!(is_timeout(held.kind()), "{held:?}");
-    drop(sse);
-    client.set_read_timeout(common::IO_TIMEOUT);
+    // The mock is parked at the gate: had it written event b first, b would be here now.
+    gate.wait_until_held();
+    assert!(!client.response_ready(), "event b must wait for the gate");
     let mut sse = SseReader::new(client_body(&mut client, &head));
     gate.open_one();
     assert_eq!(sse.next_event().unwrap().unwrap().data(), "{\"x\":2}");
@@ -207,15 +198,53 @@ fn idle_close_ends_a_quiet_connection_and_default_keeps_it() {
     let mut b = Client::connect(keeping.addr());
     assert_eq!(a.request(&Request::get("/")).status, 200);
     assert_eq!(b.request(&Request::get("/")).status, 200);
-    thread::sleep(Duration::from_millis(1500));
+    let idle_since = Instant::now();
     assert!(
         a.closed_by_peer(),
-        "idle_close(1s) must close after 1.5 s idle"
+        "idle_close(1s) must close the connection"
     );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed after only {:?} idle",
+        idle_since.elapsed()
+    );
+    closing.wait_for_idle_closes(1);
+    // b has been idle at least as long as a was when it was closed.
     assert_eq!(
         b.request(&Request::get("/")).status,
         200,
         "without idle_close the connection stays usable"
+    );
+    assert_eq!(keeping.idle_closes(), 0);
+}
+
+#[test]
+fn random_idle_close_closes_after_each_reply_within_its_bound() {
+    let seed = common::rng::test_seed("random_idle_close");
+    let mock = MockUpstream::builder()
+        .idle_close_random(Duration::from_millis(300), seed)
+        .start(|_| MockReply::new(200));
+    for n in 1..=3 {
+        let mut client = Client::connect(mock.addr());
+        assert_eq!(client.request(&Request::get("/")).status, 200);
+        let idle_since = Instant::now();
+        assert!(client.closed_by_peer(), "connection {n} was kept open");
+        mock.wait_for_idle_closes(n);
+        // The bound is 300 ms; the rest is room for a loaded machine.
+        assert!(
+            idle_since.elapsed() < Duration::from_secs(5),
+            "connection {n} closed after {:?}",
+            idle_since.elapsed()
+        );
+    }
+    // Draws are a function of (seed, connection, idle period), whatever the thread order.
+    assert_eq!(
+        common::rng::hash3(seed, 1, 2),
+        common::rng::hash3(seed, 1, 2)
+    );
+    assert_ne!(
+        common::rng::hash3(seed, 1, 2),
+        common::rng::hash3(seed, 2, 1)
     );
 }
 
@@ -236,12 +265,10 @@ fn delay_never_and_raw_replies() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     let mut waiting = Client::connect(mock.addr());
-    waiting.set_read_timeout(Duration::from_millis(300));
-    let error = waiting
-        .try_request(&Request::get("/never"))
-        .expect_err("no reply expected");
-    assert!(is_timeout(error.kind()), "{error:?}");
-    assert!(!waiting.response_ready());
+    waiting.send(&Request::get("/never")).unwrap();
+    // Parked in the never-reply: anything it had written would be readable by now.
+    mock.wait_for_holding(1);
+    assert!(!waiting.response_ready(), "a never-reply answered");
 
     let error = Client::connect(mock.addr())
         .try_request(&Request::get("/raw"))
@@ -296,6 +323,36 @@ fn parsers_and_helpers() {
         wire,
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 40000000\r\n\r\n"
     );
+}
+
+#[test]
+fn metrics_values_and_the_seeded_generator() {
+    let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 3\na_total_x 9\n\
+                b{sink=\"slack\"} 2\nb{sink=\"telemetry\"} 5\n";
+    assert_eq!(common::metrics::value(text, "a_total"), Some(3.0));
+    assert_eq!(
+        common::metrics::value(text, "b{sink=\"telemetry\"}"),
+        Some(5.0)
+    );
+    assert_eq!(common::metrics::value(text, "b"), None);
+    assert_eq!(common::metrics::value(text, "a"), None);
+
+    let draws = |seed| {
+        let mut rng = common::rng::Rng::new(seed);
+        (0..5).map(|_| rng.up_to(300)).collect::<Vec<_>>()
+    };
+    assert_eq!(draws(7), draws(7));
+    assert_ne!(draws(7), draws(8));
+    assert!(draws(7).iter().all(|&d| d <= 300));
+}
+
+#[test]
+#[should_panic(expected = "nexus opened 1 and reused 0 upstream connections")]
+fn the_no_contact_check_catches_a_forwarded_request() {
+    let rig = common::Rig::plain(|_| MockReply::json(200, "{}"));
+    let response = rig.nexus.request(&common::messages_request("{}"));
+    assert_eq!(response.status, 200);
+    common::assert_no_upstream_contact(&rig.mock);
 }
 
 #[test]

@@ -2,11 +2,16 @@
 //! messages use, and which requests send none. The many text cases are golden unit tests
 //! beside the formatter (src/notify/slack.rs, src/notify/tools.rs); these show the real
 //! payloads arrive.
+//!
+//! "Sends nothing" is checked by order, not by waiting: a worker delivers its Slack
+//! messages one at a time in the order they were queued (src/notify/outbox.rs), and a
+//! request's messages are queued before its connection reads the next request. So the
+//! request that must send nothing goes first on a connection, one that must send goes after
+//! it on the same connection, and once the second one's post has arrived the first one's
+//! would have arrived before it.
 
 mod common;
 mod notify_support;
-
-use std::time::Duration;
 
 use common::*;
 use notify_support::*;
@@ -92,8 +97,10 @@ fn a_domains_own_settings_beat_the_global_ones_and_enabled_false_sends_nothing()
             .credential("team.example.com", &team_file.to_string())
             .credential("quiet.example.com", &quiet_file.to_string())
     });
-    let send = |host: &str| {
-        let response = rig.nexus.request(
+    // One connection: one worker, one outbox, requests queued in this order.
+    let mut client = rig.nexus.client();
+    let mut send = |host: &str| {
+        let response = client.request(
             &Request::post("/v1/messages")
                 .host(host)
                 .header("anthropic-version", "2023-06-01")
@@ -113,9 +120,7 @@ fn a_domains_own_settings_beat_the_global_ones_and_enabled_false_sends_nothing()
     let team_id = send("team.example.com");
     let other_id = send("other.example.com");
 
-    let team_posts = posts_by_id(&team, 1);
-    let global_posts = posts_by_id(&global, 1);
-    let to_team = &team_posts[&team_id];
+    let to_team = &post_for(&team, &team_id);
     assert_eq!(to_team["channel"], "#team");
     assert_eq!(to_team["username"], "Team Monitor");
     assert_eq!(to_team["icon_emoji"], ":lock:");
@@ -123,7 +128,7 @@ fn a_domains_own_settings_beat_the_global_ones_and_enabled_false_sends_nothing()
         slack_text(to_team),
         "👤 User: hello from team.example.com\n\n🤖 Claude: Nexus relayed this reply intact: ünïcödé ✓."
     );
-    let to_global = &global_posts[&other_id];
+    let to_global = &post_for(&global, &other_id);
     assert_eq!(to_global["channel"], "#global");
     assert_eq!(
         to_global["username"], "Claude Nexus Proxy",
@@ -134,8 +139,7 @@ fn a_domains_own_settings_beat_the_global_ones_and_enabled_false_sends_nothing()
         "the seed's default"
     );
 
-    // Anything the quiet domain sent would have arrived by now.
-    std::thread::sleep(Duration::from_millis(800));
+    // The quiet request was queued first; both later posts are in, so its would be too.
     assert_eq!(team.requests().len(), 1);
     assert_eq!(global.requests().len(), 1);
     for post in team.requests().iter().chain(global.requests().iter()) {
@@ -144,6 +148,11 @@ fn a_domains_own_settings_beat_the_global_ones_and_enabled_false_sends_nothing()
             "enabled:false sent {post:?}"
         );
     }
+    assert_eq!(
+        dropped(&rig.nexus, "slack"),
+        0,
+        "a dropped event would make the order prove nothing"
+    );
 }
 
 #[test]
@@ -152,10 +161,10 @@ fn an_upstream_error_is_sent_as_an_error_and_a_query_evaluation_sends_nothing() 
     let rig = Rig::start(Upstream::Plain, upstream_reply, |n| {
         n.env("SLACK_WEBHOOK_URL", hook_url(&slack, "/services/X"))
     });
-    let send = |tag: &str, system: Option<&str>, status: u16| {
-        let response = rig
-            .nexus
-            .request(&messages_request(tagged_body(tag, false, system, "please")));
+    // One connection: one worker, one outbox, requests queued in this order.
+    let mut client = rig.nexus.client();
+    let mut send = |tag: &str, system: Option<&str>, status: u16| {
+        let response = client.request(&messages_request(tagged_body(tag, false, system, "please")));
         assert_eq!(response.status, status, "{}", response.text());
         id_of(&response)
     };
@@ -163,16 +172,16 @@ fn an_upstream_error_is_sent_as_an_error_and_a_query_evaluation_sends_nothing() 
     let evaluation_id = send("json", Some("Answer yes or no."), 200);
     let error_id = send("limit", None, 429);
 
-    let posts = posts_by_id(&slack, 1);
     assert_eq!(
-        slack_text(&posts[&error_id]),
+        slack_text(&post_for(&slack, &error_id)),
         "👤 User: please\n\n❌ Error: rate_limit_error (HTTP 429)"
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // The evaluation was queued before the error, whose post is in: its own would be too.
     assert_eq!(
         slack.requests().len(),
         1,
         "the query evaluation {evaluation_id} must send nothing: {:?}",
         slack.requests()
     );
+    assert_eq!(dropped(&rig.nexus, "slack"), 0);
 }

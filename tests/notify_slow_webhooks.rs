@@ -1,6 +1,6 @@
-//! A telemetry endpoint and a Slack webhook that take 5 s to answer, or never answer: no
+//! A telemetry endpoint and a Slack webhook that take 9 s to answer, or never answer: no
 //! request waits for them. A proxy that awaited either before finishing a response would
-//! take 5 s (or forever) per request; nexus's stay in milliseconds, its small outbox fills
+//! take 9 s (or forever) per request; nexus's stay in milliseconds, its small outbox fills
 //! and the drops are counted in `/metrics`.
 
 mod common;
@@ -15,8 +15,12 @@ use notify_support::*;
 
 const CLIENTS: usize = 8;
 const REQUESTS_PER_CLIENT: usize = 25;
-/// Far under the webhooks' 5 s, with room for a slow shared machine and a debug build.
-const LATENCY_BOUND: Duration = Duration::from_millis(2500);
+/// How long the slow webhook takes: under nexus's 10 s bound on one delivery attempt, so
+/// its posts do succeed, late.
+const WEBHOOK_DELAY: Duration = Duration::from_secs(9);
+/// Well under [`WEBHOOK_DELAY`], and seconds of room for a loaded 2-core machine and a
+/// debug build (a request takes milliseconds).
+const LATENCY_BOUND: Duration = Duration::from_secs(6);
 
 fn requests_stay_fast_while_webhooks_stall(webhook_reply: MockReply) {
     let reply = webhook_reply.clone();
@@ -92,10 +96,8 @@ fn requests_stay_fast_while_webhooks_stall(webhook_reply: MockReply) {
 }
 
 #[test]
-fn webhooks_that_take_five_seconds_never_slow_a_request() {
-    requests_stay_fast_while_webhooks_stall(
-        MockReply::json(200, "ok").delay(Duration::from_secs(5)),
-    );
+fn webhooks_that_take_nine_seconds_never_slow_a_request() {
+    requests_stay_fast_while_webhooks_stall(MockReply::json(200, "ok").delay(WEBHOOK_DELAY));
 }
 
 #[test]

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::thread;
 use std::time::Duration;
 
 use common::*;
@@ -45,8 +44,8 @@ fn upstream_closing_idle_connections_causes_no_errors_and_no_duplicate_posts() {
 
     for (i, body) in bodies.iter().enumerate() {
         if i > 0 {
-            // Long enough for the mock to have closed the pooled connection.
-            thread::sleep(Duration::from_millis(1500));
+            // The pooled connection is closed by now: the mock says so after closing it.
+            rig.mock.wait_for_idle_closes(i);
         }
         let response = client.request(&messages_request(body.as_str()));
         assert_eq!(

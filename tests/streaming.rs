@@ -31,20 +31,42 @@ fn events_are_forwarded_whole_and_a_partial_event_waits_for_its_end() {
         .send(&messages_request(stream_request_body()))
         .unwrap();
     let head = client.read_head().expect("response head");
-    // Short enough to keep the test quick, long enough for a loaded machine to deliver
-    // the complete first event.
-    client.set_read_timeout(std::time::Duration::from_secs(2));
+    assert!(
+        head.headers.is_chunked(),
+        "an SSE stream is relayed chunked: {:?}",
+        head.headers
+    );
     let mut body = client.body_stream("POST", &head).unwrap();
 
-    let early = body
-        .read_at_least(first_event.len())
-        .unwrap_or_else(|e| panic!("the complete first event did not come through nexus ({e})"));
+    // Read wire chunk by wire chunk. Checked by boundaries, not by waiting for silence: a
+    // partial event sent on its own would show as a chunk that does not end an event,
+    // whenever it arrived.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut early = Vec::new();
+    while early.len() < first_event.len() {
+        let chunk = body
+            .next_bytes()
+            .expect("the complete first event did not come through nexus")
+            .expect("the stream ended before its first event");
+        early.extend_from_slice(&chunk);
+        chunks.push(chunk);
+    }
     assert_eq!(String::from_utf8_lossy(&early), first_event);
-    let held = body.read_at_least(1);
-    assert!(held.is_err(), "half an event was forwarded: {held:?}");
+    gate.wait_until_held();
     gate.open_one();
-    let rest = body.read_to_end().expect("rest of the stream");
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next_bytes().expect("rest of the stream") {
+        rest.extend_from_slice(&chunk);
+        chunks.push(chunk);
+    }
     assert_eq!(String::from_utf8_lossy(&rest), format!("{partial}{second}"));
+    for chunk in &chunks {
+        assert!(
+            chunk.ends_with(b"\n\n"),
+            "a chunk ends inside an event (half an event was forwarded): {:?}",
+            String::from_utf8_lossy(chunk)
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! Checks shared by several test files.
 
-use std::thread;
-use std::time::Duration;
-
 use super::client::Response;
 use super::http::Headers;
+use super::metrics;
 use super::mock::MockUpstream;
 
 /// Response headers a proxy legitimately owns: framing, connection management, its own id
@@ -77,14 +75,30 @@ pub fn assert_same_end_to_end_headers(sent: &Headers, received: &Headers) {
     );
 }
 
-/// Asserts nexus never connected to the mock. Waits briefly first, so a connection the
-/// kernel already completed has been accepted and counted.
+/// Asserts nexus never connected to the mock, asking the nexus in front of it (recorded by
+/// [`super::Rig`]): call it after the client has read nexus's answers. Nexus counts an
+/// upstream connection (`nexus_upstream_connections_opened_total`, attempts included) before
+/// it writes a byte upstream, so a request it forwarded or tried to forward was counted
+/// before its answer left nexus; no waiting is needed, and none would prove anything.
 pub fn assert_no_upstream_contact(mock: &MockUpstream) {
-    thread::sleep(Duration::from_millis(300));
+    let nexus = mock.fronted_by().expect(
+        "assert_no_upstream_contact needs the nexus in front of this mock: start both with Rig",
+    );
+    let opened = metrics::read(nexus, "nexus_upstream_connections_opened_total");
+    let reused = metrics::read(nexus, "nexus_upstream_connections_reused_total");
+    assert_eq!(
+        (opened, reused),
+        (0.0, 0.0),
+        "nexus opened {opened} and reused {reused} upstream connections; the mock accepted {} \
+         and recorded: {:#?}",
+        mock.connections(),
+        mock.requests()
+    );
+    // The mock's own count can only lag nexus's, never lead it: a second witness.
     assert_eq!(
         mock.connections(),
         0,
-        "nexus connected upstream; requests: {:#?}",
+        "the mock accepted a connection nexus did not count; requests: {:#?}",
         mock.requests()
     );
 }

@@ -5,11 +5,12 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::http::{self, encode_chunk, Framing, Headers, LAST_CHUNK};
+use super::rng;
 use super::IO_TIMEOUT;
 
 /// How often blocked mock threads look at the shutdown flag and idle clocks.
@@ -53,7 +54,15 @@ impl Recorded {
 /// A one-way turnstile the test opens to let a gated reply send its next piece.
 #[derive(Clone, Default)]
 pub struct Gate {
-    permits: Arc<(Mutex<usize>, Condvar)>,
+    state: Arc<(Mutex<GateState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Pieces the test has let through and the mock has not yet taken.
+    permits: usize,
+    /// Writers parked at the gate now, waiting for a permit.
+    waiting: usize,
 }
 
 impl Gate {
@@ -64,23 +73,43 @@ impl Gate {
 
     /// Lets exactly one more piece through.
     pub fn open_one(&self) {
-        let (lock, cond) = &*self.permits;
-        *lock.lock().unwrap() += 1;
+        let (lock, cond) = &*self.state;
+        lock.lock().unwrap().permits += 1;
         cond.notify_all();
+    }
+
+    /// Waits (up to [`IO_TIMEOUT`]) until a writer is parked at the gate: every piece before
+    /// the gated one has been written by then, and the gated one has not. Panics on timeout.
+    pub fn wait_until_held(&self) {
+        let (lock, cond) = &*self.state;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut state = lock.lock().unwrap();
+        while state.waiting == 0 {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no reply reached the gate within {IO_TIMEOUT:?}"
+            );
+            state = cond.wait_timeout(state, deadline - now).unwrap().0;
+        }
     }
 
     /// Waits for a permit and takes it; false on timeout or when `stop` becomes true.
     fn pass(&self, limit: Duration, stop: &AtomicBool) -> bool {
-        let (lock, cond) = &*self.permits;
+        let (lock, cond) = &*self.state;
         let deadline = Instant::now() + limit;
-        let mut permits = lock.lock().unwrap();
-        while *permits == 0 {
+        let mut state = lock.lock().unwrap();
+        state.waiting += 1;
+        cond.notify_all();
+        while state.permits == 0 {
             if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                state.waiting -= 1;
                 return false;
             }
-            permits = cond.wait_timeout(permits, TICK).unwrap().0;
+            state = cond.wait_timeout(state, TICK).unwrap().0;
         }
-        *permits -= 1;
+        state.waiting -= 1;
+        state.permits -= 1;
         true
     }
 }
@@ -236,11 +265,42 @@ impl MockReply {
 /// The request handler: decides the reply from the recorded request.
 pub type Handler = Arc<dyn Fn(&Recorded) -> MockReply + Send + Sync>;
 
+/// When the mock closes a keep-alive connection that waits for its next request.
+#[derive(Clone, Copy, Debug, Default)]
+enum IdleClose {
+    /// Never (until the peer closes or the mock stops).
+    #[default]
+    Never,
+    /// Once it has waited this long, before its first request too.
+    After(Duration),
+    /// After each reply, once it has waited a random time in `0..=max` drawn afresh for
+    /// every idle period from `(seed, connection, replies so far)`. A fresh connection waits
+    /// for its first request as long as it takes: a real server closes idle keep-alive
+    /// connections, not ones just opened.
+    Random { max: Duration, seed: u64 },
+}
+
+impl IdleClose {
+    /// How long the connection may wait for its next request; `None` = no limit.
+    fn limit(self, conn: usize, replies: usize) -> Option<Duration> {
+        match self {
+            IdleClose::Never => None,
+            IdleClose::After(after) => Some(after),
+            IdleClose::Random { .. } if replies == 0 => None,
+            IdleClose::Random { max, seed } => {
+                let millis = max.as_millis() as u64;
+                let draw = rng::hash3(seed, conn as u64, replies as u64) % (millis + 1);
+                Some(Duration::from_millis(draw))
+            }
+        }
+    }
+}
+
 /// Options for a mock upstream.
 #[derive(Default)]
 pub struct MockBuilder {
     tls: Option<Arc<rustls::ServerConfig>>,
-    idle_close: Option<Duration>,
+    idle_close: IdleClose,
 }
 
 impl MockBuilder {
@@ -252,7 +312,14 @@ impl MockBuilder {
 
     /// Close a keep-alive connection once it has waited this long for its next request.
     pub fn idle_close(mut self, after: Duration) -> MockBuilder {
-        self.idle_close = Some(after);
+        self.idle_close = IdleClose::After(after);
+        self
+    }
+
+    /// Close a keep-alive connection after each reply once it has been idle for a random
+    /// time in `0..=max`, a new draw per idle period, reproducible from `seed`.
+    pub fn idle_close_random(mut self, max: Duration, seed: u64) -> MockBuilder {
+        self.idle_close = IdleClose::Random { max, seed };
         self
     }
 
@@ -270,6 +337,9 @@ impl MockBuilder {
             requests: Mutex::new(Vec::new()),
             recorded: Condvar::new(),
             connections: AtomicUsize::new(0),
+            idle_closes: AtomicUsize::new(0),
+            holding: AtomicUsize::new(0),
+            fronted_by: OnceLock::new(),
             stop: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
@@ -296,10 +366,16 @@ pub struct MockUpstream {
 struct Shared {
     handler: Handler,
     tls: Option<Arc<rustls::ServerConfig>>,
-    idle_close: Option<Duration>,
+    idle_close: IdleClose,
     requests: Mutex<Vec<Recorded>>,
     recorded: Condvar,
     connections: AtomicUsize,
+    /// Connections the mock closed because they sat idle past `idle_close`.
+    idle_closes: AtomicUsize,
+    /// Connections parked in a [`ReplyBody::Never`] reply now.
+    holding: AtomicUsize,
+    /// The nexus in front of this mock, whose `/metrics` tell whether it ever connected.
+    fronted_by: OnceLock<SocketAddr>,
     stop: AtomicBool,
     /// A handle on every accepted socket, to unblock its thread at shutdown.
     open: Mutex<Vec<TcpStream>>,
@@ -350,6 +426,55 @@ impl MockUpstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections the mock has closed (fully: shut down both ways) because they sat idle.
+    pub fn idle_closes(&self) -> usize {
+        self.shared.idle_closes.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the mock has closed at least `n` idle connections; panics after
+    /// [`IO_TIMEOUT`].
+    pub fn wait_for_idle_closes(&self, n: usize) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.idle_closes() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the mock closed {} idle connections, expected {n} within {IO_TIMEOUT:?}",
+                self.idle_closes()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Connections parked in a [`MockReply::never`] reply now (read, never answered).
+    pub fn holding(&self) -> usize {
+        self.shared.holding.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections are parked in a never-answered reply; panics
+    /// after [`IO_TIMEOUT`].
+    pub fn wait_for_holding(&self, n: usize) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.holding() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections held, expected {n} within {IO_TIMEOUT:?}",
+                self.holding()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Records which nexus forwards to this mock (done by [`super::Rig`]), so checks like
+    /// [`super::assert_no_upstream_contact`] can ask that nexus what it did.
+    pub fn set_fronted_by(&self, nexus: SocketAddr) {
+        let _ = self.shared.fronted_by.set(nexus);
+    }
+
+    /// The nexus in front of this mock, if one was recorded.
+    pub fn fronted_by(&self) -> Option<SocketAddr> {
+        self.shared.fronted_by.get().copied()
     }
 
     /// Waits until at least `n` requests are recorded and returns them all; panics after
@@ -481,48 +606,75 @@ fn serve_connection(tcp: TcpStream, index: usize, shared: &Shared) {
         None => Conn::Plain(tcp),
     };
     let mut reader = BufReader::new(stream);
-    while wait_for_request(&mut reader, &control, shared) {
+    let mut replies = 0;
+    let idle = loop {
+        match wait_for_request(&mut reader, &control, shared, index, replies) {
+            Waited::Request => {}
+            Waited::Idle => break true,
+            Waited::Gone => break false,
+        }
         let _ = control.set_read_timeout(Some(IO_TIMEOUT));
         let Ok(Some(request)) = read_request(&mut reader, index) else {
-            break;
+            break false;
         };
         let request = record(shared, request);
         let reply = panic::catch_unwind(AssertUnwindSafe(|| (shared.handler)(&request)))
             .unwrap_or_else(|_| MockReply::json(500, r#"{"mock":"handler panicked"}"#).close());
         match write_reply(reader.get_mut(), reply, shared) {
-            Ok(true) => continue,
-            _ => break,
+            Ok(true) => replies += 1,
+            _ => break false,
         }
-    }
+    };
     reader.get_mut().close();
+    if idle {
+        // Counted after the close, so a test that saw the count sees a closed socket.
+        shared.idle_closes.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
-/// Waits for the first byte of the next request. False when the peer closed, the mock is
-/// stopping, or the connection sat idle past `idle_close`.
-fn wait_for_request(reader: &mut BufReader<Conn>, control: &TcpStream, shared: &Shared) -> bool {
-    let _ = control.set_read_timeout(Some(TICK));
+/// How waiting for the next request ended.
+enum Waited {
+    /// Its first byte is here.
+    Request,
+    /// The connection sat idle past its limit: the mock closes it.
+    Idle,
+    /// The peer closed, the connection failed, or the mock is stopping.
+    Gone,
+}
+
+/// Waits for the first byte of the next request on connection `conn`, which has sent
+/// `replies` replies so far.
+fn wait_for_request(
+    reader: &mut BufReader<Conn>,
+    control: &TcpStream,
+    shared: &Shared,
+    conn: usize,
+    replies: usize,
+) -> Waited {
+    let limit = shared.idle_close.limit(conn, replies);
     let idle_since = Instant::now();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
-            return false;
+            return Waited::Gone;
         }
+        // Wake at the idle limit itself, not at the next tick after it.
+        let left = limit.map(|limit| limit.saturating_sub(idle_since.elapsed()));
+        if left == Some(Duration::ZERO) && reader.buffer().is_empty() {
+            return Waited::Idle;
+        }
+        let wait = left.map_or(TICK, |left| left.min(TICK));
+        let _ = control.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         match reader.fill_buf() {
-            Ok(buf) => return !buf.is_empty(),
+            Ok([]) => return Waited::Gone,
+            Ok(_) => return Waited::Request,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if shared
-                    .idle_close
-                    .is_some_and(|limit| idle_since.elapsed() >= limit)
-                {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Waited::Gone,
         }
     }
 }
@@ -602,7 +754,9 @@ fn write_reply(out: &mut Conn, reply: MockReply, shared: &Shared) -> io::Result<
     }
     match &reply.body {
         ReplyBody::Never => {
+            shared.holding.fetch_add(1, Ordering::SeqCst);
             while pause(TICK, &shared.stop) {}
+            shared.holding.fetch_sub(1, Ordering::SeqCst);
             return Ok(false);
         }
         ReplyBody::Raw(bytes) => {

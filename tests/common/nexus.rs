@@ -225,6 +225,12 @@ impl Nexus {
         self.client().request(request)
     }
 
+    /// The value of one `/metrics` series, e.g. `nexus_upstream_connections_opened_total`
+    /// or `nexus_notify_dropped_total{sink="slack"}`; panics when nexus does not expose it.
+    pub fn metric(&self, series: &str) -> f64 {
+        super::metrics::read(self.addr, series)
+    }
+
     /// Sends SIGKILL and waits for the process to be gone (no shutdown, no cleanup).
     pub fn kill(&mut self) {
         let _ = self.child.child_mut().kill();
@@ -245,13 +251,7 @@ impl Nexus {
 
     /// Resident memory of the nexus process now, in KiB.
     pub fn rss_kib(&mut self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        rss_kib_of(self.pid())
     }
 
     /// Panics if nexus has exited (e.g. crashed while handling a failure).
@@ -275,6 +275,17 @@ impl Drop for Nexus {
             );
         }
     }
+}
+
+/// Resident memory of process `pid` now, in KiB (0 once it is gone). For sampling from
+/// another thread while the test drives load.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The address in a line like `nexus 0.1.0 listening on 127.0.0.1:40123, 2 workers, …`.

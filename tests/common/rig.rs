@@ -42,8 +42,10 @@ impl Rig {
         if let Some(tls) = &tls {
             nexus = nexus.ca_file(tls.ca_file());
         }
+        let nexus = configure(nexus).start();
+        mock.set_fronted_by(nexus.addr());
         Rig {
-            nexus: configure(nexus).start(),
+            nexus,
             mock,
             _tls: tls,
         }
@@ -56,6 +58,7 @@ impl Rig {
             "Rig::around takes a plain mock; use Rig::start for TLS"
         );
         let nexus = configure(Nexus::builder().upstream(&mock.url())).start();
+        mock.set_fronted_by(nexus.addr());
         Rig {
             nexus,
             mock,

@@ -38,6 +38,17 @@ pub fn posts_by_id(sink: &MockUpstream, n: usize) -> HashMap<String, Value> {
         .collect()
 }
 
+/// Waits (up to 10 s) for the POST on `sink` that carries request id `id`, and returns
+/// its JSON body.
+pub fn post_for(sink: &MockUpstream, id: &str) -> Value {
+    wait_for(Duration::from_secs(10), &format!("a post for {id}"), || {
+        sink.requests()
+            .iter()
+            .map(Recorded::json)
+            .find(|body| request_id_of(body).as_deref() == Some(id))
+    })
+}
+
 /// The request id a telemetry event or Slack payload carries.
 pub fn request_id_of(body: &Value) -> Option<String> {
     if let Some(id) = body["requestId"].as_str() {
