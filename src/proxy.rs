@@ -208,12 +208,16 @@ async fn forward_metered(
     let is_messages = meter.record.is_messages;
     let config = &shared.config;
     let file_domain = domain.filter(|d| d.may_have_file).map(|d| d.name.as_str());
+    let client = credentials::ClientCredentials {
+        x_api_key: head.x_api_key.as_deref(),
+        authorization: head.authorization.as_deref(),
+    };
     // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
     let entry = credentials::ready_entry(
         &shared.credentials,
         &worker.credentials,
         file_domain,
-        head,
+        client,
         &config.client_api_keys,
     )
     .await
@@ -223,7 +227,7 @@ async fn forward_metered(
     }
     let auth = credentials::choose(
         entry.as_ref(),
-        head,
+        client,
         config.claude_api_key.as_deref(),
         &config.client_api_keys,
     )

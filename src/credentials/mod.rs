@@ -25,7 +25,6 @@ pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 pub use wait::ready_entry;
 
 use crate::config::Config;
-use crate::http::request::RequestHead;
 
 /// The beta flag the API requires alongside an OAuth access token.
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
@@ -58,6 +57,19 @@ impl fmt::Debug for UpstreamAuth<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+/// The credential headers a client sent: all of its request that credentials look at.
+///
+/// The caller fills it from whatever parsed the request, so this module never depends on
+/// how requests are parsed. Absent and empty headers are both `None` or `Some("")`; the
+/// rules below treat them alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCredentials<'a> {
+    /// The `x-api-key` header.
+    pub x_api_key: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
 }
 
 /// Why an OAuth credential must be renewed by hand.
@@ -136,27 +148,27 @@ impl fmt::Display for CredentialError {
 pub fn check_guard(
     file_keys: Option<&[String]>,
     global_keys: &[String],
-    head: &RequestHead,
+    client: ClientCredentials<'_>,
 ) -> Result<(), CredentialError> {
     let keys = file_keys.unwrap_or(global_keys);
-    if keys.is_empty() || client_keys::accepted(keys, head) {
+    if keys.is_empty() || client_keys::accepted(keys, client) {
         return Ok(());
     }
     Err(CredentialError::ClientKey {
-        presented: client_keys::any_presented(head),
+        presented: client_keys::any_presented(client),
     })
 }
 
 /// Applies the priority rule and the client key guard.
 pub fn choose<'a>(
     domain_entry: Option<&'a Entry>,
-    head: &'a RequestHead,
+    client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
     global_keys: &[String],
 ) -> Result<UpstreamAuth<'a>, CredentialError> {
     match domain_entry {
         Some(Ok(entry)) => {
-            check_guard(entry.file.client_keys.as_deref(), global_keys, head)?;
+            check_guard(entry.file.client_keys.as_deref(), global_keys, client)?;
             return Ok(match &entry.file.credential {
                 Credential::ApiKey { api_key } => UpstreamAuth::ApiKey(api_key),
                 Credential::OAuth(tokens) => UpstreamAuth::OAuthBearer(&tokens.access_token),
@@ -166,7 +178,7 @@ pub fn choose<'a>(
         None => {}
     }
     if !global_keys.is_empty() {
-        if client_keys::accepted(global_keys, head) {
+        if client_keys::accepted(global_keys, client) {
             // A client key opened the door; CLAUDE_API_KEY goes in its place.
             return default_key
                 .map(default_auth)
@@ -174,16 +186,16 @@ pub fn choose<'a>(
         }
         if default_key.is_some() {
             return Err(CredentialError::ClientKey {
-                presented: client_keys::any_presented(head),
+                presented: client_keys::any_presented(client),
             });
         }
         // Nothing of nexus's own to hand out: the client's own key goes through, as in
         // the seed.
     }
-    if let Some(key) = head.x_api_key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = client.x_api_key.filter(|k| !k.is_empty()) {
         return Ok(UpstreamAuth::ApiKey(key));
     }
-    if let Some(auth) = head.authorization.as_deref().filter(|a| !a.is_empty()) {
+    if let Some(auth) = client.authorization.filter(|a| !a.is_empty()) {
         return Ok(match bearer_token(auth) {
             // An API key sent as a bearer token: the API only takes keys as x-api-key.
             Some(token) if token.starts_with("sk-ant-api") => UpstreamAuth::ApiKey(token),
@@ -285,24 +297,15 @@ fn push(out: &mut Vec<u8>, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{BodyFraming, Method};
     use std::sync::Arc;
 
-    fn head(x_api_key: Option<&str>, authorization: Option<&str>) -> RequestHead {
-        RequestHead {
-            method: Method::Post,
-            target: "/v1/messages".into(),
-            path_len: "/v1/messages".len(),
-            http10: false,
-            keep_alive: true,
-            expect_continue: false,
-            framing: BodyFraming::None,
-            host: Some("a".into()),
-            x_api_key: x_api_key.map(Into::into),
-            authorization: authorization.map(Into::into),
-            anthropic_beta: None,
-            accept_encoding: None,
-            head_len: 0,
+    fn head<'a>(
+        x_api_key: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> ClientCredentials<'a> {
+        ClientCredentials {
+            x_api_key,
+            authorization,
         }
     }
 
@@ -324,32 +327,32 @@ mod tests {
         let file = file_entry("file", None);
         let h = head(Some("client"), Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(Some(&file), &h, Some("env"), &[]),
+            choose(Some(&file), h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("client"))
         );
         let h = head(None, Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("sk-ant-api03-bearer"))
         );
         let h = head(None, Some("Bearer sk-ant-oat01-token"));
         assert_eq!(
-            choose(None, &h, None, &[]),
+            choose(None, h, None, &[]),
             Ok(UpstreamAuth::OAuthBearer("sk-ant-oat01-token"))
         );
         let h = head(None, None);
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("env"))
         );
-        assert_eq!(choose(None, &h, None, &[]), Err(CredentialError::Missing));
+        assert_eq!(choose(None, h, None, &[]), Err(CredentialError::Missing));
         let broken: store::Entry = Err(Arc::from("bad field"));
         assert!(matches!(
-            choose(Some(&broken), &h, Some("env"), &[]),
+            choose(Some(&broken), h, Some("env"), &[]),
             Err(CredentialError::InvalidFile(_))
         ));
     }
@@ -367,47 +370,47 @@ mod tests {
 
         // A file's own list.
         assert_eq!(
-            choose(Some(&own), &team, None, &global),
+            choose(Some(&own), team, None, &global),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(Some(&own), &team_bearer, None, &[]),
+            choose(Some(&own), team_bearer, None, &[]),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(Some(&own), &global_key, None, &global),
+            choose(Some(&own), global_key, None, &global),
             Err(CredentialError::ClientKey { presented: true }),
             "a file's own list replaces CLIENT_API_KEYS"
         );
         assert_eq!(
-            choose(Some(&own), &missing, None, &[]),
+            choose(Some(&own), missing, None, &[]),
             Err(CredentialError::ClientKey { presented: false })
         );
         // CLIENT_API_KEYS for a file without a list, and for CLAUDE_API_KEY.
         assert_eq!(
-            choose(Some(&plain), &global_key, None, &global),
+            choose(Some(&plain), global_key, None, &global),
             Ok(UpstreamAuth::ApiKey("file"))
         );
-        assert!(choose(Some(&plain), &wrong, None, &global).is_err());
+        assert!(choose(Some(&plain), wrong, None, &global).is_err());
         assert_eq!(
-            choose(None, &global_key, Some("env"), &global),
+            choose(None, global_key, Some("env"), &global),
             Ok(UpstreamAuth::ApiKey("env"))
         );
         assert_eq!(
-            choose(None, &wrong, Some("env"), &global),
+            choose(None, wrong, Some("env"), &global),
             Err(CredentialError::ClientKey { presented: true })
         );
         assert_eq!(
-            choose(None, &missing, Some("env"), &global),
+            choose(None, missing, Some("env"), &global),
             Err(CredentialError::ClientKey { presented: false })
         );
         // Nothing of nexus's own to guard: the client's own key passes, a client key never.
         assert_eq!(
-            choose(None, &wrong, None, &global),
+            choose(None, wrong, None, &global),
             Ok(UpstreamAuth::ApiKey("nope"))
         );
         assert_eq!(
-            choose(None, &global_key, None, &global),
+            choose(None, global_key, None, &global),
             Err(CredentialError::Missing)
         );
     }

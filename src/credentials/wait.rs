@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use super::file::Credential;
 use super::store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 use super::token_client::now_ms;
-use super::{CredentialError, Renew};
-use crate::http::request::RequestHead;
+use super::{ClientCredentials, CredentialError, Renew};
 
 /// A token this close to expiry is not sent while a refresh can replace it.
 pub const EXPIRY_MARGIN_MS: u64 = 60 * 1000;
@@ -108,7 +107,7 @@ pub async fn ready_entry(
     store: &CredentialStore,
     view: &LocalView,
     domain: Option<&str>,
-    head: &RequestHead,
+    client: ClientCredentials<'_>,
     global_keys: &[String],
 ) -> Result<Option<Entry>, CredentialError> {
     let Some(domain) = domain else {
@@ -127,7 +126,7 @@ pub async fn ready_entry(
     let start = Start::of(found);
     match decide(found, &start, now_ms(), || store.is_refreshing(domain)) {
         Decision::Use => return Ok(Some(entry)),
-        _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, head)?,
+        _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, client)?,
     }
     let deadline = Instant::now() + store.refresh_wait_limit();
     let mut asked = false;
