@@ -12,6 +12,7 @@ pub mod file;
 pub mod mask;
 pub mod oauth;
 pub mod persist;
+pub mod refresh_board;
 pub mod store;
 pub mod token_client;
 pub mod wait;
@@ -21,6 +22,7 @@ use std::fmt;
 pub use domain::domain_from_host;
 pub use file::{Credential, CredentialFile};
 pub use mask::mask;
+pub use oauth::OAuthRefresher;
 pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 pub use wait::ready_entry;
 

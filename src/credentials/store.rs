@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::file::{parse_credential, Credential, CredentialFile};
-use super::oauth::Refresher;
+use super::oauth::OAuthRefresher;
+use super::refresh_board::RefreshBoard;
+use crate::config::Config;
 
 const SUFFIX: &str = ".credentials.json";
 /// A change takes effect within this (plus one scan), well inside the 2 s promise even on
@@ -78,7 +80,7 @@ pub struct CredentialStore {
     /// Held by whoever publishes (scanner, refresh jobs), so publishes never interleave.
     /// Holds what each file looked like when last loaded.
     writer: Mutex<HashMap<String, Stamp>>,
-    pub(super) refresher: Refresher,
+    refresh_board: RefreshBoard,
 }
 
 impl CredentialStore {
@@ -89,7 +91,7 @@ impl CredentialStore {
             generation: AtomicU64::new(0),
             snapshot: RwLock::new(Arc::new(HashMap::new())),
             writer: Mutex::new(HashMap::new()),
-            refresher: Refresher::default(),
+            refresh_board: RefreshBoard::default(),
         });
         store.scan(false);
         store
@@ -105,6 +107,16 @@ impl CredentialStore {
                 store.rescan();
             })
             .expect("spawn credential watcher");
+    }
+
+    /// Starts refreshing this store's OAuth credentials: [`OAuthRefresher::start`].
+    pub fn start_refresher(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+        OAuthRefresher::start(self, config)
+    }
+
+    /// Where requests and the OAuth refresher meet.
+    pub(super) fn refresh_board(&self) -> &RefreshBoard {
+        &self.refresh_board
     }
 
     /// Number of domains with a credential file (valid or not).

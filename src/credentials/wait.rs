@@ -124,11 +124,13 @@ pub async fn ready_entry(
         return Ok(Some(entry));
     }
     let start = Start::of(found);
-    match decide(found, &start, now_ms(), || store.is_refreshing(domain)) {
+    match decide(found, &start, now_ms(), || {
+        store.refresh_board().is_refreshing(domain)
+    }) {
         Decision::Use => return Ok(Some(entry)),
         _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, client)?,
     }
-    let deadline = Instant::now() + store.refresh_wait_limit();
+    let deadline = Instant::now() + store.refresh_board().wait_limit();
     let mut asked = false;
     loop {
         let entry = match store.lookup(view, domain) {
@@ -136,7 +138,9 @@ pub async fn ready_entry(
             other => return Ok(other), // deleted or broken meanwhile: the next rule decides
         };
         let now = now_ms();
-        match decide(&entry, &start, now, || store.is_refreshing(domain)) {
+        match decide(&entry, &start, now, || {
+            store.refresh_board().is_refreshing(domain)
+        }) {
             Decision::Use => return Ok(Some(Ok(entry))),
             Decision::Renew(why) => return Err(CredentialError::Renew(domain.into(), why)),
             Decision::RefreshFailed => return Err(CredentialError::RefreshFailed(domain.into())),
@@ -154,7 +158,7 @@ pub async fn ready_entry(
             };
         }
         if !asked {
-            store.demand_refresh();
+            store.refresh_board().demand();
             asked = true;
         }
         monoio::time::sleep(POLL).await;
