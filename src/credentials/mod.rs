@@ -7,6 +7,7 @@
 //! `CLIENT_API_KEYS`); a client key is checked and dropped, never forwarded.
 
 pub mod client_keys;
+pub mod counters;
 pub mod domain;
 pub mod file;
 pub mod mask;

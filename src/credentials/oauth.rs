@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::counters::COUNTERS;
 use super::file::{apply_tokens, parse_value, Credential, OAuthTokens};
 use super::mask::mask;
 use super::persist::{lock_path, write_atomically, FileLock};
-use super::store::{CredentialStore, RefreshState, Stamp};
+use super::store::{read_bounded, CredentialStore, RefreshState};
 use super::token_client::{now_ms, RefreshError, TokenEndpoint};
 use crate::config::Config;
 
@@ -72,6 +73,7 @@ impl OAuthRefresher {
     fn schedule_forever(self: Arc<Self>) {
         loop {
             self.start_due_jobs();
+            COUNTERS.checked_refreshes();
             self.store.refresh_board().wait_for_demand(TICK);
         }
     }
@@ -98,6 +100,7 @@ impl OAuthRefresher {
             if !board.claim(domain) {
                 continue;
             }
+            COUNTERS.started_refresh();
             let refresher = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("nexus-oauth-job".into())
@@ -143,22 +146,20 @@ impl OAuthRefresher {
         };
 
         // Under the lock, the file is the truth: another process may have refreshed it.
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(_) => return, // deleted meanwhile: the scanner drops it
+        let Ok(text) = read_bounded(&path) else {
+            return; // deleted meanwhile: the scanner drops it
         };
-        let stamp = Stamp::of(&path);
-        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
             return; // broken meanwhile: the scanner reports it
         };
         let Ok(file) = parse_value(&doc) else { return };
         let Credential::OAuth(tokens) = &file.credential else {
-            store.publish_file(domain, file, stamp);
+            store.publish_file(domain, file, text);
             return;
         };
         if !due(tokens, now_ms()) {
             log::info!("credentials: {domain}: token already refreshed (by another process)");
-            store.publish_file(domain, file, stamp);
+            store.publish_file(domain, file, text);
             return;
         }
         let Some(refresh_token) = tokens.refresh_token.clone() else {
@@ -167,7 +168,7 @@ impl OAuthRefresher {
         // The file may hold other tokens than the snapshot (changed by hand or by another
         // process); publish them first so the outcome below is recorded against them.
         if !matches!(store.current().get(domain), Some(Ok(entry)) if entry.file == file) {
-            store.publish_file(domain, file.clone(), stamp);
+            store.publish_file(domain, file.clone(), text.clone());
         }
         let started = Instant::now();
         log::debug!(
@@ -180,7 +181,7 @@ impl OAuthRefresher {
                     log::error!("credentials: {domain}: cannot update the file: {why}");
                     return;
                 }
-                if Stamp::of(&path) != stamp {
+                if read_bounded(&path).as_ref() != Ok(&text) {
                     // Replaced during the POST by something that does not take the lock (an
                     // operator renewing it): their file wins, ours would overwrite it.
                     log::warn!(
@@ -190,13 +191,13 @@ impl OAuthRefresher {
                     );
                     return;
                 }
-                let mut text = serde_json::to_vec_pretty(&doc).expect("JSON always serializes");
-                text.push(b'\n');
-                let written = write_atomically(&path, &text);
+                let mut new_text = serde_json::to_vec_pretty(&doc).expect("JSON always serializes");
+                new_text.push(b'\n');
+                let written = write_atomically(&path, &new_text);
                 let Ok(file) = parse_value(&doc) else { return };
                 let previous = store.current().get(domain).cloned();
                 match written {
-                    Ok(()) => store.publish_file(domain, file, Stamp::of(&path)),
+                    Ok(()) => store.publish_file(domain, file, new_text),
                     Err(e) => {
                         // The old refresh token may already be spent: keep the new one in
                         // memory so this process keeps working, and say so loudly.
@@ -206,7 +207,9 @@ impl OAuthRefresher {
                              renewed before nexus restarts",
                             path.display()
                         );
-                        store.publish_file(domain, file, None);
+                        // The old file is still on disk: the scanner keeps this entry
+                        // until the file really changes.
+                        store.publish_file(domain, file, text);
                     }
                 }
                 if let Some(Ok(previous)) = previous {

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::counters::COUNTERS;
 use super::file::Credential;
 use super::store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 use super::token_client::now_ms;
@@ -130,6 +131,7 @@ pub async fn ready_entry(
         Decision::Use => return Ok(Some(entry)),
         _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, client)?,
     }
+    let _waiting = COUNTERS.waiting();
     let deadline = Instant::now() + store.refresh_board().wait_limit();
     let mut asked = false;
     loop {
