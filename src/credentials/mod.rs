@@ -10,6 +10,7 @@ pub mod client_keys;
 pub mod counters;
 pub mod domain;
 pub mod file;
+pub mod header_token;
 pub mod mask;
 pub mod oauth;
 pub mod persist;
@@ -268,9 +269,11 @@ pub fn write_auth_headers(out: &mut Vec<u8>, auth: &UpstreamAuth<'_>, client_bet
             false
         }
         UpstreamAuth::OAuthBearer(token) => {
-            out.extend_from_slice(b"authorization: Bearer ");
-            out.extend_from_slice(token.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Every token nexus holds was checked when it came in (header_token); a
+            // client's own bearer token came out of a parsed head. Neither can hold CR or
+            // LF, but the head's framing does not rest on that alone.
+            let value = [b"Bearer ".as_slice(), token.as_bytes()];
+            push_parts(out, b"authorization", &value);
             true
         }
         UpstreamAuth::ClientAuthorization(value) => {
@@ -281,11 +284,8 @@ pub fn write_auth_headers(out: &mut Vec<u8>, auth: &UpstreamAuth<'_>, client_bet
     let client_beta = client_beta.map(str::trim).filter(|b| !b.is_empty());
     match (client_beta, oauth) {
         (Some(beta), true) if !beta.split(',').any(|f| f.trim() == OAUTH_BETA) => {
-            out.extend_from_slice(b"anthropic-beta: ");
-            out.extend_from_slice(beta.as_bytes());
-            out.extend_from_slice(b",");
-            out.extend_from_slice(OAUTH_BETA.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            let value = [beta.as_bytes(), b",", OAUTH_BETA.as_bytes()];
+            push_parts(out, b"anthropic-beta", &value);
         }
         (Some(beta), _) => push(out, "anthropic-beta", beta),
         (None, true) => push(out, "anthropic-beta", OAUTH_BETA),
@@ -295,6 +295,23 @@ pub fn write_auth_headers(out: &mut Vec<u8>, auth: &UpstreamAuth<'_>, client_bet
 
 fn push(out: &mut Vec<u8>, name: &str, value: &str) {
     crate::http::headers::push_header(out, name.as_bytes(), value.as_bytes());
+}
+
+/// `name: <parts concatenated>\r\n`, with CR, LF and NUL turned into spaces.
+fn push_parts(out: &mut Vec<u8>, name: &[u8], parts: &[&[u8]]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for part in parts.iter() {
+        if part.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            out.extend(part.iter().map(|&b| match b {
+                b'\r' | b'\n' | 0 => b' ',
+                b => b,
+            }));
+        } else {
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -465,5 +482,25 @@ mod tests {
         out.clear();
         write_auth_headers(&mut out, &UpstreamAuth::ApiKey("k"), None);
         assert_eq!(String::from_utf8_lossy(&out), "x-api-key: k\r\n");
+    }
+
+    #[test]
+    fn no_credential_value_can_add_a_header_line() {
+        for auth in [
+            UpstreamAuth::OAuthBearer("t\r\nx-injected: 1\0"),
+            UpstreamAuth::ApiKey("k\r\nx-injected: 1"),
+            UpstreamAuth::ClientAuthorization("Basic a\nx-injected: 1"),
+        ] {
+            let mut out = Vec::new();
+            write_auth_headers(&mut out, &auth, Some("b\r\nx-injected: 2"));
+            let text = String::from_utf8_lossy(&out);
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert_eq!(lines.len(), 3, "{text:?}");
+            assert!(
+                lines.iter().all(|l| !l.starts_with("x-injected")),
+                "{text:?}"
+            );
+            assert!(!text.contains('\0'), "{text:?}");
+        }
     }
 }

@@ -375,14 +375,14 @@ mod tests {
         assert_eq!(store.unguarded(false), 1);
         assert_eq!(store.unguarded(true), 0);
 
-        std::fs::write(&file, r#"{"type":"api_key","api_key":"two, longer"}"#).unwrap();
+        std::fs::write(&file, r#"{"type":"api_key","api_key":"two-longer"}"#).unwrap();
         store.rescan();
-        assert_eq!(key(&store), Some("two, longer".into()));
+        assert_eq!(key(&store), Some("two-longer".into()));
 
         // Half-written: the previous credential stays until the file settles.
         std::fs::write(&file, r#"{"type":"api_k"#).unwrap();
         store.rescan();
-        assert_eq!(key(&store), Some("two, longer".into()));
+        assert_eq!(key(&store), Some("two-longer".into()));
         age(&file);
         store.rescan();
         assert!(matches!(store.lookup(&view, "a.example.com"), Some(Err(_))));
