@@ -22,7 +22,7 @@ use crate::config::Config;
 
 const SUFFIX: &str = ".credentials.json";
 /// A change takes effect within this (plus one scan), well inside the 2 s promise even on
-/// a loaded machine; a scan is one `readdir` and one `stat` per file.
+/// a loaded machine; a scan is one `readdir` and one small read per file.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// A file that does not parse and changed less than this long ago is probably still being
 /// written (`echo > file`, an editor's save); it gets another scan before it counts.
@@ -200,6 +200,20 @@ impl CredentialStore {
                 seen.insert(domain.to_string(), bytes.unwrap_or_default());
                 continue;
             }
+            // Loaded before but unreadable now (the process is out of file descriptors
+            // under load, a permission change): keep what was loaded, as a stat-based
+            // scan would, rather than fail the domain's requests; look again next scan.
+            if let (Err(why @ Unreadable::Io(_)), Some(previous)) = (&bytes, current.get(domain)) {
+                log::debug!(
+                    "credentials: {}: {why}; keeping it as loaded",
+                    path.display()
+                );
+                next.insert(domain.to_string(), previous.clone());
+                if let Some(then) = loaded.remove(domain) {
+                    seen.insert(domain.to_string(), then);
+                }
+                continue;
+            }
             let settling = settle
                 && meta
                     .modified()
@@ -285,29 +299,48 @@ impl CredentialStore {
 #[derive(Default)]
 pub struct LocalView(RefCell<(u64, Option<Snapshot>)>);
 
-/// Reads a file of at most [`MAX_FILE_BYTES`]; the error says why it cannot be used.
-pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+/// Why a file's bytes could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// Reading failed; it may work next time.
+    Io(String),
+    /// Over [`MAX_FILE_BYTES`]: a verdict on the content.
+    TooLarge,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Io(e) => write!(f, "cannot read ({e})"),
+            Unreadable::TooLarge => write!(
+                f,
+                "larger than {} KiB: not a credential file",
+                MAX_FILE_BYTES / 1024
+            ),
+        }
+    }
+}
+
+/// Reads a file of at most [`MAX_FILE_BYTES`].
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, Unreadable> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read ({e})"))?;
+        .map_err(|e| Unreadable::Io(e.to_string()))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {} KiB: not a credential file",
-            MAX_FILE_BYTES / 1024
-        ));
+        return Err(Unreadable::TooLarge);
     }
     Ok(bytes)
 }
 
 /// Parses one file's bytes. `None` when they do not parse but may still be being written.
 fn load(
-    bytes: &Result<Vec<u8>, String>,
+    bytes: &Result<Vec<u8>, Unreadable>,
     path: &Path,
     domain: &str,
     settling: bool,
 ) -> Option<Entry> {
-    let parsed = bytes.clone().and_then(|bytes| {
+    let parsed = bytes.clone().map_err(|e| e.to_string()).and_then(|bytes| {
         let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
         parse_credential(&text)
     });
@@ -386,6 +419,19 @@ mod tests {
         age(&file);
         store.rescan();
         assert!(matches!(store.lookup(&view, "a.example.com"), Some(Err(_))));
+
+        // Too large to be a credential file: a verdict, not a read error to ride out.
+        std::fs::write(&file, r#"{"type":"api_key","api_key":"three"}"#).unwrap();
+        age(&file);
+        store.rescan();
+        assert_eq!(key(&store), Some("three".into()));
+        std::fs::write(&file, vec![b' '; MAX_FILE_BYTES as usize + 1]).unwrap();
+        age(&file);
+        store.rescan();
+        match store.lookup(&view, "a.example.com") {
+            Some(Err(why)) => assert!(why.contains("larger than"), "{why}"),
+            other => panic!("{other:?}"),
+        }
 
         std::fs::remove_file(&file).unwrap();
         store.rescan();
