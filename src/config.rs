@@ -137,16 +137,50 @@ struct Setting {
 
 impl Setting {
     fn invalid(&self, expected: &str) -> ConfigError {
-        let place = match &self.origin {
+        ConfigError(format!(
+            "invalid {} {:?} (from {}): expected {expected}",
+            self.name,
+            self.value,
+            self.place()
+        ))
+    }
+
+    /// Where the value came from, for messages.
+    fn place(&self) -> String {
+        match &self.origin {
             Origin::Flag(flag) => format!("command-line flag {flag}"),
             Origin::Env => format!("environment variable {}", self.name),
             Origin::File(path, line) => format!("env file {}:{line}", path.display()),
-        };
-        ConfigError(format!(
-            "invalid {} {:?} (from {place}): expected {expected}",
-            self.name, self.value
-        ))
+        }
     }
+}
+
+/// `CLAUDE_API_KEY`, trimmed; `None` when empty. It goes into upstream heads, so it must
+/// be visible ASCII only — the rule of `credentials::header_token`, restated here with
+/// std's `is_ascii_graphic` because credentials already depends on this module. The
+/// message never repeats the key.
+fn claude_api_key(setting: Option<Setting>) -> Result<Option<String>, ConfigError> {
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    let key = setting.value.trim();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if let Some(bad) = key.bytes().find(|b| !b.is_ascii_graphic()) {
+        let what = match bad {
+            b'\r' | b'\n' => "a line break (CR or LF)",
+            b' ' | b'\t' => "a space or tab",
+            0x80.. => "a non-ASCII character",
+            _ => "a control character",
+        };
+        return Err(ConfigError(format!(
+            "invalid CLAUDE_API_KEY (from {}): it contains {what}; an API key must be \
+             visible ASCII only",
+            setting.place()
+        )));
+    }
+    Ok(Some(key.to_string()))
 }
 
 /// Looks a name up in the CLI, then the real environment, then the env file.
@@ -322,7 +356,7 @@ impl Config {
             keepalive_timeout: secs("NEXUS_KEEPALIVE_SECS", 75, 1)?,
             client_write_timeout: secs("NEXUS_CLIENT_WRITE_TIMEOUT_SECS", 300, 1)?,
             max_connections: src.number("NEXUS_MAX_CONNECTIONS", None, 0usize, 0, 10_000_000)?,
-            claude_api_key: src.string("CLAUDE_API_KEY"),
+            claude_api_key: claude_api_key(src.get("CLAUDE_API_KEY", None))?,
             client_api_keys: src
                 .string("CLIENT_API_KEYS")
                 .map(|v| {
@@ -489,6 +523,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("UPSTREAM_CA_FILE"), "{err}");
+    }
+
+    #[test]
+    fn claude_api_key_must_be_visible_ascii_and_is_never_repeated() {
+        let dir = temp_dir("api-key");
+        let key = |value: &str| load(Cli::default(), &[("CLAUDE_API_KEY", value)], &dir);
+        assert_eq!(
+            key("  sk-ant-api03-ok\n")
+                .unwrap()
+                .claude_api_key
+                .as_deref(),
+            Some("sk-ant-api03-ok"),
+            "surrounding whitespace is trimmed"
+        );
+        assert_eq!(key("   ").unwrap().claude_api_key, None);
+        for (value, what) in [
+            ("sk-ant-api03-secret\r\nx-injected: 1", "line break"),
+            ("sk-ant-api03-secret\u{1}", "control character"),
+            ("sk-ant-api03 secret", "space"),
+            ("sk-ant-api03-sécret", "non-ASCII"),
+        ] {
+            let err = key(value).unwrap_err().to_string();
+            assert!(
+                err.contains("CLAUDE_API_KEY") && err.contains(what),
+                "{err}"
+            );
+            assert!(err.contains("environment variable"), "{err}");
+            assert!(!err.contains("secret") && !err.contains("cret"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::credentials::api_key_file;
+use common::credentials::{
+    api_key_file, metric, wait_for_runs, REFRESH_ATTEMPTS, REFRESH_CHECKS, SCANS,
+};
 use common::oauth::{now_ms, oauth_file_expiring, token_reply, TokenEndpoint};
 use common::*;
 
@@ -107,7 +107,14 @@ fn hostile_host_values_never_reach_a_file_and_fall_through_to_the_next_rule() {
             .any(|r| r.headers.mention(SENTINEL)),
         "a sentinel credential reached the upstream"
     );
-    std::thread::sleep(Duration::from_millis(1200)); // a scheduler tick, were it to look
+    // Whole passes of the scanner and of the refresh scheduler, were they to look.
+    wait_for_runs(&rig.nexus, SCANS, 2);
+    wait_for_runs(&rig.nexus, REFRESH_CHECKS, 2);
+    assert_eq!(
+        metric(&rig.nexus, REFRESH_ATTEMPTS),
+        0,
+        "a refresh was started"
+    );
     assert_eq!(
         endpoint.calls(),
         0,

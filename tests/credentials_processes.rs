@@ -7,6 +7,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::credentials::{
+    metric, wait_for_runs, REFRESH_ATTEMPTS, REFRESH_CHECKS, REFRESH_WAITING,
+};
 use common::oauth::*;
 use common::*;
 use serde_json::Value;
@@ -74,7 +77,14 @@ fn two_processes_sharing_a_directory_refresh_once_and_both_use_the_new_token() {
         })
         .collect();
     start.wait();
-    thread::sleep(Duration::from_millis(300)); // let the load arrive (widens the window)
+    // Every request has reached its nexus and waits there for the refresh.
+    wait_for(Duration::from_secs(30), "every request waiting", || {
+        let waiting: i64 = [&first, &second]
+            .iter()
+            .map(|n| metric(n, REFRESH_WAITING))
+            .sum();
+        (waiting == 2 * PER_PROCESS as i64).then_some(())
+    });
     release.open();
 
     let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
@@ -89,7 +99,17 @@ fn two_processes_sharing_a_directory_refresh_once_and_both_use_the_new_token() {
         assert_eq!(nexus.request(&request()).status, 200);
         assert_eq!(bearer_of(&upstream.requests().pop().unwrap()), NEW_ACCESS);
     }
-    thread::sleep(Duration::from_millis(1500)); // time for a second refresh, if one were due
+    // Whole scheduler passes in both processes, where a second refresh would start if one
+    // were due.
+    let attempts = [&first, &second].map(|n| metric(n, REFRESH_ATTEMPTS));
+    for nexus in [&first, &second] {
+        wait_for_runs(nexus, REFRESH_CHECKS, 2);
+    }
+    assert_eq!(
+        [&first, &second].map(|n| metric(n, REFRESH_ATTEMPTS)),
+        attempts,
+        "no refresh started after the new token"
+    );
     assert_eq!(
         endpoint.calls(),
         1,

@@ -9,6 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::credentials::{
+    metric, wait_for_runs, REFRESH_ATTEMPTS, REFRESH_CHECKS, REFRESH_WAITING,
+};
 use common::nexus::NexusBuilder;
 use common::oauth::*;
 use common::tls::TlsSetup;
@@ -85,8 +88,10 @@ fn expired_token_is_refreshed_once_for_200_concurrent_requests() {
         })
         .collect();
     start.wait();
-    // Give the crowd a moment to reach nexus and wait there (this only widens the window).
-    thread::sleep(Duration::from_millis(300));
+    // The whole crowd has reached nexus and waits there for the refresh.
+    wait_for(Duration::from_secs(60), "every request waiting", || {
+        (metric(&rig.nexus, REFRESH_WAITING) == CLIENTS as i64).then_some(())
+    });
     assert_eq!(
         rig.mock.requests().len(),
         0,
@@ -131,9 +136,15 @@ fn expired_token_is_refreshed_once_for_200_concurrent_requests() {
 
 #[test]
 fn a_token_near_expiry_is_refreshed_in_the_background_without_making_requests_wait() {
-    let endpoint = TokenEndpoint::start(|_, _| {
-        token_reply(NEW_ACCESS, Some(NEW_REFRESH), 3600).delay(Duration::from_millis(1500))
-    });
+    // The refresh is held at the endpoint until the test lets it go.
+    let release = Latch::new();
+    let endpoint = {
+        let release = release.clone();
+        TokenEndpoint::start(move |_, _| {
+            release.wait(Duration::from_secs(120));
+            token_reply(NEW_ACCESS, Some(NEW_REFRESH), 3600)
+        })
+    };
     // Four minutes left: inside the five-minute refresh-ahead window, far from expiry.
     let original = oauth_file_expiring(OLD_ACCESS, OLD_REFRESH, now_ms() + 4 * 60_000);
     let rig = Rig::start(
@@ -145,16 +156,24 @@ fn a_token_near_expiry_is_refreshed_in_the_background_without_making_requests_wa
         (endpoint.calls() == 1).then_some(())
     });
 
-    // The refresh is in flight for 1.5 s; a request meanwhile goes at once with the old token.
+    // While the refresh is held, a request goes with the old token: it is answered before
+    // the refresh ends. One that waited for the refresh would come back only after the
+    // wait limit (2 × NEXUS_OAUTH_TIMEOUT_SECS + 2 s = 62 s): far above the bound below.
     let since = Instant::now();
     let response = rig.nexus.request(&request());
     assert_eq!(response.status, 200);
     assert!(
-        since.elapsed() < Duration::from_millis(1000),
+        since.elapsed() < Duration::from_secs(20),
         "the request waited {:?} for a refresh it did not need",
         since.elapsed()
     );
     assert_eq!(bearer_of(&rig.mock.single_request()), OLD_ACCESS);
+    assert_eq!(
+        read_credential(&credential_path(&rig))["oauth"]["accessToken"],
+        OLD_ACCESS,
+        "the refresh is still held"
+    );
+    release.open();
 
     wait_for(Duration::from_secs(10), "the new token upstream", || {
         assert_eq!(rig.nexus.request(&request()).status, 200);
@@ -223,7 +242,7 @@ fn invalid_grant_serves_the_old_token_until_expiry_then_401_and_never_retries_un
             .to_string();
         invalid_grant_reply(&refresh)
     });
-    let expires_at = now_ms() + 3000;
+    let expires_at = now_ms() + 8000;
     let original = oauth_file_expiring(OLD_ACCESS, OLD_REFRESH, expires_at);
     let rig = Rig::start(
         Upstream::Plain,
@@ -236,7 +255,7 @@ fn invalid_grant_serves_the_old_token_until_expiry_then_401_and_never_retries_un
 
     // Still valid: requests succeed with the old token.
     let mut served = 0;
-    while now_ms() + 800 < expires_at {
+    while now_ms() + 2000 < expires_at {
         let response = rig.nexus.request(&request());
         assert_eq!(response.status, 200, "{}", response.text());
         served += 1;
@@ -261,11 +280,17 @@ fn invalid_grant_serves_the_old_token_until_expiry_then_401_and_never_retries_un
     assert_no_token_text(&response.text(), "the 401 body");
     let upstream_before = rig.mock.requests().len();
 
-    // More requests, and time for the scheduler to try again if it wrongly would.
+    // More requests, and whole scheduler passes where it would try again if it wrongly
+    // would (each waiting request also wakes it).
     for _ in 0..10 {
         assert_eq!(rig.nexus.request(&request()).status, 401);
     }
-    thread::sleep(Duration::from_millis(2500));
+    wait_for_runs(&rig.nexus, REFRESH_CHECKS, 3);
+    assert_eq!(
+        metric(&rig.nexus, REFRESH_ATTEMPTS),
+        1,
+        "exactly one refresh started after invalid_grant"
+    );
     assert_eq!(
         endpoint.calls(),
         1,
@@ -306,7 +331,7 @@ fn invalid_grant_serves_the_old_token_until_expiry_then_401_and_never_retries_un
 #[test]
 fn a_token_endpoint_that_times_out_serves_the_old_token_until_expiry_then_503() {
     let endpoint = TokenEndpoint::start(|_, _| MockReply::never());
-    let expires_at = now_ms() + 4000;
+    let expires_at = now_ms() + 8000;
     let original = oauth_file_expiring(OLD_ACCESS, OLD_REFRESH, expires_at);
     let rig = Rig::start(
         Upstream::Plain,
@@ -317,7 +342,7 @@ fn a_token_endpoint_that_times_out_serves_the_old_token_until_expiry_then_503() 
     // Still valid: requests succeed with the old token (the first may wait for the first
     // attempt to time out).
     let mut served = 0;
-    while now_ms() + 1200 < expires_at {
+    while now_ms() + 2500 < expires_at {
         let response = rig.nexus.request(&request());
         assert_eq!(response.status, 200, "{}", response.text());
         served += 1;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::credentials::api_key_file;
@@ -72,6 +73,60 @@ fn added_changed_and_deleted_files_take_effect_without_restart() {
     assert_eq!(response.status, 200);
     let last = rig.mock.requests().pop().unwrap();
     assert_eq!(last.headers.get_all("x-api-key"), [CLIENT_KEY]);
+}
+
+/// `stat`'s view of a file: what a reload that trusts it compares.
+fn stat_of(path: &std::path::Path) -> (u64, u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.ino(), meta.len(), meta.modified().unwrap())
+}
+
+#[test]
+fn a_same_size_rewrite_in_place_within_one_mtime_tick_is_used_within_2_s_three_times_in_a_row() {
+    let keys = [
+        "sk-ant-api03-same-size-rewrite-key-0",
+        "sk-ant-api03-same-size-rewrite-key-1",
+        "sk-ant-api03-same-size-rewrite-key-2",
+        "sk-ant-api03-same-size-rewrite-key-3",
+    ];
+    let rig = Rig::start(
+        Upstream::Plain,
+        |_| MockReply::json(200, "{}"),
+        |n| {
+            n.api_key(ENV_KEY)
+                .credential(DOMAIN, &api_key_file(keys[0]))
+        },
+    );
+    let file = rig
+        .nexus
+        .credentials_dir()
+        .join(format!("{DOMAIN}.credentials.json"));
+    time_until_key(&rig, keys[0]);
+
+    for key in &keys[1..] {
+        // nexus has read the previous version (its key went upstream). Rewrite the file in
+        // place (truncate + write: same inode, same length), then put its mtime back: that
+        // is what a filesystem whose clock ticks once a second shows for a second write
+        // within the same second, on any machine however slow. stat sees no change at all.
+        let before = stat_of(&file);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&file)
+            .unwrap();
+        out.write_all(api_key_file(key).as_bytes()).unwrap();
+        out.set_modified(before.2).unwrap();
+        drop(out);
+        assert_eq!(
+            stat_of(&file),
+            before,
+            "the rewrite must look unchanged to stat"
+        );
+
+        let took = time_until_key(&rig, key);
+        assert!(took <= RELOAD_LIMIT, "rewrite to {key} took {took:?}");
+    }
 }
 
 #[test]

@@ -4,25 +4,21 @@
 //! against every configured key, and it is never forwarded (the caller writes only the
 //! chosen credential upstream).
 
-use crate::http::request::RequestHead;
+use super::ClientCredentials;
 
 /// The keys the client presented: its `x-api-key` and its bearer token, when non-empty.
-pub fn presented(head: &RequestHead) -> [Option<&str>; 2] {
-    let x_api_key = head
-        .x_api_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let bearer = head.authorization.as_deref().and_then(super::bearer_token);
+pub fn presented(client: ClientCredentials<'_>) -> [Option<&str>; 2] {
+    let x_api_key = client.x_api_key.map(str::trim).filter(|k| !k.is_empty());
+    let bearer = client.authorization.and_then(super::bearer_token);
     [x_api_key, bearer]
 }
 
 /// Whether the request presented one of `keys`. Every presented value is compared with
 /// every key, without stopping at the first match, so timing says nothing about which
 /// key (or how much of one) matched.
-pub fn accepted(keys: &[String], head: &RequestHead) -> bool {
+pub fn accepted(keys: &[String], client: ClientCredentials<'_>) -> bool {
     let mut found = false;
-    for candidate in presented(head).into_iter().flatten() {
+    for candidate in presented(client).into_iter().flatten() {
         for key in keys {
             found |= constant_time_eq(key.as_bytes(), candidate.as_bytes());
         }
@@ -31,8 +27,8 @@ pub fn accepted(keys: &[String], head: &RequestHead) -> bool {
 }
 
 /// Whether the request presented anything that could be a key.
-pub fn any_presented(head: &RequestHead) -> bool {
-    presented(head).iter().any(Option::is_some)
+pub fn any_presented(client: ClientCredentials<'_>) -> bool {
+    presented(client).iter().any(Option::is_some)
 }
 
 /// Equality whose running time depends only on the lengths, not on where bytes differ.

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::header_token;
 use super::mask::mask;
 
 /// A domain's credential.
@@ -95,6 +96,7 @@ pub fn parse_value(json: &Value) -> Result<CredentialFile, String> {
         "api_key" => {
             let key =
                 non_empty_str(obj.get("api_key")).ok_or("missing string field \"api_key\"")?;
+            header_safe(&key, "api_key")?;
             Credential::ApiKey { api_key: key }
         }
         "oauth" => Credential::OAuth(parse_oauth(obj)?),
@@ -114,6 +116,7 @@ fn parse_oauth(obj: &Map<String, Value>) -> Result<OAuthTokens, String> {
         .ok_or("missing object field \"oauth\"")?;
     let access_token = non_empty_str(oauth.get("accessToken"))
         .ok_or("missing string field \"oauth.accessToken\"")?;
+    header_safe(&access_token, "oauth.accessToken")?;
     let expires_at = match oauth.get("expiresAt") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -172,6 +175,14 @@ fn parse_slack(value: Option<&Value>) -> Result<Option<SlackOverride>, String> {
         icon_emoji: text("icon_emoji")?,
         enabled,
     }))
+}
+
+/// A value nexus will write into the upstream head must pass [`header_token::check`]; the
+/// error names the field and the problem, never the value.
+fn header_safe(value: &str, field: &str) -> Result<(), String> {
+    header_token::check(value).map_err(|problem| {
+        format!("field \"{field}\" {problem}: a key or token must be visible ASCII only")
+    })
 }
 
 fn non_empty_str(value: Option<&Value>) -> Option<String> {
@@ -308,11 +319,24 @@ mod tests {
                 "slack.webhook_url",
             ),
             (r#"{"type":"password"}"#, "\"type\""),
+            (
+                r#"{"type":"oauth","oauth":{"accessToken":"sk-secret\r\nx-injected: 1"}}"#,
+                "\"oauth.accessToken\" contains a line break",
+            ),
+            (
+                r#"{"type":"api_key","api_key":"sk-secret\u0000"}"#,
+                "\"api_key\" contains a NUL byte",
+            ),
+            (
+                r#"{"type":"api_key","api_key":"sk-secret key"}"#,
+                "\"api_key\" contains a space",
+            ),
         ];
         for (text, field) in cases {
             let err = parse_credential(text).unwrap_err();
             assert!(err.contains(field), "{text}: {err}");
             assert!(!err.contains("sk-secret"), "{err}");
+            assert!(!err.contains("injected"), "{err}");
         }
     }
 

@@ -7,11 +7,14 @@
 //! `CLIENT_API_KEYS`); a client key is checked and dropped, never forwarded.
 
 pub mod client_keys;
+pub mod counters;
 pub mod domain;
 pub mod file;
+pub mod header_token;
 pub mod mask;
 pub mod oauth;
 pub mod persist;
+pub mod refresh_board;
 pub mod store;
 pub mod token_client;
 pub mod wait;
@@ -21,11 +24,11 @@ use std::fmt;
 pub use domain::domain_from_host;
 pub use file::{Credential, CredentialFile};
 pub use mask::mask;
+pub use oauth::OAuthRefresher;
 pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 pub use wait::ready_entry;
 
 use crate::config::Config;
-use crate::http::request::RequestHead;
 
 /// The beta flag the API requires alongside an OAuth access token.
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
@@ -58,6 +61,19 @@ impl fmt::Debug for UpstreamAuth<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+/// The credential headers a client sent: all of its request that credentials look at.
+///
+/// The caller fills it from whatever parsed the request, so this module never depends on
+/// how requests are parsed. Absent and empty headers are both `None` or `Some("")`; the
+/// rules below treat them alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCredentials<'a> {
+    /// The `x-api-key` header.
+    pub x_api_key: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
 }
 
 /// Why an OAuth credential must be renewed by hand.
@@ -136,27 +152,27 @@ impl fmt::Display for CredentialError {
 pub fn check_guard(
     file_keys: Option<&[String]>,
     global_keys: &[String],
-    head: &RequestHead,
+    client: ClientCredentials<'_>,
 ) -> Result<(), CredentialError> {
     let keys = file_keys.unwrap_or(global_keys);
-    if keys.is_empty() || client_keys::accepted(keys, head) {
+    if keys.is_empty() || client_keys::accepted(keys, client) {
         return Ok(());
     }
     Err(CredentialError::ClientKey {
-        presented: client_keys::any_presented(head),
+        presented: client_keys::any_presented(client),
     })
 }
 
 /// Applies the priority rule and the client key guard.
 pub fn choose<'a>(
     domain_entry: Option<&'a Entry>,
-    head: &'a RequestHead,
+    client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
     global_keys: &[String],
 ) -> Result<UpstreamAuth<'a>, CredentialError> {
     match domain_entry {
         Some(Ok(entry)) => {
-            check_guard(entry.file.client_keys.as_deref(), global_keys, head)?;
+            check_guard(entry.file.client_keys.as_deref(), global_keys, client)?;
             return Ok(match &entry.file.credential {
                 Credential::ApiKey { api_key } => UpstreamAuth::ApiKey(api_key),
                 Credential::OAuth(tokens) => UpstreamAuth::OAuthBearer(&tokens.access_token),
@@ -166,7 +182,7 @@ pub fn choose<'a>(
         None => {}
     }
     if !global_keys.is_empty() {
-        if client_keys::accepted(global_keys, head) {
+        if client_keys::accepted(global_keys, client) {
             // A client key opened the door; CLAUDE_API_KEY goes in its place.
             return default_key
                 .map(default_auth)
@@ -174,16 +190,16 @@ pub fn choose<'a>(
         }
         if default_key.is_some() {
             return Err(CredentialError::ClientKey {
-                presented: client_keys::any_presented(head),
+                presented: client_keys::any_presented(client),
             });
         }
         // Nothing of nexus's own to hand out: the client's own key goes through, as in
         // the seed.
     }
-    if let Some(key) = head.x_api_key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = client.x_api_key.filter(|k| !k.is_empty()) {
         return Ok(UpstreamAuth::ApiKey(key));
     }
-    if let Some(auth) = head.authorization.as_deref().filter(|a| !a.is_empty()) {
+    if let Some(auth) = client.authorization.filter(|a| !a.is_empty()) {
         return Ok(match bearer_token(auth) {
             // An API key sent as a bearer token: the API only takes keys as x-api-key.
             Some(token) if token.starts_with("sk-ant-api") => UpstreamAuth::ApiKey(token),
@@ -253,9 +269,11 @@ pub fn write_auth_headers(out: &mut Vec<u8>, auth: &UpstreamAuth<'_>, client_bet
             false
         }
         UpstreamAuth::OAuthBearer(token) => {
-            out.extend_from_slice(b"authorization: Bearer ");
-            out.extend_from_slice(token.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Every token nexus holds was checked when it came in (header_token); a
+            // client's own bearer token came out of a parsed head. Neither can hold CR or
+            // LF, but the head's framing does not rest on that alone.
+            let value = [b"Bearer ".as_slice(), token.as_bytes()];
+            push_parts(out, b"authorization", &value);
             true
         }
         UpstreamAuth::ClientAuthorization(value) => {
@@ -266,11 +284,8 @@ pub fn write_auth_headers(out: &mut Vec<u8>, auth: &UpstreamAuth<'_>, client_bet
     let client_beta = client_beta.map(str::trim).filter(|b| !b.is_empty());
     match (client_beta, oauth) {
         (Some(beta), true) if !beta.split(',').any(|f| f.trim() == OAUTH_BETA) => {
-            out.extend_from_slice(b"anthropic-beta: ");
-            out.extend_from_slice(beta.as_bytes());
-            out.extend_from_slice(b",");
-            out.extend_from_slice(OAUTH_BETA.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            let value = [beta.as_bytes(), b",", OAUTH_BETA.as_bytes()];
+            push_parts(out, b"anthropic-beta", &value);
         }
         (Some(beta), _) => push(out, "anthropic-beta", beta),
         (None, true) => push(out, "anthropic-beta", OAUTH_BETA),
@@ -282,27 +297,35 @@ fn push(out: &mut Vec<u8>, name: &str, value: &str) {
     crate::http::headers::push_header(out, name.as_bytes(), value.as_bytes());
 }
 
+/// `name: <parts concatenated>\r\n`, with CR, LF and NUL turned into spaces.
+fn push_parts(out: &mut Vec<u8>, name: &[u8], parts: &[&[u8]]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for part in parts.iter() {
+        if part.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            out.extend(part.iter().map(|&b| match b {
+                b'\r' | b'\n' | 0 => b' ',
+                b => b,
+            }));
+        } else {
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{BodyFraming, Method};
     use std::sync::Arc;
 
-    fn head(x_api_key: Option<&str>, authorization: Option<&str>) -> RequestHead {
-        RequestHead {
-            method: Method::Post,
-            target: "/v1/messages".into(),
-            path_len: "/v1/messages".len(),
-            http10: false,
-            keep_alive: true,
-            expect_continue: false,
-            framing: BodyFraming::None,
-            host: Some("a".into()),
-            x_api_key: x_api_key.map(Into::into),
-            authorization: authorization.map(Into::into),
-            anthropic_beta: None,
-            accept_encoding: None,
-            head_len: 0,
+    fn head<'a>(
+        x_api_key: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> ClientCredentials<'a> {
+        ClientCredentials {
+            x_api_key,
+            authorization,
         }
     }
 
@@ -324,32 +347,32 @@ mod tests {
         let file = file_entry("file", None);
         let h = head(Some("client"), Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(Some(&file), &h, Some("env"), &[]),
+            choose(Some(&file), h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("client"))
         );
         let h = head(None, Some("Bearer sk-ant-api03-bearer"));
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("sk-ant-api03-bearer"))
         );
         let h = head(None, Some("Bearer sk-ant-oat01-token"));
         assert_eq!(
-            choose(None, &h, None, &[]),
+            choose(None, h, None, &[]),
             Ok(UpstreamAuth::OAuthBearer("sk-ant-oat01-token"))
         );
         let h = head(None, None);
         assert_eq!(
-            choose(None, &h, Some("env"), &[]),
+            choose(None, h, Some("env"), &[]),
             Ok(UpstreamAuth::ApiKey("env"))
         );
-        assert_eq!(choose(None, &h, None, &[]), Err(CredentialError::Missing));
+        assert_eq!(choose(None, h, None, &[]), Err(CredentialError::Missing));
         let broken: store::Entry = Err(Arc::from("bad field"));
         assert!(matches!(
-            choose(Some(&broken), &h, Some("env"), &[]),
+            choose(Some(&broken), h, Some("env"), &[]),
             Err(CredentialError::InvalidFile(_))
         ));
     }
@@ -367,47 +390,47 @@ mod tests {
 
         // A file's own list.
         assert_eq!(
-            choose(Some(&own), &team, None, &global),
+            choose(Some(&own), team, None, &global),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(Some(&own), &team_bearer, None, &[]),
+            choose(Some(&own), team_bearer, None, &[]),
             Ok(UpstreamAuth::ApiKey("file"))
         );
         assert_eq!(
-            choose(Some(&own), &global_key, None, &global),
+            choose(Some(&own), global_key, None, &global),
             Err(CredentialError::ClientKey { presented: true }),
             "a file's own list replaces CLIENT_API_KEYS"
         );
         assert_eq!(
-            choose(Some(&own), &missing, None, &[]),
+            choose(Some(&own), missing, None, &[]),
             Err(CredentialError::ClientKey { presented: false })
         );
         // CLIENT_API_KEYS for a file without a list, and for CLAUDE_API_KEY.
         assert_eq!(
-            choose(Some(&plain), &global_key, None, &global),
+            choose(Some(&plain), global_key, None, &global),
             Ok(UpstreamAuth::ApiKey("file"))
         );
-        assert!(choose(Some(&plain), &wrong, None, &global).is_err());
+        assert!(choose(Some(&plain), wrong, None, &global).is_err());
         assert_eq!(
-            choose(None, &global_key, Some("env"), &global),
+            choose(None, global_key, Some("env"), &global),
             Ok(UpstreamAuth::ApiKey("env"))
         );
         assert_eq!(
-            choose(None, &wrong, Some("env"), &global),
+            choose(None, wrong, Some("env"), &global),
             Err(CredentialError::ClientKey { presented: true })
         );
         assert_eq!(
-            choose(None, &missing, Some("env"), &global),
+            choose(None, missing, Some("env"), &global),
             Err(CredentialError::ClientKey { presented: false })
         );
         // Nothing of nexus's own to guard: the client's own key passes, a client key never.
         assert_eq!(
-            choose(None, &wrong, None, &global),
+            choose(None, wrong, None, &global),
             Ok(UpstreamAuth::ApiKey("nope"))
         );
         assert_eq!(
-            choose(None, &global_key, None, &global),
+            choose(None, global_key, None, &global),
             Err(CredentialError::Missing)
         );
     }
@@ -459,5 +482,25 @@ mod tests {
         out.clear();
         write_auth_headers(&mut out, &UpstreamAuth::ApiKey("k"), None);
         assert_eq!(String::from_utf8_lossy(&out), "x-api-key: k\r\n");
+    }
+
+    #[test]
+    fn no_credential_value_can_add_a_header_line() {
+        for auth in [
+            UpstreamAuth::OAuthBearer("t\r\nx-injected: 1\0"),
+            UpstreamAuth::ApiKey("k\r\nx-injected: 1"),
+            UpstreamAuth::ClientAuthorization("Basic a\nx-injected: 1"),
+        ] {
+            let mut out = Vec::new();
+            write_auth_headers(&mut out, &auth, Some("b\r\nx-injected: 2"));
+            let text = String::from_utf8_lossy(&out);
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert_eq!(lines.len(), 3, "{text:?}");
+            assert!(
+                lines.iter().all(|l| !l.starts_with("x-injected")),
+                "{text:?}"
+            );
+            assert!(!text.contains('\0'), "{text:?}");
+        }
     }
 }

@@ -8,14 +8,14 @@
 //! every other field kept, and publishes them: the file and the in-memory copy switch
 //! together. Workers never block on any of it.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::counters::COUNTERS;
 use super::file::{apply_tokens, parse_value, Credential, OAuthTokens};
 use super::mask::mask;
 use super::persist::{lock_path, write_atomically, FileLock};
-use super::store::{CredentialStore, RefreshState, Stamp};
+use super::store::{read_bounded, CredentialStore, RefreshState};
 use super::token_client::{now_ms, RefreshError, TokenEndpoint};
 use crate::config::Config;
 
@@ -26,17 +26,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// Retry delays after transient failures: 1 s, 2 s, 4 s, … up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Shared refresh bookkeeping; lives in the store.
-#[derive(Default)]
-pub(crate) struct Refresher {
-    endpoint: OnceLock<TokenEndpoint>,
-    /// Domains with a refresh job running in this process.
-    in_flight: Mutex<HashSet<String>>,
-    /// Set by a request that needs a refresh now; wakes the scheduler.
-    wanted: Mutex<bool>,
-    wake: Condvar,
-}
-
 /// Whether the background refresh should run for these tokens now.
 pub fn due(tokens: &OAuthTokens, now_ms: u64) -> bool {
     tokens.refresh_token.is_some()
@@ -45,69 +34,47 @@ pub fn due(tokens: &OAuthTokens, now_ms: u64) -> bool {
             .is_some_and(|at| at <= now_ms.saturating_add(REFRESH_AHEAD_MS))
 }
 
-impl CredentialStore {
-    /// Starts the refresh scheduler with `OAUTH_TOKEN_URL` (TLS roots as for the upstream).
-    pub fn start_refresher(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+/// Refreshes the store's OAuth credentials: a scheduler thread plus one job thread per
+/// refresh. It changes the store only through the store's publishing methods, and tells
+/// waiting requests what it does through the store's [`RefreshBoard`].
+///
+/// [`RefreshBoard`]: super::refresh_board::RefreshBoard
+pub struct OAuthRefresher {
+    store: Arc<CredentialStore>,
+    endpoint: TokenEndpoint,
+}
+
+impl OAuthRefresher {
+    /// Starts the refresh scheduler for `store` with `OAUTH_TOKEN_URL` (TLS roots as for
+    /// the upstream). A second call for the same store does nothing.
+    pub fn start(store: &Arc<CredentialStore>, config: &Config) -> Result<(), String> {
         let endpoint = TokenEndpoint::new(
             &config.oauth_token_url,
             || crate::upstream::tls::client_config(config.upstream_ca_file.as_deref()),
             config.oauth_timeout,
         )?;
-        if self.refresher.endpoint.set(endpoint).is_err() {
+        // A request may wait for the token request itself, plus for another process that
+        // holds the lock, plus slack.
+        let wait_limit = endpoint.timeout * 2 + Duration::from_secs(2);
+        if !store.refresh_board().open(wait_limit) {
             return Ok(());
         }
-        let store = Arc::clone(self);
+        let refresher = Arc::new(OAuthRefresher {
+            store: Arc::clone(store),
+            endpoint,
+        });
         std::thread::Builder::new()
             .name("nexus-oauth".into())
-            .spawn(move || store.schedule_forever())
+            .spawn(move || refresher.schedule_forever())
             .map_err(|e| format!("cannot start the OAuth refresh thread: {e}"))?;
         Ok(())
-    }
-
-    /// Asks the scheduler to look for due credentials now (a request is waiting).
-    pub(super) fn demand_refresh(&self) {
-        *self
-            .refresher
-            .wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
-        self.refresher.wake.notify_one();
-    }
-
-    /// Whether a refresh of `domain` is running in this process.
-    pub(super) fn is_refreshing(&self, domain: &str) -> bool {
-        self.refresher
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(domain)
-    }
-
-    /// How long a request may wait for a refresh: the token request itself, plus waiting
-    /// for another process that holds the lock, plus slack.
-    pub(super) fn refresh_wait_limit(&self) -> Duration {
-        match self.refresher.endpoint.get() {
-            Some(endpoint) => endpoint.timeout * 2 + Duration::from_secs(2),
-            None => Duration::ZERO,
-        }
     }
 
     fn schedule_forever(self: Arc<Self>) {
         loop {
             self.start_due_jobs();
-            {
-                let wanted = self
-                    .refresher
-                    .wanted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let (mut wanted, _) = self
-                    .refresher
-                    .wake
-                    .wait_timeout_while(wanted, TICK, |wanted| !*wanted)
-                    .unwrap_or_else(|e| e.into_inner());
-                *wanted = false;
-            }
+            COUNTERS.checked_refreshes();
+            self.store.refresh_board().wait_for_demand(TICK);
         }
     }
 
@@ -116,7 +83,8 @@ impl CredentialStore {
     fn start_due_jobs(self: &Arc<Self>) {
         let now = now_ms();
         let instant = Instant::now();
-        for (domain, entry) in self.current().iter() {
+        let board = self.store.refresh_board();
+        for (domain, entry) in self.store.current().iter() {
             let Ok(entry) = entry else { continue };
             let Credential::OAuth(tokens) = &entry.file.credential else {
                 continue;
@@ -129,48 +97,32 @@ impl CredentialStore {
                 RefreshState::Failing { retry_at, .. } if retry_at > instant => continue,
                 _ => {}
             }
-            if !self
-                .refresher
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(domain.clone())
-            {
+            if !board.claim(domain) {
                 continue;
             }
-            let store = Arc::clone(self);
-            let domain = domain.clone();
+            COUNTERS.started_refresh();
+            let refresher = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("nexus-oauth-job".into())
                 .spawn({
                     let domain = domain.clone();
                     move || {
-                        store.refresh_domain(&domain);
-                        store
-                            .refresher
-                            .in_flight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&domain);
+                        refresher.refresh_domain(&domain);
+                        refresher.store.refresh_board().release(&domain);
                     }
                 });
             if let Err(e) = spawned {
                 log::error!("credentials: cannot start a refresh for {domain}: {e}");
-                self.refresher
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&domain);
+                board.release(domain);
             }
         }
     }
 
     /// One refresh of one credential, start to end. Runs on its own thread.
     fn refresh_domain(&self, domain: &str) {
-        let Some(endpoint) = self.refresher.endpoint.get() else {
-            return;
-        };
-        let path = self.file_path(domain);
+        let store = &*self.store;
+        let endpoint = &self.endpoint;
+        let path = store.file_path(domain);
         let lock_wait = endpoint.timeout + Duration::from_secs(2);
         let lock = match FileLock::try_acquire(&lock_path(&path)) {
             Ok(Some(lock)) => Ok(lock),
@@ -194,22 +146,20 @@ impl CredentialStore {
         };
 
         // Under the lock, the file is the truth: another process may have refreshed it.
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(_) => return, // deleted meanwhile: the scanner drops it
+        let Ok(text) = read_bounded(&path) else {
+            return; // deleted meanwhile: the scanner drops it
         };
-        let stamp = Stamp::of(&path);
-        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
             return; // broken meanwhile: the scanner reports it
         };
         let Ok(file) = parse_value(&doc) else { return };
         let Credential::OAuth(tokens) = &file.credential else {
-            self.publish_file(domain, file, stamp);
+            store.publish_file(domain, file, text);
             return;
         };
         if !due(tokens, now_ms()) {
             log::info!("credentials: {domain}: token already refreshed (by another process)");
-            self.publish_file(domain, file, stamp);
+            store.publish_file(domain, file, text);
             return;
         }
         let Some(refresh_token) = tokens.refresh_token.clone() else {
@@ -217,8 +167,8 @@ impl CredentialStore {
         };
         // The file may hold other tokens than the snapshot (changed by hand or by another
         // process); publish them first so the outcome below is recorded against them.
-        if !matches!(self.current().get(domain), Some(Ok(entry)) if entry.file == file) {
-            self.publish_file(domain, file.clone(), stamp);
+        if !matches!(store.current().get(domain), Some(Ok(entry)) if entry.file == file) {
+            store.publish_file(domain, file.clone(), text.clone());
         }
         let started = Instant::now();
         log::debug!(
@@ -231,7 +181,7 @@ impl CredentialStore {
                     log::error!("credentials: {domain}: cannot update the file: {why}");
                     return;
                 }
-                if Stamp::of(&path) != stamp {
+                if read_bounded(&path).as_ref() != Ok(&text) {
                     // Replaced during the POST by something that does not take the lock (an
                     // operator renewing it): their file wins, ours would overwrite it.
                     log::warn!(
@@ -241,13 +191,13 @@ impl CredentialStore {
                     );
                     return;
                 }
-                let mut text = serde_json::to_vec_pretty(&doc).expect("JSON always serializes");
-                text.push(b'\n');
-                let written = write_atomically(&path, &text);
+                let mut new_text = serde_json::to_vec_pretty(&doc).expect("JSON always serializes");
+                new_text.push(b'\n');
+                let written = write_atomically(&path, &new_text);
                 let Ok(file) = parse_value(&doc) else { return };
-                let previous = self.current().get(domain).cloned();
+                let previous = store.current().get(domain).cloned();
                 match written {
-                    Ok(()) => self.publish_file(domain, file, Stamp::of(&path)),
+                    Ok(()) => store.publish_file(domain, file, new_text),
                     Err(e) => {
                         // The old refresh token may already be spent: keep the new one in
                         // memory so this process keeps working, and say so loudly.
@@ -257,7 +207,9 @@ impl CredentialStore {
                              renewed before nexus restarts",
                             path.display()
                         );
-                        self.publish_file(domain, file, None);
+                        // The old file is still on disk: the scanner keeps this entry
+                        // until the file really changes.
+                        store.publish_file(domain, file, text);
                     }
                 }
                 if let Some(Ok(previous)) = previous {
@@ -276,7 +228,7 @@ impl CredentialStore {
             }
             Err(RefreshError::InvalidGrant) => {
                 let previous =
-                    self.set_refresh_state(domain, &refresh_token, |_| RefreshState::InvalidGrant);
+                    store.set_refresh_state(domain, &refresh_token, |_| RefreshState::InvalidGrant);
                 if previous.is_some_and(|p| p != RefreshState::InvalidGrant) {
                     log::error!(
                         "credentials: {domain}: the token endpoint refused the refresh token \
@@ -292,7 +244,7 @@ impl CredentialStore {
     }
 
     fn refresh_token_of(&self, domain: &str) -> Option<String> {
-        match self.current().get(domain) {
+        match self.store.current().get(domain) {
             Some(Ok(entry)) => match &entry.file.credential {
                 Credential::OAuth(tokens) => tokens.refresh_token.clone(),
                 Credential::ApiKey { .. } => None,
@@ -304,16 +256,17 @@ impl CredentialStore {
     /// Counts a transient failure and schedules the retry; logs the first of a streak.
     fn record_failure(&self, domain: &str, refresh_token: &str, why: &str) {
         let mut failures = 0;
-        self.set_refresh_state(domain, refresh_token, |previous| {
-            failures = match previous {
-                RefreshState::Failing { failures, .. } => failures + 1,
-                _ => 1,
-            };
-            RefreshState::Failing {
-                failures,
-                retry_at: Instant::now() + backoff(failures),
-            }
-        });
+        self.store
+            .set_refresh_state(domain, refresh_token, |previous| {
+                failures = match previous {
+                    RefreshState::Failing { failures, .. } => failures + 1,
+                    _ => 1,
+                };
+                RefreshState::Failing {
+                    failures,
+                    retry_at: Instant::now() + backoff(failures),
+                }
+            });
         match failures {
             0 => {}
             1 => log::warn!(

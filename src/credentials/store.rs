@@ -8,21 +8,28 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use super::counters::COUNTERS;
 use super::file::{parse_credential, Credential, CredentialFile};
-use super::oauth::Refresher;
+use super::oauth::OAuthRefresher;
+use super::refresh_board::RefreshBoard;
+use crate::config::Config;
 
 const SUFFIX: &str = ".credentials.json";
 /// A change takes effect within this (plus one scan), well inside the 2 s promise even on
-/// a loaded machine; a scan is one `readdir` and one `stat` per file.
+/// a loaded machine; a scan is one `readdir` and one small read per file.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// A file that does not parse and changed less than this long ago is probably still being
 /// written (`echo > file`, an editor's save); it gets another scan before it counts.
 const SETTLE: Duration = Duration::from_millis(500);
+/// Credential files are a few hundred bytes; a file past this is not one, and is never
+/// read whole every scan.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Where a domain's OAuth refresh stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,39 +53,15 @@ pub struct DomainEntry {
 pub type Entry = Result<Arc<DomainEntry>, Arc<str>>;
 pub(super) type Snapshot = Arc<HashMap<String, Entry>>;
 
-/// Identity of a file's content as far as `stat` can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl Stamp {
-    pub(super) fn of(path: &Path) -> Option<Stamp> {
-        std::fs::metadata(path).ok().map(|meta| Stamp::from(&meta))
-    }
-}
-
-impl From<&std::fs::Metadata> for Stamp {
-    fn from(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-            inode: std::os::unix::fs::MetadataExt::ino(meta),
-        }
-    }
-}
-
 /// Credentials by domain, hot-reloaded from one directory.
 pub struct CredentialStore {
     dir: PathBuf,
     generation: AtomicU64,
     snapshot: RwLock<Snapshot>,
     /// Held by whoever publishes (scanner, refresh jobs), so publishes never interleave.
-    /// Holds what each file looked like when last loaded.
-    writer: Mutex<HashMap<String, Stamp>>,
-    pub(super) refresher: Refresher,
+    /// Holds each file's bytes as last loaded (or as a refresh wrote them).
+    writer: Mutex<HashMap<String, Vec<u8>>>,
+    refresh_board: RefreshBoard,
 }
 
 impl CredentialStore {
@@ -89,7 +72,7 @@ impl CredentialStore {
             generation: AtomicU64::new(0),
             snapshot: RwLock::new(Arc::new(HashMap::new())),
             writer: Mutex::new(HashMap::new()),
-            refresher: Refresher::default(),
+            refresh_board: RefreshBoard::default(),
         });
         store.scan(false);
         store
@@ -105,6 +88,16 @@ impl CredentialStore {
                 store.rescan();
             })
             .expect("spawn credential watcher");
+    }
+
+    /// Starts refreshing this store's OAuth credentials: [`OAuthRefresher::start`].
+    pub fn start_refresher(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+        OAuthRefresher::start(self, config)
+    }
+
+    /// Where requests and the OAuth refresher meet.
+    pub(super) fn refresh_board(&self) -> &RefreshBoard {
+        &self.refresh_board
     }
 
     /// Number of domains with a credential file (valid or not).
@@ -147,7 +140,7 @@ impl CredentialStore {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Re-reads files whose stamp changed; publishes a new snapshot if anything did.
+    /// Re-reads every file; publishes a new snapshot if anything changed.
     pub fn rescan(&self) {
         self.scan(true);
     }
@@ -155,10 +148,22 @@ impl CredentialStore {
     /// [`CredentialStore::rescan`]; `settle`: give a fresh file that does not parse one
     /// more scan (off for the first load, when there is no previous credential to keep).
     fn scan(&self, settle: bool) {
-        let mut stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.scan_files(settle);
+        COUNTERS.scanned();
+    }
+
+    // A change is recognised by content, not by `stat`: (mtime, size, inode) cannot tell a
+    // same-size rewrite in place within one mtime tick (a jiffy on ext4, a second or two
+    // on others) from no change, and "re-read while the mtime is recent" would still trust
+    // the clock and every tool that keeps an old mtime (`cp -p`, `tar`, `rsync -t`).
+    // Credential files are a few hundred bytes, so reading each one every scan costs an
+    // open, a read and a close per file twice a second on this thread, and nothing on the
+    // request path; a file is parsed only when its bytes differ from the last load.
+    fn scan_files(&self, settle: bool) {
+        let mut loaded = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current();
         let mut next: HashMap<String, Entry> = HashMap::with_capacity(current.len());
-        let mut seen: HashMap<String, Stamp> = HashMap::with_capacity(stamps.len());
+        let mut seen: HashMap<String, Vec<u8>> = HashMap::with_capacity(loaded.len());
         let mut changed = false;
 
         let entries = match std::fs::read_dir(&self.dir) {
@@ -180,19 +185,34 @@ impl CredentialStore {
             if super::domain::domain_from_host(domain).map(|d| d.name) != Some(domain.to_string()) {
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(entry.path()) else {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
             if !meta.is_file() {
                 continue;
             }
-            let stamp = Stamp::from(&meta);
-            if let (Some(old), Some(entry)) = (stamps.get(domain), current.get(domain)) {
-                if *old == stamp {
-                    seen.insert(domain.to_string(), stamp);
-                    next.insert(domain.to_string(), entry.clone());
-                    continue;
+            let bytes = read_bounded(&path);
+            let unchanged =
+                matches!((&bytes, loaded.get(domain)), (Ok(now), Some(then)) if now == then);
+            if let (true, Some(entry)) = (unchanged, current.get(domain)) {
+                next.insert(domain.to_string(), entry.clone());
+                seen.insert(domain.to_string(), bytes.unwrap_or_default());
+                continue;
+            }
+            // Loaded before but unreadable now (the process is out of file descriptors
+            // under load, a permission change): keep what was loaded, as a stat-based
+            // scan would, rather than fail the domain's requests; look again next scan.
+            if let (Err(why @ Unreadable::Io(_)), Some(previous)) = (&bytes, current.get(domain)) {
+                log::debug!(
+                    "credentials: {}: {why}; keeping it as loaded",
+                    path.display()
+                );
+                next.insert(domain.to_string(), previous.clone());
+                if let Some(then) = loaded.remove(domain) {
+                    seen.insert(domain.to_string(), then);
                 }
+                continue;
             }
             let settling = settle
                 && meta
@@ -200,11 +220,11 @@ impl CredentialStore {
                     .ok()
                     .and_then(|m| m.elapsed().ok())
                     .is_some_and(|age| age < SETTLE);
-            match load(&entry.path(), domain, settling) {
-                Some(loaded) => {
-                    seen.insert(domain.to_string(), stamp);
-                    changed |= current.get(domain) != Some(&loaded);
-                    next.insert(domain.to_string(), loaded);
+            match load(&bytes, &path, domain, settling) {
+                Some(entry) => {
+                    changed |= current.get(domain) != Some(&entry);
+                    next.insert(domain.to_string(), entry);
+                    seen.insert(domain.to_string(), bytes.unwrap_or_default());
                 }
                 // Still being written: keep what was there, look again next scan.
                 None => {
@@ -215,16 +235,16 @@ impl CredentialStore {
             }
         }
         changed |= current.keys().any(|d| !next.contains_key(d));
-        *stamps = seen;
+        *loaded = seen;
         if changed {
             self.publish(next);
         }
     }
 
-    /// Publishes `file` for `domain` with a clean refresh state, and remembers `stamp` (the
-    /// file as written) so the scanner does not load it a second time.
-    pub(super) fn publish_file(&self, domain: &str, file: CredentialFile, stamp: Option<Stamp>) {
-        let mut stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+    /// Publishes `file` for `domain` with a clean refresh state, and remembers `on_disk`
+    /// (the file's bytes now) so the scanner keeps this entry until the file changes.
+    pub(super) fn publish_file(&self, domain: &str, file: CredentialFile, on_disk: Vec<u8>) {
+        let mut loaded = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = (*self.current()).clone();
         next.insert(
             domain.to_string(),
@@ -233,9 +253,7 @@ impl CredentialStore {
                 refresh: RefreshState::Ok,
             })),
         );
-        if let Some(stamp) = stamp {
-            stamps.insert(domain.to_string(), stamp);
-        }
+        loaded.insert(domain.to_string(), on_disk);
         self.publish(next);
     }
 
@@ -247,7 +265,7 @@ impl CredentialStore {
         refresh_token: &str,
         state: impl FnOnce(RefreshState) -> RefreshState,
     ) -> Option<RefreshState> {
-        let _stamps = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _loaded = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current();
         let Some(Ok(entry)) = current.get(domain) else {
             return None;
@@ -281,11 +299,51 @@ impl CredentialStore {
 #[derive(Default)]
 pub struct LocalView(RefCell<(u64, Option<Snapshot>)>);
 
-/// Loads one file. `None` when it does not parse but may still be being written.
-fn load(path: &Path, domain: &str, settling: bool) -> Option<Entry> {
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read ({e})"))
-        .and_then(|text| parse_credential(&text));
+/// Why a file's bytes could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// Reading failed; it may work next time.
+    Io(String),
+    /// Over [`MAX_FILE_BYTES`]: a verdict on the content.
+    TooLarge,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Io(e) => write!(f, "cannot read ({e})"),
+            Unreadable::TooLarge => write!(
+                f,
+                "larger than {} KiB: not a credential file",
+                MAX_FILE_BYTES / 1024
+            ),
+        }
+    }
+}
+
+/// Reads a file of at most [`MAX_FILE_BYTES`].
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, Unreadable> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| Unreadable::Io(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Unreadable::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Parses one file's bytes. `None` when they do not parse but may still be being written.
+fn load(
+    bytes: &Result<Vec<u8>, Unreadable>,
+    path: &Path,
+    domain: &str,
+    settling: bool,
+) -> Option<Entry> {
+    let parsed = bytes.clone().map_err(|e| e.to_string()).and_then(|bytes| {
+        let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+        parse_credential(&text)
+    });
     match parsed {
         Ok(file) => {
             log::info!("credentials: loaded {}", path.display());
@@ -307,6 +365,7 @@ fn load(path: &Path, domain: &str, settling: bool) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn age(path: &Path) {
         // Backdate the file past the settle window, as if written a while ago.
@@ -349,21 +408,69 @@ mod tests {
         assert_eq!(store.unguarded(false), 1);
         assert_eq!(store.unguarded(true), 0);
 
-        std::fs::write(&file, r#"{"type":"api_key","api_key":"two, longer"}"#).unwrap();
+        std::fs::write(&file, r#"{"type":"api_key","api_key":"two-longer"}"#).unwrap();
         store.rescan();
-        assert_eq!(key(&store), Some("two, longer".into()));
+        assert_eq!(key(&store), Some("two-longer".into()));
 
         // Half-written: the previous credential stays until the file settles.
         std::fs::write(&file, r#"{"type":"api_k"#).unwrap();
         store.rescan();
-        assert_eq!(key(&store), Some("two, longer".into()));
+        assert_eq!(key(&store), Some("two-longer".into()));
         age(&file);
         store.rescan();
         assert!(matches!(store.lookup(&view, "a.example.com"), Some(Err(_))));
 
+        // Too large to be a credential file: a verdict, not a read error to ride out.
+        std::fs::write(&file, r#"{"type":"api_key","api_key":"three"}"#).unwrap();
+        age(&file);
+        store.rescan();
+        assert_eq!(key(&store), Some("three".into()));
+        std::fs::write(&file, vec![b' '; MAX_FILE_BYTES as usize + 1]).unwrap();
+        age(&file);
+        store.rescan();
+        match store.lookup(&view, "a.example.com") {
+            Some(Err(why)) => assert!(why.contains("larger than"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+
         std::fs::remove_file(&file).unwrap();
         store.rescan();
         assert_eq!(key(&store), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_same_size_rewrite_with_the_same_mtime_is_seen() {
+        let dir = std::env::temp_dir().join(format!("nexus-store-tick-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.example.com.credentials.json");
+        std::fs::write(&file, r#"{"type":"api_key","api_key":"key-1"}"#).unwrap();
+        age(&file);
+        let store = CredentialStore::open(dir.clone());
+        let view = LocalView::default();
+        let before = std::fs::metadata(&file).unwrap();
+        for key in ["key-2", "key-3"] {
+            // In place, same length, and the mtime put back: what a filesystem with a
+            // coarse clock shows for two writes within one tick. stat sees no change.
+            std::fs::write(&file, format!(r#"{{"type":"api_key","api_key":"{key}"}}"#)).unwrap();
+            let f = std::fs::File::options().write(true).open(&file).unwrap();
+            f.set_modified(before.modified().unwrap()).unwrap();
+            let after = std::fs::metadata(&file).unwrap();
+            assert_eq!(
+                (after.len(), after.modified().unwrap()),
+                (before.len(), before.modified().unwrap())
+            );
+            store.rescan();
+            match store.lookup(&view, "a.example.com") {
+                Some(Ok(entry)) => assert_eq!(
+                    entry.file.credential,
+                    Credential::ApiKey {
+                        api_key: key.into()
+                    }
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -161,6 +161,13 @@ fn interpret(status: u16, body: &[u8], now_ms: u64) -> Result<NewTokens, Refresh
     let access_token = text("access_token").ok_or_else(|| {
         RefreshError::Transient("token endpoint answered 200 without an access_token".into())
     })?;
+    // It goes into every upstream head from now on: refused here, it is never stored,
+    // persisted or sent, and the current token stays in use while it is valid.
+    super::header_token::check(&access_token).map_err(|problem| {
+        RefreshError::Transient(format!(
+            "token endpoint answered 200 with an access_token that {problem}; not used"
+        ))
+    })?;
     let expires_in = json
         .get("expires_in")
         .and_then(Value::as_u64)
@@ -399,6 +406,18 @@ mod tests {
                 Err(RefreshError::Transient(why)) => assert!(!why.contains("secret"), "{why}"),
                 other => panic!("{status}: {other:?}"),
             }
+        }
+        let injected =
+            br#"{"access_token":"sk-ant-oat01-secret\r\nx-injected: 1","expires_in":60}"#;
+        match interpret(200, injected, 0) {
+            Err(RefreshError::Transient(why)) => {
+                assert!(why.contains("line break"), "{why}");
+                assert!(
+                    !why.contains("secret") && !why.contains("injected"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
         match interpret(400, br#"{"error":"Bad token sk-ant-ort01-secret"}"#, 0) {
             Err(RefreshError::Transient(why)) => assert!(!why.contains("secret"), "{why}"),

@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::counters::COUNTERS;
 use super::file::Credential;
 use super::store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
 use super::token_client::now_ms;
-use super::{CredentialError, Renew};
-use crate::http::request::RequestHead;
+use super::{ClientCredentials, CredentialError, Renew};
 
 /// A token this close to expiry is not sent while a refresh can replace it.
 pub const EXPIRY_MARGIN_MS: u64 = 60 * 1000;
@@ -108,7 +108,7 @@ pub async fn ready_entry(
     store: &CredentialStore,
     view: &LocalView,
     domain: Option<&str>,
-    head: &RequestHead,
+    client: ClientCredentials<'_>,
     global_keys: &[String],
 ) -> Result<Option<Entry>, CredentialError> {
     let Some(domain) = domain else {
@@ -125,11 +125,14 @@ pub async fn ready_entry(
         return Ok(Some(entry));
     }
     let start = Start::of(found);
-    match decide(found, &start, now_ms(), || store.is_refreshing(domain)) {
+    match decide(found, &start, now_ms(), || {
+        store.refresh_board().is_refreshing(domain)
+    }) {
         Decision::Use => return Ok(Some(entry)),
-        _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, head)?,
+        _ => super::check_guard(found.file.client_keys.as_deref(), global_keys, client)?,
     }
-    let deadline = Instant::now() + store.refresh_wait_limit();
+    let _waiting = COUNTERS.waiting();
+    let deadline = Instant::now() + store.refresh_board().wait_limit();
     let mut asked = false;
     loop {
         let entry = match store.lookup(view, domain) {
@@ -137,7 +140,9 @@ pub async fn ready_entry(
             other => return Ok(other), // deleted or broken meanwhile: the next rule decides
         };
         let now = now_ms();
-        match decide(&entry, &start, now, || store.is_refreshing(domain)) {
+        match decide(&entry, &start, now, || {
+            store.refresh_board().is_refreshing(domain)
+        }) {
             Decision::Use => return Ok(Some(Ok(entry))),
             Decision::Renew(why) => return Err(CredentialError::Renew(domain.into(), why)),
             Decision::RefreshFailed => return Err(CredentialError::RefreshFailed(domain.into())),
@@ -155,7 +160,7 @@ pub async fn ready_entry(
             };
         }
         if !asked {
-            store.demand_refresh();
+            store.refresh_board().demand();
             asked = true;
         }
         monoio::time::sleep(POLL).await;

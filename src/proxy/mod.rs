@@ -149,12 +149,16 @@ async fn forward_metered(
     let shared = &proxy.shared;
     let config = &shared.config;
     let file_domain = domain.filter(|d| d.may_have_file).map(|d| d.name.as_str());
+    let client = credentials::ClientCredentials {
+        x_api_key: head.x_api_key.as_deref(),
+        authorization: head.authorization.as_deref(),
+    };
     // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
     let entry = credentials::ready_entry(
         &shared.credentials,
         &proxy.credentials,
         file_domain,
-        head,
+        client,
         &config.client_api_keys,
     )
     .await
@@ -164,7 +168,7 @@ async fn forward_metered(
     }
     let auth = credentials::choose(
         entry.as_ref(),
-        head,
+        client,
         config.claude_api_key.as_deref(),
         &config.client_api_keys,
     )

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ratelimit::RateLimitSnapshot;
 use super::registry::DomainSnapshot;
+use crate::credentials::counters::Counts as CredentialCounts;
 
 /// Upper bounds of the latency histograms, in seconds.
 const BUCKETS: [f64; 20] = [
@@ -74,6 +75,7 @@ pub fn render(
     domains: &[(String, DomainSnapshot)],
     folded_domains: u64,
     proxy: &ProxyMetrics,
+    credentials: &CredentialCounts,
 ) -> String {
     let mut out = String::with_capacity(4096 + domains.len() * 1024);
     let _ = writeln!(
@@ -204,6 +206,7 @@ pub fn render(
         "nexus_notify_dropped_total{{sink=\"slack\"}} {}",
         proxy.notify_dropped_slack.load(Relaxed)
     );
+    render_credentials(&mut out, credentials);
     proxy.request_duration.render(
         &mut out,
         "nexus_request_duration_seconds",
@@ -215,6 +218,37 @@ pub fn render(
         "Request duration minus time waiting on the upstream.",
     );
     out
+}
+
+/// What the credential scanner and the OAuth refresher have done.
+fn render_credentials(out: &mut String, c: &CredentialCounts) {
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "nexus_credential_scans_total",
+            "Scans of CREDENTIALS_DIR finished (every file re-read, changes published).",
+            c.scans,
+        ),
+        (
+            "nexus_oauth_refresh_checks_total",
+            "Passes of the OAuth refresh scheduler over every credential finished.",
+            c.refresh_checks,
+        ),
+        (
+            "nexus_oauth_refresh_attempts_total",
+            "OAuth refresh jobs started (at most one per credential at a time).",
+            c.refresh_attempts,
+        ),
+    ];
+    for (name, help, value) in counters {
+        single(out, name, help, "counter", value as i64);
+    }
+    single(
+        out,
+        "nexus_oauth_refresh_waiting_requests",
+        "Requests waiting now for an OAuth token to be refreshed.",
+        "gauge",
+        c.refresh_waiting,
+    );
 }
 
 /// Gauges of the last rate-limit headers seen per domain (only figures ever seen).
@@ -315,7 +349,7 @@ mod tests {
         proxy.request_duration.observe(Duration::from_micros(50));
         proxy.request_duration.observe(Duration::from_millis(3));
         proxy.request_duration.observe(Duration::from_secs(1000));
-        let text = render(&[], 0, &proxy);
+        let text = render(&[], 0, &proxy, &CredentialCounts::default());
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"600\"} 2\n"));
@@ -330,9 +364,29 @@ mod tests {
             input_tokens: 10,
             ..Default::default()
         };
-        let text = render(&[("a\"b".into(), s)], 1, &ProxyMetrics::default());
+        let text = render(
+            &[("a\"b".into(), s)],
+            1,
+            &ProxyMetrics::default(),
+            &CredentialCounts::default(),
+        );
         assert!(text.contains("nexus_requests_total{domain=\"a\\\"b\",endpoint=\"messages\"} 3\n"));
         assert!(text.contains("nexus_tokens_total{domain=\"a\\\"b\",kind=\"input\"} 10\n"));
         assert!(text.contains("nexus_domains_folded_total 1\n"));
+    }
+
+    #[test]
+    fn credential_counters_are_rendered() {
+        let counts = CredentialCounts {
+            scans: 7,
+            refresh_checks: 3,
+            refresh_attempts: 1,
+            refresh_waiting: 2,
+        };
+        let text = render(&[], 0, &ProxyMetrics::default(), &counts);
+        assert!(text.contains("nexus_credential_scans_total 7\n"));
+        assert!(text.contains("nexus_oauth_refresh_checks_total 3\n"));
+        assert!(text.contains("nexus_oauth_refresh_attempts_total 1\n"));
+        assert!(text.contains("nexus_oauth_refresh_waiting_requests 2\n"));
     }
 }

@@ -64,6 +64,7 @@ impl Stats {
             &self.registry.snapshot(),
             self.registry.folded_domains(),
             &self.proxy,
+            &crate::credentials::counters::COUNTERS.counts(),
         )
     }
 

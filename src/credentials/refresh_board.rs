@@ -1,0 +1,71 @@
+//! What waiting requests and the OAuth refresher tell each other: which domains are being
+//! refreshed in this process, a wake-up call for the scheduler, and how long a request may
+//! wait. It lives in the store, so a request needs nothing but the store.
+
+use std::collections::HashSet;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Shared between requests (who ask and look) and the refresher (who answers).
+#[derive(Default)]
+pub(crate) struct RefreshBoard {
+    /// Domains with a refresh job running in this process.
+    in_flight: Mutex<HashSet<String>>,
+    /// Set by a request that needs a refresh now; wakes the scheduler.
+    wanted: Mutex<bool>,
+    wake: Condvar,
+    /// Set once, when a refresher starts; unset means nobody refreshes.
+    wait_limit: OnceLock<Duration>,
+}
+
+impl RefreshBoard {
+    /// Asks the scheduler to look for due credentials now (a request is waiting).
+    pub(crate) fn demand(&self) {
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether a refresh of `domain` is running in this process.
+    pub(crate) fn is_refreshing(&self, domain: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(domain)
+    }
+
+    /// How long a request may wait for a refresh; zero when no refresher runs.
+    pub(crate) fn wait_limit(&self) -> Duration {
+        self.wait_limit.get().copied().unwrap_or(Duration::ZERO)
+    }
+
+    /// Marks the board as served by a refresher; false if one already is.
+    pub(crate) fn open(&self, wait_limit: Duration) -> bool {
+        self.wait_limit.set(wait_limit).is_ok()
+    }
+
+    /// Takes `domain` for a refresh job; false if one is running already.
+    pub(crate) fn claim(&self, domain: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.to_string())
+    }
+
+    /// Ends the job [`RefreshBoard::claim`] started.
+    pub(crate) fn release(&self, domain: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(domain);
+    }
+
+    /// Sleeps until a request asks for a refresh or `tick` has passed.
+    pub(crate) fn wait_for_demand(&self, tick: Duration) {
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut wanted, _) = self
+            .wake
+            .wait_timeout_while(wanted, tick, |wanted| !*wanted)
+            .unwrap_or_else(|e| e.into_inner());
+        *wanted = false;
+    }
+}
