@@ -50,7 +50,7 @@ impl CredentialStore {
     pub fn start_refresher(self: &Arc<Self>, config: &Config) -> Result<(), String> {
         let endpoint = TokenEndpoint::new(
             &config.oauth_token_url,
-            || crate::upstream::tls::client_config(config.upstream_ca_file.as_deref()),
+            || crate::client::tls::client_config(config.upstream_ca_file.as_deref()),
             config.oauth_timeout,
         )?;
         if self.refresher.endpoint.set(endpoint).is_err() {

@@ -93,7 +93,7 @@ impl TokenEndpoint {
         let mut stream = match &self.tls {
             None => Stream::Plain(tcp),
             Some(config) => {
-                let name = crate::upstream::tls::server_name(&url.host)?;
+                let name = crate::client::tls::server_name(&url.host)?;
                 let conn = rustls::ClientConnection::new(Arc::clone(config), name)
                     .map_err(|e| format!("TLS setup failed: {e}"))?;
                 Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))

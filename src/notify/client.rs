@@ -192,7 +192,7 @@ impl WebhookClient {
                     fd,
                 });
             }
-            let name = crate::upstream::tls::server_name(&endpoint.host)?;
+            let name = crate::client::tls::server_name(&endpoint.host)?;
             return match self.tls.connect(name, stream).await {
                 Ok(tls) => Ok(Conn {
                     transport: Transport::Tls(Box::new(tls)),

@@ -86,7 +86,7 @@ impl Hub {
         };
         let telemetry = parse("TELEMETRY_ENDPOINT", &config.telemetry_endpoint)?;
         let slack_global = parse("SLACK_WEBHOOK_URL", &config.slack.webhook_url)?;
-        let tls = crate::upstream::tls::client_config(config.upstream_ca_file.as_deref())?;
+        let tls = crate::client::tls::client_config(config.upstream_ca_file.as_deref())?;
         Ok(Arc::new(Hub {
             telemetry,
             slack: config.slack.clone(),
