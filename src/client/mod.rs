@@ -26,6 +26,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use rustls::ClientConfig;
+
 pub use exchange::{BodyReader, RequestHead, Response, SendError};
 pub use origin::{Origin, Upstream};
 pub use pool::{ConnectError, Pool};
@@ -33,41 +35,69 @@ pub use transport::Connection;
 
 /// Origins a [`Client`] keeps pools for; past this, empty pools are dropped.
 const MAX_POOLS: usize = 64;
+/// Idle connections a [`Client`] keeps per origin.
+const CLIENT_MAX_IDLE: usize = 8;
 
-/// Pools for any number of origins, one per server (webhooks, whose URLs arrive with
-/// credential files). Single-threaded: one per worker.
-#[derive(Default)]
+/// Which server a request goes to: what a pooled connection is good for, and the `Host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server<'a> {
+    /// https.
+    pub tls: bool,
+    /// Host name or IP literal (no brackets): for DNS and SNI.
+    pub host: &'a str,
+    pub port: u16,
+    /// The `Host` header value.
+    pub authority: &'a str,
+}
+
+/// Pools for any number of servers, made on first use (webhooks, whose URLs arrive with
+/// credential files). Single-threaded: one per worker, or one per refresh.
 pub struct Client {
+    tls: Arc<ClientConfig>,
     pools: RefCell<Vec<Rc<Pool>>>,
 }
 
 impl Client {
-    /// A client with no connections yet.
-    pub fn new() -> Client {
-        Client::default()
+    /// A client trusting `tls`'s roots for https servers.
+    pub fn new(tls: Arc<ClientConfig>) -> Client {
+        Client {
+            tls,
+            pools: RefCell::new(Vec::new()),
+        }
     }
 
-    /// The pool for `origin`'s server, made on first use.
-    pub fn pool(&self, origin: &Arc<Origin>) -> Rc<Pool> {
+    /// The pool for `server`, made on first use.
+    pub fn pool(&self, server: Server<'_>) -> Result<Rc<Pool>, ConnectError> {
         let mut pools = self.pools.borrow_mut();
-        if let Some(pool) = pools.iter().find(|p| p.origin().same_server(origin)) {
-            return Rc::clone(pool);
+        let serves = |pool: &&Rc<Pool>| {
+            let origin = pool.origin();
+            origin.tls.is_some() == server.tls
+                && origin.port == server.port
+                && origin.host.name() == server.host
+        };
+        if let Some(pool) = pools.iter().find(serves) {
+            return Ok(Rc::clone(pool));
         }
+        let tls = server.tls.then(|| Arc::clone(&self.tls));
+        let mut origin = Origin::new(tls, server.host, server.port, server.authority)
+            .map_err(ConnectError::Tls)?;
+        origin.max_idle = CLIENT_MAX_IDLE;
         if pools.len() >= MAX_POOLS {
             pools.retain(|p| !p.is_empty());
         }
-        let pool = Pool::new(Arc::clone(origin));
+        let pool = Pool::new(Arc::new(origin));
         pools.push(Rc::clone(&pool));
-        pool
+        Ok(pool)
     }
 
-    /// Sends one request to `origin` (see [`Pool::send`]).
+    /// Sends one request to `server` (see [`Pool::send`]).
     pub async fn send(
         &self,
-        origin: &Arc<Origin>,
+        server: Server<'_>,
         head: &RequestHead<'_>,
         body: &[u8],
     ) -> Result<(Response, BodyReader), SendError> {
-        self.pool(origin).send(head, body).await
+        let pool = self.pool(server).map_err(SendError::Connect)?;
+        pool.send(head, body).await
     }
 }

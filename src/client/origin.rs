@@ -87,14 +87,6 @@ impl Origin {
         Ok(Arc::new(origin))
     }
 
-    /// Whether pooled connections to `other` may serve this origin (same scheme, host
-    /// and port).
-    pub fn same_server(&self, other: &Origin) -> bool {
-        self.tls.is_some() == other.tls.is_some()
-            && self.port == other.port
-            && self.host.name() == other.host.name()
-    }
-
     /// Why this origin looks unreachable right now, or `None`: its host does not resolve,
     /// or every connect of the last minute failed (see [`super::health`]).
     pub fn problem(&self) -> Option<String> {
