@@ -373,6 +373,140 @@ impl BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Origin;
+    use crate::http::response::ResponseHeadError;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    /// A server on 127.0.0.1 that answers the n-th request (across connections) with
+    /// `replies[n]`, closing after the last; returns the port and the connection count.
+    fn serve(replies: &'static [&'static str]) -> (u16, Arc<AtomicUsize>) {
+        serve_closing(replies, false)
+    }
+
+    /// [`serve`], closing each connection after one answer when `close_each`.
+    fn serve_closing(
+        replies: &'static [&'static str],
+        close_each: bool,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            let mut next = 0;
+            while next < replies.len() {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                count.fetch_add(1, SeqCst);
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while next < replies.len() {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        break;
+                    };
+                    seen.drain(..end + 4);
+                    let _ = stream.write_all(replies[next].as_bytes());
+                    next += 1;
+                    if close_each {
+                        break;
+                    }
+                }
+            }
+        });
+        (port, connections)
+    }
+
+    fn exchange(port: u16, times: usize) -> Vec<Result<(u16, Vec<u8>), SendError>> {
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let origin = Origin::new(None, "127.0.0.1", port, "test").unwrap();
+        let pool = Pool::new(Arc::new(origin));
+        runtime.block_on(async {
+            let mut results = Vec::new();
+            for _ in 0..times {
+                let head = RequestHead::post("/hook");
+                let result = match pool.send(&head, b"").await {
+                    Ok((response, body)) => body
+                        .read_to_end(1024)
+                        .await
+                        .map(|body| (response.status, body)),
+                    Err(e) => Err(e),
+                };
+                results.push(result);
+            }
+            results
+        })
+    }
+
+    #[test]
+    fn bodies_are_decoded_and_connections_kept_alive() {
+        let (port, connections) = serve(&[
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nyes",
+            "HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\nuntil close",
+        ]);
+        let results = exchange(port, 3);
+        let got: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [
+                (200, b"ok".to_vec()),
+                (201, b"yes".to_vec()),
+                (202, b"until close".to_vec())
+            ]
+        );
+        assert_eq!(connections.load(SeqCst), 1, "one kept-alive connection");
+    }
+
+    #[test]
+    fn a_pooled_connection_closed_while_idle_is_replaced_unseen() {
+        const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (port, connections) = serve_closing(&[OK, OK, OK], true);
+        let results = exchange(port, 3);
+        assert!(
+            results.iter().all(|r| matches!(r, Ok((200, _)))),
+            "{results:?}"
+        );
+        assert_eq!(connections.load(SeqCst), 3);
+    }
+
+    #[test]
+    fn untrustworthy_framing_is_refused() {
+        for reply in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        ] {
+            let replies: &'static [&'static str] = Box::leak(Box::new([reply]));
+            let (port, _) = serve(replies);
+            let result = exchange(port, 1).pop().unwrap();
+            assert!(
+                matches!(
+                    result,
+                    Err(SendError::Head(ResponseHeadError::AmbiguousFraming))
+                ),
+                "{reply:?}: {result:?}"
+            );
+        }
+        let (port, _) = serve(&["HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok"]);
+        let result = exchange(port, 1).pop().unwrap();
+        assert!(matches!(result, Err(SendError::Truncated)), "{result:?}");
+        let (port, _) = serve(&["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]);
+        let result = exchange(port, 1).pop().unwrap();
+        assert!(matches!(result, Err(SendError::Body(_))), "{result:?}");
+    }
 
     #[test]
     fn heads_are_written_once_and_checked() {
