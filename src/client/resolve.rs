@@ -46,6 +46,8 @@ struct Answer {
     error: Option<String>,
     /// When the latest attempt ended.
     at: Option<Instant>,
+    /// Failed attempts in the current failure streak.
+    failures: u64,
 }
 
 /// One host name (or IP literal) and port, and what resolving it produced.
@@ -127,9 +129,13 @@ impl Host {
                 }
                 answer.addrs = Some(found);
                 answer.error = None;
+                answer.failures = 0;
             }
             Err(why) => {
-                if !was_failing {
+                answer.failures += 1;
+                if was_failing {
+                    log::debug!("{why} (attempt {} of this failure streak)", answer.failures);
+                } else {
                     let kept = if answer.addrs.is_some() {
                         "; keeping its last addresses"
                     } else {
@@ -208,6 +214,7 @@ impl Resolver {
                 addrs: literal.map(|ip| Arc::from([SocketAddr::new(ip, port)])),
                 error: None,
                 at: literal.map(|_| Instant::now()),
+                failures: 0,
             }),
             queued: Mutex::new(false),
             resolver: Arc::downgrade(self),
