@@ -196,7 +196,14 @@ impl Resolver {
     /// (start-up, never a worker), so its state is known before anything connects.
     pub fn watch(self: &Arc<Self>, name: &str, port: u16) -> Arc<Host> {
         let host = self.entry(name, port, true);
-        if host.name.parse::<IpAddr>().is_err() && host.answer.read().unwrap().at.is_none() {
+        if host.name.parse::<IpAddr>().is_err()
+            && host
+                .answer
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .at
+                .is_none()
+        {
             host.resolve();
             self.start_thread();
         }
@@ -262,29 +269,31 @@ impl Resolver {
         if std::mem::replace(&mut state.thread_started, true) {
             return;
         }
-        let resolver = Arc::downgrade(self);
+        let resolver = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("nexus-resolver".into())
-            .spawn(move || run(resolver));
+            .spawn(move || loop {
+                resolver.next().resolve();
+            });
         if let Err(e) = spawned {
             log::error!("cannot start the resolver thread: {e}");
         }
     }
 
     /// The next host to resolve: a queued one, or a watched one that is due. Waits.
-    fn next(&self) -> Option<Arc<Host>> {
+    fn next(&self) -> Arc<Host> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(host) = state.queue.pop_front() {
-                return Some(host);
+                return host;
             }
             let now = Instant::now();
             let mut soonest: Option<Instant> = None;
             for host in state.hosts.values().filter(|h| h.watched) {
                 match host.next_due() {
-                    Some(due) if due <= now => return Some(Arc::clone(host)),
+                    Some(due) if due <= now => return Arc::clone(host),
                     Some(due) => soonest = Some(soonest.map_or(due, |s| s.min(due))),
-                    None => return Some(Arc::clone(host)),
+                    None => return Arc::clone(host),
                 }
             }
             let wait = soonest.map_or(WATCH_REFRESH, |s| s - now);
@@ -294,16 +303,6 @@ impl Resolver {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-    }
-}
-
-/// The resolver thread: ends when the resolver is dropped (only a test's own one is).
-fn run(resolver: Weak<Resolver>) {
-    loop {
-        let Some(host) = resolver.upgrade().and_then(|r| r.next()) else {
-            return;
-        };
-        host.resolve();
     }
 }
 
