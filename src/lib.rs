@@ -1,6 +1,7 @@
 //! nexus as a library: the binary in main.rs wires these together; tests and benchmarks
 //! reach the parsers directly.
 
+pub mod client;
 pub mod client_setup;
 pub mod config;
 pub mod conn;
@@ -16,5 +17,4 @@ pub(crate) mod scan;
 pub mod server;
 pub mod shared;
 pub mod stats;
-pub mod upstream;
 pub mod usage;

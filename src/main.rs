@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nexus::client::Upstream;
 use nexus::config::{self, Cli, Config};
 use nexus::conn::body_budget::BodyBudget;
 use nexus::credentials::CredentialStore;
 use nexus::notify::{logger, Hub};
 use nexus::server::{self, runtime, Lifecycle, Shared};
 use nexus::stats::Stats;
-use nexus::upstream::Upstream;
 
 fn main() {
     let cli: Cli = argh::from_env();
@@ -47,7 +47,7 @@ fn main() {
     if config.port == 0 {
         config.port = pick_free_port(&config.host).unwrap_or_else(|e| fail(&e));
     }
-    let upstream = Upstream::new(&config).unwrap_or_else(|e| fail(&e));
+    let upstream = Upstream::from_config(&config).unwrap_or_else(|e| fail(&e));
     let credentials = CredentialStore::open(config.credentials_dir.clone());
     credentials.watch();
     credentials

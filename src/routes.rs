@@ -87,7 +87,13 @@ impl Reply {
 pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -> Reply {
     let stats = &shared.stats;
     match route {
-        Route::Health => Reply::ok("application/json", health_body(shared, driver)),
+        Route::Health => {
+            let (status, body) = health_body(shared, driver);
+            Reply {
+                status,
+                ..Reply::ok("application/json", body)
+            }
+        }
         Route::TokenStats => Reply::ok("application/json", stats.token_stats_json()),
         Route::Metrics => Reply::ok(
             "text/plain; version=0.0.4; charset=utf-8",
@@ -130,10 +136,16 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// Health and configuration summary: nothing secret, only whether things are set.
-fn health_body(shared: &Shared, driver: &str) -> Vec<u8> {
+///
+/// `degraded` with 503 (so load balancers and `--check-health` notice) when the upstream
+/// host does not resolve or every connect to it in the last minute failed
+/// ([`crate::client::Origin::problem`]); `ok` with 200 otherwise.
+fn health_body(shared: &Shared, driver: &str) -> (u16, Vec<u8>) {
     let config = &shared.config;
-    serde_json::to_vec(&serde_json::json!({
-        "status": "ok",
+    let problem = shared.upstream.problem();
+    let status = if problem.is_some() { 503 } else { 200 };
+    let mut body = serde_json::json!({
+        "status": if problem.is_some() { "degraded" } else { "ok" },
         "service": "nexus",
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": shared.started.elapsed().as_secs(),
@@ -148,6 +160,10 @@ fn health_body(shared: &Shared, driver: &str) -> Vec<u8> {
             "telemetry": config.telemetry_endpoint.is_some(),
             "slack": config.slack.enabled && config.slack.webhook_url.is_some(),
         },
-    }))
-    .expect("a JSON value always serializes")
+    });
+    if let Some(why) = problem {
+        body["reason"] = format!("upstream unreachable: {why}").into();
+    }
+    let body = serde_json::to_vec(&body).expect("a JSON value always serializes");
+    (status, body)
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::client::Upstream;
 use crate::config::Config;
 use crate::conn::body_budget::BodyBudget;
 use crate::credentials::CredentialStore;
 use crate::lifecycle::Lifecycle;
 use crate::stats::Stats;
-use crate::upstream::Upstream;
 
 /// What every worker shares: read-mostly configuration and atomics.
 pub struct Shared {

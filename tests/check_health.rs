@@ -1,5 +1,6 @@
 //! `nexus --check-health`, the container health check: exit 0 when the nexus on the
-//! configured port answers `GET /` with 200, 1 otherwise, within about 2 s.
+//! configured port answers `GET /` with 200, 1 otherwise, within about 2 s; and `GET /`
+//! itself saying `degraded` (503) when the upstream cannot be reached.
 
 mod common;
 
@@ -88,4 +89,110 @@ fn a_silent_listener_times_out_within_about_2s() {
 fn a_bad_configuration_is_unhealthy_not_a_crash() {
     let (out, _) = check(&["-p", "not-a-port"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+/// An address on which nothing listens (bound once, then released).
+fn closed_port_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a probe port");
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Waits until nexus's log contains `needle`, at most 20 s (a slow machine, not a bound).
+fn wait_for_log(nexus: &Nexus, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = nexus.logs();
+        if logs.contains(needle) || Instant::now() >= deadline {
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_unresolvable_upstream_is_degraded_and_the_check_fails() {
+    let nexus = Nexus::builder()
+        .upstream("http://nexus-test-unresolvable.invalid:9")
+        .env("NEXUS_LOG", "debug")
+        .start();
+    let port = nexus.addr().port().to_string();
+
+    let health = nexus.request(&Request::get("/"));
+    assert_eq!(health.status, 503, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "degraded", "{body:#}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("nexus-test-unresolvable.invalid"),
+        "the reason names the host: {body:#}"
+    );
+    assert_eq!(nexus.request(&Request::new("HEAD", "/")).status, 503);
+
+    let (out, _) = check(&["-p", &port], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "{out:?}"
+    );
+
+    // The resolver retries every second; the streak is warned about once, however many
+    // retries (each one a debug line) come after it.
+    let logs = wait_for_log(&nexus, "(attempt 3 of this failure streak)");
+    assert!(
+        logs.contains("(attempt 3 of this failure streak)"),
+        "{logs}"
+    );
+    let warnings = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot resolve nexus-test-unresolvable"))
+        .count();
+    assert_eq!(warnings, 1, "{logs}");
+}
+
+#[test]
+fn an_upstream_whose_connects_all_fail_is_degraded() {
+    let nexus = Nexus::builder().upstream(&closed_port_url()).start();
+    assert_eq!(
+        nexus.request(&Request::get("/")).status,
+        200,
+        "no evidence yet"
+    );
+
+    let response = nexus.request(&messages_request("{}"));
+    assert_eq!(response.status, 502);
+
+    let health = nexus.request(&Request::get("/"));
+    assert_eq!(health.status, 503, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "degraded", "{body:#}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connect"),
+        "{body:#}"
+    );
+    let port = nexus.addr().port().to_string();
+    let (out, _) = check(&["-p", &port], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn a_reachable_upstream_is_ok_and_the_check_passes() {
+    let mock = MockUpstream::start(|_| MockReply::json(200, "{}"));
+    let nexus = Nexus::builder().upstream(&mock.url()).start();
+
+    let response = nexus.request(&messages_request("{}"));
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let health = nexus.request(&Request::get("/"));
+    assert_eq!(health.status, 200, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "ok", "{body:#}");
+    assert!(body.get("reason").is_none(), "{body:#}");
+    let port = nexus.addr().port().to_string();
+    let (out, _) = check(&["-p", &port], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

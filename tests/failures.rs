@@ -28,7 +28,10 @@ fn upstream_refusing_connections_is_502_and_nexus_keeps_serving() {
         "a refused connection took {:?}",
         started.elapsed()
     );
-    assert_eq!(nexus.request(&Request::get("/")).status, 200);
+    // Still serving; `GET /` now tells the truth about the upstream (check_health.rs).
+    let health = nexus.request(&Request::get("/"));
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "degraded");
     nexus.assert_alive();
 }
 

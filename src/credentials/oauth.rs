@@ -50,7 +50,7 @@ impl OAuthRefresher {
     pub fn start(store: &Arc<CredentialStore>, config: &Config) -> Result<(), String> {
         let endpoint = TokenEndpoint::new(
             &config.oauth_token_url,
-            || crate::upstream::tls::client_config(config.upstream_ca_file.as_deref()),
+            || crate::client::tls::client_config(config.upstream_ca_file.as_deref()),
             config.oauth_timeout,
         )?;
         // A request may wait for the token request itself, plus for another process that

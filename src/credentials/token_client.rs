@@ -1,17 +1,15 @@
-//! The OAuth token endpoint client: one blocking HTTP/1.1 POST over std sockets (and
-//! rustls for https), run on a refresh thread so no worker ever blocks on it.
+//! The OAuth token endpoint client: one POST through [`crate::client`], run on the
+//! refresh thread's own small runtime so no worker ever waits on it.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::ClientConfig;
 use serde_json::Value;
 
 use super::file::NewTokens;
+use crate::client::{Origin, Pool, RequestHead};
 use crate::config::UpstreamUrl;
-use crate::http::chunked::ChunkedDecoder;
 
 /// Claude's public OAuth client id (the one Claude Code uses).
 pub const CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
@@ -26,6 +24,7 @@ pub struct TokenEndpoint {
     pub tls: Option<Arc<ClientConfig>>,
     /// Bound on one whole request: connect, send, response.
     pub timeout: Duration,
+    origin: Arc<Origin>,
 }
 
 /// Why a refresh did not produce tokens.
@@ -48,7 +47,14 @@ impl TokenEndpoint {
         let url = crate::config::parse_upstream_url(url.trim())
             .map_err(|why| format!("invalid OAUTH_TOKEN_URL {url:?}: expected {why}"))?;
         let tls = if url.tls { Some(tls()?) } else { None };
-        Ok(TokenEndpoint { url, tls, timeout })
+        let mut origin = Origin::new(tls.clone(), &url.host, url.port, &url.authority)?;
+        origin.connect_timeout = timeout;
+        Ok(TokenEndpoint {
+            url,
+            tls,
+            timeout,
+            origin: Arc::new(origin),
+        })
     }
 
     /// Trades a refresh token for new tokens.
@@ -65,73 +71,38 @@ impl TokenEndpoint {
         interpret(status, &body, now_ms())
     }
 
-    /// POSTs `body` as JSON; returns the status and the decoded response body.
+    /// POSTs `body` as JSON; returns the status and the decoded response body. Runs a
+    /// runtime of its own (the legacy driver: a ring per refresh is not worth it) on the
+    /// calling thread, which is a refresh thread, never a worker.
     fn post(&self, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
-        let deadline = Instant::now() + self.timeout;
-        let timed_out = || format!("no response within {}s", self.timeout.as_secs());
-        let url = &self.url;
-        let addrs: Vec<_> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-            .collect();
-        let mut last_error = format!("{} resolved to no address", url.host);
-        let mut tcp = None;
-        for addr in addrs {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .ok_or_else(timed_out)?;
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(stream) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|e| format!("cannot start the token request's runtime: {e}"))?;
+        runtime.block_on(async {
+            match monoio::time::timeout(self.timeout, self.exchange(body)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no response within {}s", self.timeout.as_secs())),
             }
-        }
-        let tcp = tcp.ok_or(last_error)?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream = match &self.tls {
-            None => Stream::Plain(tcp),
-            Some(config) => {
-                let name = crate::upstream::tls::server_name(&url.host)?;
-                let conn = rustls::ClientConnection::new(Arc::clone(config), name)
-                    .map_err(|e| format!("TLS setup failed: {e}"))?;
-                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
-            }
-        };
-        let path = if url.base_path.is_empty() {
-            "/"
-        } else {
-            url.base_path.as_str()
-        };
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             accept: application/json\r\nuser-agent: nexus/{}\r\ncontent-length: {}\r\n\
-             connection: close\r\n\r\n",
-            url.authority,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        let io_error = |e: io::Error| {
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) {
-                timed_out()
-            } else {
-                format!("token endpoint connection failed: {e}")
-            }
-        };
-        stream.set_timeout(deadline).ok_or_else(timed_out)?;
-        stream.write_all(&request).map_err(io_error)?;
-        stream.flush().map_err(io_error)?;
-        read_response(&mut stream, deadline).map_err(|e| match e {
-            ReadError::Io(e) => io_error(e),
-            ReadError::Invalid(why) => format!("invalid response from the token endpoint: {why}"),
-            ReadError::TimedOut => timed_out(),
         })
+    }
+
+    async fn exchange(&self, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        // A fresh pool holds no kept-alive connection, so the client never sends this
+        // twice: a refresh token must not be spent on a request that may have arrived.
+        let pool = Pool::new(Arc::clone(&self.origin));
+        let path = match self.url.base_path.as_str() {
+            "" => "/",
+            path => path,
+        };
+        let head = RequestHead::post(path)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("connection", "close");
+        let failed = |e| format!("token endpoint {}: {e}", self.origin.display);
+        let (response, reader) = pool.send(&head, body).await.map_err(failed)?;
+        let body = reader.read_to_end(MAX_RESPONSE).await.map_err(failed)?;
+        Ok((response.status, body))
     }
 }
 
@@ -197,178 +168,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    /// Bounds the next socket operation by what is left until `deadline`; `None` if nothing is.
-    fn set_timeout(&self, deadline: Instant) -> Option<()> {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        let tcp = match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.sock,
-        };
-        tcp.set_read_timeout(Some(left)).ok()?;
-        tcp.set_write_timeout(Some(left)).ok()?;
-        Some(())
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-enum ReadError {
-    Io(io::Error),
-    Invalid(&'static str),
-    TimedOut,
-}
-
-/// How the response body ends.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// Reads one response: head, then the body by its framing.
-fn read_response(stream: &mut Stream, deadline: Instant) -> Result<(u16, Vec<u8>), ReadError> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
-    let mut eof = false;
-    // Head (skipping 1xx interim responses).
-    let (status, framing, head_len) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = response.code.unwrap_or(0);
-                if (100..200).contains(&status) {
-                    buf.drain(..len);
-                    continue;
-                }
-                break (status, framing_of(response.headers)?, len);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return Err(ReadError::Invalid("malformed response head")),
-        }
-        if eof {
-            return Err(ReadError::Invalid("connection closed before a response"));
-        }
-        eof = fill(stream, &mut buf, &mut chunk, deadline)?;
-    };
-    buf.drain(..head_len);
-    match framing {
-        Framing::Length(n) => {
-            while buf.len() < n {
-                if fill(stream, &mut buf, &mut chunk, deadline)? {
-                    return Err(ReadError::Invalid("body ended early"));
-                }
-            }
-            buf.truncate(n);
-            Ok((status, buf))
-        }
-        Framing::Chunked => {
-            let mut decoder = ChunkedDecoder::new();
-            let mut body = Vec::new();
-            let mut at = 0;
-            loop {
-                let progress = decoder
-                    .feed(&buf[at..], &mut |data| body.extend_from_slice(data))
-                    .map_err(|_| ReadError::Invalid("malformed chunked body"))?;
-                at += progress.consumed;
-                if progress.done {
-                    return Ok((status, body));
-                }
-                if body.len() > MAX_RESPONSE {
-                    return Err(ReadError::Invalid("response too large"));
-                }
-                if fill(stream, &mut buf, &mut chunk, deadline)? {
-                    return Err(ReadError::Invalid("body ended early"));
-                }
-            }
-        }
-        Framing::UntilClose => {
-            while !eof {
-                eof = fill(stream, &mut buf, &mut chunk, deadline)?;
-            }
-            Ok((status, buf))
-        }
-    }
-}
-
-fn framing_of(headers: &[httparse::Header<'_>]) -> Result<Framing, ReadError> {
-    let mut framing = Framing::UntilClose;
-    for header in headers {
-        if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            framing = Framing::Chunked;
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            let n = crate::http::headers::parse_content_length(header.value)
-                .ok_or(ReadError::Invalid("bad content-length"))?;
-            if n as usize > MAX_RESPONSE {
-                return Err(ReadError::Invalid("response too large"));
-            }
-            if !matches!(framing, Framing::Chunked) {
-                framing = Framing::Length(n as usize);
-            }
-        }
-    }
-    Ok(framing)
-}
-
-/// Reads more bytes into `buf`; true at end of stream.
-fn fill(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    chunk: &mut [u8],
-    deadline: Instant,
-) -> Result<bool, ReadError> {
-    if buf.len() > MAX_RESPONSE {
-        return Err(ReadError::Invalid("response too large"));
-    }
-    loop {
-        stream.set_timeout(deadline).ok_or(ReadError::TimedOut)?;
-        match stream.read(chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(false);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // A TLS peer that closes without close_notify: treat as end of stream; the
-            // framing check decides whether the body was complete.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
-            Err(e) => return Err(ReadError::Io(e)),
-        }
-    }
 }
 
 #[cfg(test)]

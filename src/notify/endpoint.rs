@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::client::Server;
+
 /// Where a webhook lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -35,22 +37,15 @@ impl Endpoint {
         })
     }
 
-    /// Connections to the same origin are interchangeable: this names the origin.
-    pub fn origin(&self) -> Origin<'_> {
-        Origin {
+    /// The server a POST goes to (connections to it are pooled).
+    pub fn server(&self) -> Server<'_> {
+        Server {
             tls: self.tls,
             host: &self.host,
             port: self.port,
+            authority: &self.authority,
         }
     }
-}
-
-/// Scheme, host and port: what a pooled connection is good for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin<'a> {
-    pub tls: bool,
-    pub host: &'a str,
-    pub port: u16,
 }
 
 /// Shows scheme and authority only: a Slack webhook's path is its secret.

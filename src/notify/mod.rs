@@ -9,20 +9,17 @@
 //! takes a lock.
 //!
 //! - [`outbox`]: per-worker queues, delivery with bounded retries, drop accounting;
-//! - [`client`]: the webhook HTTP/1.1 client (plain and TLS, keep-alive);
-//! - [`resolve`]: webhook host names resolved on a background thread;
+//! - [`endpoint`]: webhook URLs (delivered by [`crate::client`], kept alive per worker);
 //! - [`telemetry`], [`slack`], [`tools`]: what is sent;
 //! - [`report`]: the per-request state and the access-log line;
 //! - [`redact`], [`trace`]: masking, and the debug trace built on it;
 //! - [`logger`]: the `log` backend (timestamp, level, worker).
 
-pub mod client;
 pub mod endpoint;
 pub mod logger;
 pub mod outbox;
 pub mod redact;
 pub mod report;
-pub mod resolve;
 pub mod slack;
 pub mod telemetry;
 pub mod tools;
@@ -44,14 +41,13 @@ pub use report::Report;
 use crate::config::{Config, SlackConfig};
 use crate::credentials::file::SlackOverride;
 use crate::stats::{now_ms, Stats};
-use resolve::HostResolver;
 
 /// Drops are logged at most this often per sink (the counter has every one).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Domains whose last user message is remembered for Slack; past this the memory starts over.
 const MAX_REMEMBERED_DOMAINS: usize = 10_000;
 
-/// What every worker's outbox shares: settings, TLS roots, the resolver, counters.
+/// What every worker's outbox shares: settings, TLS roots, counters.
 pub struct Hub {
     telemetry: Option<Arc<Endpoint>>,
     slack: SlackConfig,
@@ -60,7 +56,6 @@ pub struct Hub {
     queue_cap: usize,
     trace: bool,
     tls: Arc<ClientConfig>,
-    resolver: Arc<HostResolver>,
     stats: Arc<Stats>,
     /// Events queued or being delivered, across workers (shutdown waits for this).
     pending: AtomicUsize,
@@ -86,7 +81,7 @@ impl Hub {
         };
         let telemetry = parse("TELEMETRY_ENDPOINT", &config.telemetry_endpoint)?;
         let slack_global = parse("SLACK_WEBHOOK_URL", &config.slack.webhook_url)?;
-        let tls = crate::upstream::tls::client_config(config.upstream_ca_file.as_deref())?;
+        let tls = crate::client::tls::client_config(config.upstream_ca_file.as_deref())?;
         Ok(Arc::new(Hub {
             telemetry,
             slack: config.slack.clone(),
@@ -94,7 +89,6 @@ impl Hub {
             queue_cap: config.notify_queue.max(1),
             trace: config.debug && log::log_enabled!(log::Level::Debug),
             tls,
-            resolver: HostResolver::new(),
             stats,
             pending: AtomicUsize::new(0),
             drop_logged_at: Default::default(),

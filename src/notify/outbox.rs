@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::client::WebhookClient;
 use super::endpoint::Endpoint;
 use super::slack;
 use super::telemetry::TelemetryEvent;
 use super::Hub;
+use crate::client::{Client, RequestHead};
 use crate::credentials::DomainEntry;
 use crate::request_id::RequestId;
 
@@ -31,6 +31,8 @@ const SLACK_PARALLEL: usize = 1;
 const ATTEMPTS: usize = 3;
 const BACKOFF: [Duration; ATTEMPTS - 1] = [Duration::from_millis(500), Duration::from_secs(2)];
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Response bodies are read and forgotten; one longer than this closes the connection.
+const MAX_ANSWER: u64 = 1024 * 1024;
 
 /// Where an event goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +124,8 @@ impl Future for NextJob<'_> {
 /// One worker's outbox.
 pub struct Outbox {
     hub: Arc<Hub>,
-    client: WebhookClient,
+    /// Webhook connections, kept alive per origin.
+    client: Client,
     queues: [Queue; 2],
 }
 
@@ -130,7 +133,7 @@ impl Outbox {
     /// An outbox for the current worker; call [`Outbox::start`] on its runtime.
     pub fn new(hub: Arc<Hub>) -> Rc<Outbox> {
         Rc::new(Outbox {
-            client: WebhookClient::new(Arc::clone(&hub.resolver), Arc::clone(&hub.tls)),
+            client: Client::new(Arc::clone(&hub.tls)),
             hub,
             queues: [Queue::new(TELEMETRY_PARALLEL), Queue::new(SLACK_PARALLEL)],
         })
@@ -228,8 +231,7 @@ impl Outbox {
             if attempt > 0 {
                 monoio::time::sleep(BACKOFF[attempt - 1]).await;
             }
-            let posted =
-                monoio::time::timeout(ATTEMPT_TIMEOUT, self.client.post(endpoint, body)).await;
+            let posted = monoio::time::timeout(ATTEMPT_TIMEOUT, self.post(endpoint, body)).await;
             match posted {
                 Ok(Ok(status)) if (200..300).contains(&status) => return Ok(()),
                 Ok(Ok(status)) => {
@@ -245,5 +247,21 @@ impl Outbox {
             }
         }
         Err(last)
+    }
+
+    /// POSTs `body` as JSON; the answer's status, or why there was none. The answer's
+    /// body is read to its end (so the connection can carry the next event) and ignored:
+    /// once a status came back the event was delivered, whatever follows.
+    async fn post(&self, endpoint: &Endpoint, body: &[u8]) -> Result<u16, String> {
+        let head = RequestHead::post(&endpoint.target).header("content-type", "application/json");
+        let (response, answer) = self
+            .client
+            .send(endpoint.server(), &head, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = answer.discard(MAX_ANSWER).await {
+            log::debug!("{endpoint}: answered {} but {e}", response.status);
+        }
+        Ok(response.status)
     }
 }

@@ -3,12 +3,12 @@
 use std::fmt;
 
 use super::Outcome;
+use crate::client::ConnectError;
 use crate::credentials::CredentialError;
 use crate::http::chunked::ChunkError;
 use crate::http::error::ErrorReply;
 use crate::http::response::ResponseHeadError;
 use crate::notify::report::Ending;
-use crate::upstream::ConnectError;
 
 /// Why a request could not be forwarded.
 #[derive(Debug)]

@@ -10,7 +10,7 @@
 //!   just as the request arrived), and
 //! - the body is still at hand (held whole, or none).
 //!
-//! A pooled connection idle for a moment is probed before reuse (see `upstream::pool`);
+//! A pooled connection idle for a moment is probed before reuse (see `client::pool`);
 //! the rule above covers the race that a probe cannot see, the close that crosses the
 //! request on the wire. An upstream that just closes (FIN) after reading a request is not
 //! retried: it may have acted on it.
@@ -24,11 +24,11 @@ use monoio::buf::IoBufMut;
 
 use super::request_body::{self, HeldBody};
 use super::{Proxy, ProxyError, RELAY_BUFFER};
+use crate::client::Connection as UpstreamConn;
 use crate::conn::ClientConn;
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{parse_response, FinalHead, ResponseHead};
 use crate::stats::Meter;
-use crate::upstream::UpstreamConn;
 
 /// The upstream's answer, its head parsed; `buf[head.head_len..]` is the body's start.
 pub struct Answer {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub use error::ProxyError;
 
+use crate::client::Pool;
 use crate::conn::ClientConn;
 use crate::credentials::{self, domain::Domain, LocalView};
 use crate::http::request::{BodyFraming, Method, RequestHead};
@@ -24,7 +25,6 @@ use crate::notify::{trace, Outbox, Report};
 use crate::request_id::RequestId;
 use crate::shared::Shared;
 use crate::stats::{registry, LocalCounters, Meter, SpareScanners};
-use crate::upstream::Pool;
 use crate::usage::classify_request;
 use request_body::{HeldBody, HELD_BODY_LIMIT, STREAMED_BODY_LIMIT};
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::exchange::{read_append, Answer};
 use super::{Outcome, Proxy, ProxyError, COALESCE_LIMIT, RELAY_BUFFER};
+use crate::client::Connection as UpstreamConn;
 use crate::conn::ClientConn;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::digits::{push_content_length, push_hex};
@@ -17,7 +18,6 @@ use crate::http::response::ResponseFraming;
 use crate::notify::{trace, Report};
 use crate::request_id::RequestId;
 use crate::stats::{BodyScanner, Meter};
-use crate::upstream::UpstreamConn;
 
 /// How the response body travels: upstream framing (decoder) × client framing (encoder).
 enum Relay {

@@ -4,11 +4,11 @@
 use monoio::buf::IoBuf;
 
 use super::ProxyError;
+use crate::client::Connection as UpstreamConn;
 use crate::conn::body_budget::BodyShare;
 use crate::conn::ClientConn;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{BodyFraming, RequestHead};
-use crate::upstream::UpstreamConn;
 
 /// The API's own request size limit; these bodies are held whole.
 pub const HELD_BODY_LIMIT: u64 = 32 * 1024 * 1024;

@@ -12,12 +12,12 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use super::runtime::Driver;
 use super::{connection, Shared};
+use crate::client::Pool;
 use crate::conn::body_buffers::BodyBuffers;
 use crate::conn::deadline::Ticks;
 use crate::notify::Outbox;
 use crate::proxy::Proxy;
 use crate::request_id::RequestIds;
-use crate::upstream::Pool;
 
 /// How often a worker looks at the shutdown flag, ends waits past their limits and
 /// sweeps its pool and kept body buffers.

@@ -1,21 +1,23 @@
-//! One connection to the upstream, plain TCP or TLS, with owned-buffer I/O.
+//! One client connection, plain TCP or TLS, with owned-buffer I/O.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use monoio_rustls::ClientTlsStream;
+use monoio_rustls::{ClientTlsStream, TlsConnector};
+use rustls::pki_types::ServerName;
 
 enum Transport {
     Plain(TcpStream),
     Tls(Box<ClientTlsStream<TcpStream>>),
 }
 
-/// An upstream connection.
-pub struct UpstreamConn {
+/// A connection to an origin (the upstream, a webhook, the token endpoint).
+pub struct Connection {
     transport: Transport,
     /// The socket, for the non-blocking liveness peek while pooled.
     fd: RawFd,
@@ -23,21 +25,48 @@ pub struct UpstreamConn {
     pub reused: bool,
 }
 
-impl UpstreamConn {
-    pub(super) fn plain(stream: TcpStream, fd: RawFd) -> Self {
-        UpstreamConn {
-            transport: Transport::Plain(stream),
-            fd,
-            reused: false,
-        }
-    }
+/// Why a connection could not be opened to any of the addresses.
+pub(super) enum OpenError {
+    /// Every address refused or failed; the last error.
+    Connect(io::Error),
+    /// The TLS handshake failed (certificate, protocol).
+    Tls(String),
+}
 
-    pub(super) fn tls(stream: ClientTlsStream<TcpStream>, fd: RawFd) -> Self {
-        UpstreamConn {
-            transport: Transport::Tls(Box::new(stream)),
-            fd,
-            reused: false,
+impl Connection {
+    /// Connects to the first address that accepts, then does the TLS handshake when
+    /// `tls` names a connector and the server name to verify.
+    pub(super) async fn open(
+        addrs: &[SocketAddr],
+        tls: Option<&(TlsConnector, ServerName<'static>)>,
+    ) -> Result<Connection, OpenError> {
+        let mut last_error = None;
+        for addr in addrs {
+            let stream = match TcpStream::connect_addr(*addr).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let fd = stream.as_raw_fd();
+            let transport = match tls {
+                None => Transport::Plain(stream),
+                Some((connector, name)) => match connector.connect(name.clone(), stream).await {
+                    Ok(tls) => Transport::Tls(Box::new(tls)),
+                    Err(e) => return Err(OpenError::Tls(e.to_string())),
+                },
+            };
+            return Ok(Connection {
+                transport,
+                fd,
+                reused: false,
+            });
         }
+        Err(OpenError::Connect(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
+        })))
     }
 
     /// Reads into the buffer's spare capacity.
@@ -64,14 +93,14 @@ impl UpstreamConn {
         }
     }
 
-    /// Whether [`UpstreamConn::readable`] means a read will find bytes (or EOF). Not so
+    /// Whether [`Connection::readable`] means a read will find bytes (or EOF). Not so
     /// over TLS: rustls may hold decrypted bytes already, or need a whole record first.
     pub fn waits_without_buffer(&self) -> bool {
         matches!(self.transport, Transport::Plain(_))
     }
 
     /// Waits until the socket has something to read, holding no buffer meanwhile. Only
-    /// meaningful when [`UpstreamConn::waits_without_buffer`]; over TLS it returns at once.
+    /// meaningful when [`Connection::waits_without_buffer`]; over TLS it returns at once.
     pub async fn readable(&self) -> io::Result<()> {
         match &self.transport {
             // Not relaxed: on the epoll driver a stale readiness flag would end the wait

@@ -1,29 +1,31 @@
-//! A worker's keep-alive pool of upstream connections. Single-threaded (one per worker),
-//! so a `RefCell` is all the synchronisation it needs.
+//! A keep-alive pool of connections to one origin, per worker (the proxy's upstream,
+//! each webhook origin) or per refresh (the token endpoint). Single-threaded, so a
+//! `RefCell` is all the synchronisation it needs.
 
 use std::cell::RefCell;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
-use super::conn::UpstreamConn;
-use super::Upstream;
+use super::origin::Origin;
+use super::resolve::Lookup;
+use super::transport::{Connection, OpenError};
 
 /// Idle connections younger than this are reused without a liveness probe.
 const PROBE_AFTER: Duration = Duration::from_millis(250);
-/// Most idle connections a worker keeps; more are closed when returned.
-const MAX_IDLE: usize = 256;
+/// How often a connect waits for the resolver thread to answer about a host.
+const RESOLVE_POLL: Duration = Duration::from_millis(20);
 
 /// Why no upstream connection could be opened.
 #[derive(Debug)]
 pub enum ConnectError {
     /// DNS has not produced an address yet.
     NoAddress,
+    /// The host name does not resolve; why.
+    Unresolved(String),
     /// Every address refused or failed; the last error.
     Connect(std::io::Error),
     /// TLS handshake failed (certificate, protocol).
@@ -36,6 +38,7 @@ impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnectError::NoAddress => f.write_str("its address could not be resolved"),
+            ConnectError::Unresolved(why) => f.write_str(why),
             ConnectError::Connect(e) => write!(f, "connection failed: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::Timeout(secs) => write!(f, "no connection within {secs}s"),
@@ -43,23 +46,24 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// The idle connections of one worker.
+/// The idle connections to one origin.
 pub struct Pool {
-    upstream: Arc<Upstream>,
+    origin: Arc<Origin>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    idle: RefCell<Vec<(UpstreamConn, Instant)>>,
+    idle: RefCell<Vec<(Connection, Instant)>>,
     idle_timeout: Duration,
 }
 
 impl Pool {
-    pub fn new(upstream: Arc<Upstream>) -> Rc<Pool> {
-        let tls = upstream
+    /// An empty pool for `origin`.
+    pub fn new(origin: Arc<Origin>) -> Rc<Pool> {
+        let tls = origin
             .tls
             .as_ref()
             .map(|(config, name)| (TlsConnector::from(Arc::clone(config)), name.clone()));
-        let idle_timeout = upstream.idle_timeout;
+        let idle_timeout = origin.idle_timeout;
         Rc::new(Pool {
-            upstream,
+            origin,
             tls,
             idle: RefCell::new(Vec::new()),
             idle_timeout,
@@ -67,7 +71,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    pub fn checkout(&self) -> Option<UpstreamConn> {
+    pub fn checkout(&self) -> Option<Connection> {
         let mut idle = self.idle.borrow_mut();
         while let Some((mut conn, since)) = idle.pop() {
             let idle_for = since.elapsed();
@@ -83,9 +87,9 @@ impl Pool {
     }
 
     /// Returns a connection that finished a response cleanly.
-    pub fn checkin(&self, conn: UpstreamConn) {
+    pub fn checkin(&self, conn: Connection) {
         let mut idle = self.idle.borrow_mut();
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.origin.max_idle {
             idle.push((conn, Instant::now()));
         }
     }
@@ -97,38 +101,47 @@ impl Pool {
             .retain(|(conn, since)| since.elapsed() < self.idle_timeout && conn.idle_and_open());
     }
 
-    /// Opens a new connection, trying each resolved address in turn.
-    pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
-        let limit = self.upstream.connect_timeout;
-        match monoio::time::timeout(limit, self.open()).await {
-            Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout(limit.as_secs())),
-        }
+    /// The origin this pool connects to.
+    pub fn origin(&self) -> &Arc<Origin> {
+        &self.origin
     }
 
-    async fn open(&self) -> Result<UpstreamConn, ConnectError> {
-        let addrs = self.upstream.resolver.addrs();
-        let mut last_error = None;
-        for addr in addrs.iter() {
-            match TcpStream::connect_addr(*addr).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    let fd = stream.as_raw_fd();
-                    return match &self.tls {
-                        None => Ok(UpstreamConn::plain(stream, fd)),
-                        Some((connector, name)) => {
-                            match connector.connect(name.clone(), stream).await {
-                                Ok(tls) => Ok(UpstreamConn::tls(tls, fd)),
-                                Err(e) => Err(ConnectError::Tls(e.to_string())),
-                            }
-                        }
-                    };
-                }
-                Err(e) => last_error = Some(e),
-            }
+    /// Whether no connection is idle here.
+    pub fn is_empty(&self) -> bool {
+        self.idle.borrow().is_empty()
+    }
+
+    /// Opens a new connection, trying each resolved address in turn. The outcome counts
+    /// toward the origin's health (see [`super::health`]).
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let limit = self.origin.connect_timeout;
+        let result = match monoio::time::timeout(limit, self.open()).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout(limit.as_secs())),
+        };
+        match &result {
+            Ok(_) => self.origin.health.succeeded(),
+            Err(e) => self.origin.health.failed(&e.to_string()),
         }
-        Err(last_error
-            .map(ConnectError::Connect)
-            .unwrap_or(ConnectError::NoAddress))
+        result
+    }
+
+    async fn open(&self) -> Result<Connection, ConnectError> {
+        let addrs = loop {
+            match self.origin.host.lookup() {
+                Lookup::Ready(addrs) => break addrs,
+                Lookup::Pending => monoio::time::sleep(RESOLVE_POLL).await,
+                Lookup::Failed(why) => return Err(ConnectError::Unresolved(why)),
+            }
+        };
+        if addrs.is_empty() {
+            return Err(ConnectError::NoAddress);
+        }
+        Connection::open(&addrs, self.tls.as_ref())
+            .await
+            .map_err(|e| match e {
+                OpenError::Connect(e) => ConnectError::Connect(e),
+                OpenError::Tls(why) => ConnectError::Tls(why),
+            })
     }
 }
