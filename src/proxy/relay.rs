@@ -79,15 +79,7 @@ pub async fn relay(
     if report.trace {
         trace::response(request.id, &conn.out);
     }
-    let mut scanner = BodyScanner::for_response(
-        &proxy.scanners,
-        meter.record.is_messages,
-        response.event_stream,
-        report.wants_text(),
-    );
-    if report.trace && !response.event_stream {
-        scanner.capture(trace::BODY_CHARS * 4);
-    }
+    let mut scanner = scanner(proxy, meter, report, response.event_stream);
     let mut reusable = response.reusable;
     let mut buf = std::mem::take(&mut answer.buf);
     let mut start = response.head_len;
@@ -111,77 +103,81 @@ pub async fn relay(
         if done {
             break;
         }
-        // Next read: an event stream keeps its held (partial) event; the rest start over.
-        match (&mut relay, frame) {
-            (Relay::Events(events), Some(frame)) => events.forwarded(&mut buf, &frame),
-            (Relay::Events(_), None) => {}
-            _ => buf.clear(),
-        }
-        start = buf.len();
-        if buf.capacity() - buf.len() < RELAY_BUFFER / 2 {
-            buf.reserve(RELAY_BUFFER);
-        }
+        start = relay.next_read(&mut buf, frame);
         let caught_up =
             matches!(&relay, Relay::Events(events) if events.holds_nothing()) && !read_filled;
         let since = Instant::now();
-        let read = read_more(conn, proxy, &mut answer.upstream, buf, caught_up).await;
+        let (read, b) = read_more(conn, proxy, &mut answer.upstream, buf, caught_up).await;
         meter.waited_on_upstream(since);
+        buf = b;
         let ended = match read {
-            (Ok(n), b) if n > 0 => {
-                read_filled = b.len() == b.capacity();
-                buf = b;
+            Ok(0) => None,
+            Ok(_) => {
+                read_filled = buf.len() == buf.capacity();
                 continue;
             }
-            (Ok(_), b) => {
-                buf = b;
-                None
-            }
-            (Err(why), b) => {
-                buf = b;
-                Some(why)
-            }
+            Err(why) => Some(why),
         };
-        // EOF ends close-delimited bodies; for any other framing the upstream broke off.
-        match (&relay, ended) {
-            (Relay::Rechunk, None) => {
-                conn.out.clear();
-                conn.out.extend_from_slice(b"0\r\n\r\n");
-                conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
-                break;
-            }
-            (Relay::UntilClose, None) => break,
-            (Relay::Events(_), why) => {
-                let why = why.unwrap_or_else(|| "connection closed".into());
-                log::warn!(
-                    "{} upstream stream broke off ({why}); ending it with an error event",
-                    request.id
-                );
+        match stopped(conn, &relay, ended, request.id).await {
+            Ok(Stopped::Complete) => break,
+            Ok(Stopped::WithErrorEvent) => {
                 meter.record.error = true;
                 report.facts = scanner.take_facts(&proxy.scanners);
-                end_with_error_event(conn, "upstream connection lost").await?;
                 proxy.give_buffer(buf);
                 return Ok((Outcome { close }, false));
             }
-            (_, why) => {
-                let why = why.unwrap_or_else(|| "connection closed before the body ended".into());
+            Err(e) => {
                 report.facts = scanner.take_facts(&proxy.scanners);
-                return Err(ProxyError::UpstreamBroke(why));
+                return Err(e);
             }
         }
     }
     proxy.give_buffer(buf);
+    finish(
+        proxy,
+        scanner,
+        answer.head.status,
+        request.id,
+        meter,
+        report,
+    );
+    Ok((Outcome { close }, reusable))
+}
+
+/// The usage scanner for this response, capturing its start for the debug trace.
+fn scanner(proxy: &Proxy, meter: &Meter<'_>, report: &Report, event_stream: bool) -> BodyScanner {
+    let mut scanner = BodyScanner::for_response(
+        &proxy.scanners,
+        meter.record.is_messages,
+        event_stream,
+        report.wants_text(),
+    );
+    if report.trace && !event_stream {
+        scanner.capture(trace::BODY_CHARS * 4);
+    }
+    scanner
+}
+
+/// Records what a completely relayed response said.
+fn finish(
+    proxy: &Proxy,
+    mut scanner: BodyScanner,
+    status: u16,
+    request_id: &RequestId,
+    meter: &mut Meter<'_>,
+    report: &mut Report,
+) {
     scanner.finish();
-    meter.record.error = answer.head.status >= 400;
+    meter.record.error = status >= 400;
     if let Some(facts) = scanner.facts() {
         meter.absorb(facts);
         // An error event after a 200, or a stream that ended without message_stop.
         meter.record.error |= facts.error_type.is_some() || !facts.complete;
     }
     if let Some((body, total)) = scanner.captured() {
-        trace::response_body(request.id, body, total);
+        trace::response_body(request_id, body, total);
     }
     report.facts = scanner.take_facts(&proxy.scanners);
-    Ok((Outcome { close }, reusable))
 }
 
 /// Chooses the relay for the response's framing and finishes the client's response head
@@ -227,6 +223,20 @@ fn start(
 }
 
 impl Relay {
+    /// Makes `buf` ready for the next read and says where its fresh bytes will start: an
+    /// event stream keeps its held (partial) event; the others start over.
+    fn next_read(&mut self, buf: &mut Vec<u8>, written: Option<Frame>) -> usize {
+        match (self, written) {
+            (Relay::Events(events), Some(frame)) => events.forwarded(buf, &frame),
+            (Relay::Events(_), None) => {}
+            _ => buf.clear(),
+        }
+        if buf.capacity() - buf.len() < RELAY_BUFFER / 2 {
+            buf.reserve(RELAY_BUFFER);
+        }
+        buf.len()
+    }
+
     /// Takes the bytes read since `start`: feeds the scanner and says what to write and
     /// whether the body is complete. Clears `reusable` when the upstream sent more than
     /// its framing allows.
@@ -386,6 +396,47 @@ async fn read_more(
             Err(format!("no data for {}s", idle.as_secs())),
             proxy.take_buffer(),
         ),
+    }
+}
+
+/// How a response ends when the upstream stopped sending.
+enum Stopped {
+    /// EOF was the end of a close-delimited body.
+    Complete,
+    /// An event stream broke off; it was ended with an error event.
+    WithErrorEvent,
+}
+
+/// The upstream stopped sending (`why`: its error; `None`: EOF). EOF ends close-delimited
+/// bodies; for any other framing the upstream broke off: an event stream is ended with
+/// an error event, anything else by closing the connection.
+async fn stopped(
+    conn: &mut ClientConn,
+    relay: &Relay,
+    why: Option<String>,
+    request_id: &RequestId,
+) -> Result<Stopped, ProxyError> {
+    match (relay, why) {
+        (Relay::Rechunk, None) => {
+            conn.out.clear();
+            conn.out.extend_from_slice(b"0\r\n\r\n");
+            conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
+            Ok(Stopped::Complete)
+        }
+        (Relay::UntilClose, None) => Ok(Stopped::Complete),
+        (Relay::Events(_), why) => {
+            let why = why.unwrap_or_else(|| "connection closed".into());
+            log::warn!(
+                "{request_id} upstream stream broke off ({why}); ending it with an error event"
+            );
+            end_with_error_event(conn, "upstream connection lost").await?;
+            Ok(Stopped::WithErrorEvent)
+        }
+        (_, why) => {
+            Err(ProxyError::UpstreamBroke(why.unwrap_or_else(|| {
+                "connection closed before the body ended".into()
+            })))
+        }
     }
 }
 
