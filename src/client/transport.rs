@@ -147,3 +147,32 @@ impl Connection {
         n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 }
+
+/// So that whoever sends a body (the client connection relaying a request body) can write
+/// to any connection without knowing what it is.
+impl AsyncWriteRent for Connection {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        Connection::write(self, buf).await
+    }
+
+    async fn writev<T: monoio::buf::IoVecBuf>(&mut self, bufs: T) -> BufResult<usize, T> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.writev(bufs).await,
+            Transport::Tls(s) => s.writev(bufs).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.flush().await,
+            Transport::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.shutdown().await,
+            Transport::Tls(s) => s.shutdown().await,
+        }
+    }
+}

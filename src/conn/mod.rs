@@ -2,6 +2,7 @@
 //! pipelining), request bodies read, responses written, each wait bounded by the
 //! connection's [`Deadline`].
 
+mod body;
 pub mod body_budget;
 pub mod body_buffers;
 pub mod deadline;
@@ -16,8 +17,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::Config;
-use crate::credentials::domain::HostCache;
+use crate::credentials::domain::{Domain, HostCache};
 use crate::http::request::{parse_request_into, HeadError, RequestHead, MAX_HEAD_BYTES};
+pub use body::{BodyError, HeldBody};
 use body_buffers::BodyBuffers;
 use deadline::Deadline;
 
@@ -32,20 +34,20 @@ const SCRATCH_BUFFER: usize = 1024;
 pub struct ClientConn {
     stream: TcpStream,
     /// Bytes read from the client; `buf[pos..]` is not yet consumed.
-    pub buf: Vec<u8>,
-    pub pos: usize,
+    buf: Vec<u8>,
+    pos: usize,
     /// Scratch for response heads and framed bodies written to the client.
-    pub out: Vec<u8>,
+    out: Vec<u8>,
     /// The request head being built for the upstream.
-    pub upstream_head: Vec<u8>,
+    upstream_head: Vec<u8>,
     /// The current request's body has not been read to its end.
-    pub body_pending: bool,
+    body_pending: bool,
     /// Some of the current response has been written: errors can no longer be answered.
-    pub response_started: bool,
+    response_started: bool,
     /// The domain the last Host header named.
-    pub hosts: HostCache,
+    hosts: HostCache,
     /// The limit on whichever wait this connection's task is in, client or upstream.
-    pub deadline: Rc<Deadline>,
+    deadline: Rc<Deadline>,
     config: Arc<Config>,
     /// The worker's store of large body buffers.
     bodies: Rc<BodyBuffers>,
@@ -76,7 +78,7 @@ impl ClientConn {
 
     /// Gives the read buffer room for `needed` bytes after the unconsumed ones, from the
     /// worker's kept buffers when one is large enough.
-    pub fn make_room(&mut self, needed: usize) {
+    fn make_room(&mut self, needed: usize) {
         self.bodies.make_room(&mut self.buf, self.pos + needed);
     }
 
@@ -85,13 +87,40 @@ impl ClientConn {
         &self.buf[self.pos - head.head_len..self.pos]
     }
 
+    /// The limit on this connection's current wait, for waits the caller makes itself
+    /// (on the upstream).
+    pub fn deadline(&self) -> Rc<Deadline> {
+        Rc::clone(&self.deadline)
+    }
+
+    /// The domain a Host header names (cached: a connection's requests share one Host).
+    pub fn domain(&mut self, host: &str) -> Rc<Option<Domain>> {
+        self.hosts.domain(host)
+    }
+
+    /// The response head being written to the client, and bodies re-framed for it.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// The request head being built for the upstream.
+    pub fn upstream_head(&mut self) -> &mut Vec<u8> {
+        &mut self.upstream_head
+    }
+
+    /// Whether any of the current response was written: an error can no longer be
+    /// answered.
+    pub fn response_started(&self) -> bool {
+        self.response_started
+    }
+
     /// Unconsumed bytes already read.
-    pub fn available(&self) -> usize {
+    fn available(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// Forgets consumed bytes when nothing unconsumed remains (cheap: no copy).
-    pub fn discard_consumed(&mut self) {
+    fn discard_consumed(&mut self) {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -101,7 +130,7 @@ impl ClientConn {
     /// Reads more of a request body, of which `expected` bytes at most are still to come
     /// (`usize::MAX` when unknown); a pause longer than the body timeout is an error of
     /// kind `TimedOut`, EOF one of kind `UnexpectedEof`.
-    pub async fn read_body_more(&mut self, expected: usize) -> io::Result<usize> {
+    async fn read_body_more(&mut self, expected: usize) -> io::Result<usize> {
         let deadline = Rc::clone(&self.deadline);
         match deadline
             .within(self.config.body_timeout, self.read_more(expected))
@@ -137,6 +166,7 @@ impl ClientConn {
 
     /// Writes `out` to the client and empties it.
     pub async fn write_out(&mut self) -> io::Result<()> {
+        self.response_started = true;
         let write = self.stream.write_all(std::mem::take(&mut self.out));
         match self
             .deadline
@@ -159,6 +189,7 @@ impl ClientConn {
         data: Vec<u8>,
         range: std::ops::Range<usize>,
     ) -> (io::Result<()>, Vec<u8>) {
+        self.response_started = true;
         let write = self.stream.write_all(data.slice(range));
         match self
             .deadline
@@ -171,7 +202,7 @@ impl ClientConn {
     }
 
     /// Answers `Expect: 100-continue` before the body is read.
-    pub async fn send_continue(&mut self) -> io::Result<()> {
+    async fn send_continue(&mut self) -> io::Result<()> {
         let (res, _) = self
             .stream
             .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])

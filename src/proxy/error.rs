@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::Outcome;
 use crate::client::ConnectError;
+use crate::conn::BodyError;
 use crate::credentials::CredentialError;
 use crate::http::chunked::ChunkError;
 use crate::http::error::ErrorReply;
@@ -63,15 +64,6 @@ impl fmt::Display for ProxyError {
 }
 
 impl ProxyError {
-    /// Maps a failed client body read: a stall is answered (408), anything else means
-    /// the client is gone.
-    pub fn from_client_read(e: std::io::Error) -> Self {
-        match e.kind() {
-            std::io::ErrorKind::TimedOut => ProxyError::ClientBodyTimeout,
-            _ => ProxyError::ClientGone,
-        }
-    }
-
     /// The answer the client gets, if the response has not started. `None`: just close.
     pub fn reply(&self, upstream: &str) -> Option<ErrorReply> {
         Some(match self {
@@ -139,6 +131,19 @@ impl ProxyError {
                 },
             },
             _ => Ending::Relayed,
+        }
+    }
+}
+
+impl From<BodyError> for ProxyError {
+    fn from(e: BodyError) -> ProxyError {
+        match e {
+            BodyError::Gone => ProxyError::ClientGone,
+            BodyError::Stalled => ProxyError::ClientBodyTimeout,
+            BodyError::TooLarge(limit) => ProxyError::BodyTooLarge(limit),
+            BodyError::OverBudget(limit) => ProxyError::BodyBudget(limit),
+            BodyError::Malformed(e) => ProxyError::BadRequestBody(e),
+            BodyError::Write(e) => ProxyError::UpstreamWrite(e),
         }
     }
 }

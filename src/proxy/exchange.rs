@@ -16,16 +16,14 @@
 //! retried: it may have acted on it.
 
 use std::io::ErrorKind;
-use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use monoio::buf::IoBufMut;
 
-use super::request_body::{self, HeldBody};
 use super::{Proxy, ProxyError, RELAY_BUFFER};
 use crate::client::Connection as UpstreamConn;
-use crate::conn::ClientConn;
+use crate::conn::{ClientConn, HeldBody};
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{parse_response, FinalHead, ResponseHead};
 use crate::stats::Meter;
@@ -43,6 +41,7 @@ pub async fn exchange(
     conn: &mut ClientConn,
     proxy: &Proxy,
     head: &RequestHead,
+    limit: u64,
     body: &mut Option<HeldBody>,
     meter: &mut Meter<'_>,
 ) -> Result<Answer, ProxyError> {
@@ -50,7 +49,7 @@ pub async fn exchange(
     loop {
         let reused = pooled.is_some();
         let mut upstream = connection(pooled.take(), proxy, meter).await?;
-        let result = match send(conn, &mut upstream, head, body).await {
+        let result = match send(conn, &mut upstream, head, limit, body).await {
             Ok(()) => read_head(conn, proxy, &mut upstream, head, meter).await,
             Err(e) => Err(e),
         };
@@ -116,17 +115,19 @@ async fn send(
     conn: &mut ClientConn,
     upstream: &mut UpstreamConn,
     head: &RequestHead,
+    limit: u64,
     body: &mut Option<HeldBody>,
 ) -> Result<(), ProxyError> {
     let (res, written) = upstream
-        .write_all(std::mem::take(&mut conn.upstream_head))
+        .write_all(std::mem::take(conn.upstream_head()))
         .await;
-    conn.upstream_head = written;
+    *conn.upstream_head() = written;
     res.map_err(ProxyError::UpstreamWrite)?;
-    match body {
-        Some(held) => held.send(conn, upstream).await,
-        None => request_body::stream(conn, upstream, head).await,
-    }
+    let sent = match body {
+        Some(held) => conn.send_held(held, upstream).await,
+        None => conn.stream_body(head, limit, upstream).await,
+    };
+    Ok(sent?)
 }
 
 /// Reads the final response head within the upstream timeout, noting rate-limit headers
@@ -139,6 +140,7 @@ async fn read_head(
     meter: &mut Meter<'_>,
 ) -> Result<(FinalHead, Vec<u8>), ProxyError> {
     let timeout = proxy.shared.config.upstream_timeout;
+    let deadline = conn.deadline();
     let rate_limit = &meter.counters().rate_limit;
     let mut now = None;
     let mut on_header = |name: &str, value: &[u8]| {
@@ -150,11 +152,11 @@ async fn read_head(
         upstream,
         proxy.take_buffer(),
         head.method == Method::Head,
-        &mut conn.out,
+        conn.out(),
         &mut on_header,
     );
     let since = Instant::now();
-    let read = Rc::clone(&conn.deadline).within(timeout, read).await;
+    let read = deadline.within(timeout, read).await;
     meter.waited_on_upstream(since);
     match read {
         Ok(result) => result,

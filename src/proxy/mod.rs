@@ -8,7 +8,6 @@
 mod error;
 mod exchange;
 mod relay;
-mod request_body;
 mod upstream_head;
 
 use std::cell::RefCell;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 pub use error::ProxyError;
 
 use crate::client::Pool;
-use crate::conn::ClientConn;
+use crate::conn::{ClientConn, HeldBody};
 use crate::credentials::{self, domain::Domain, LocalView};
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::notify::{trace, Outbox, Report};
@@ -26,13 +25,16 @@ use crate::request_id::RequestId;
 use crate::shared::Shared;
 use crate::stats::{registry, LocalCounters, Meter, SpareScanners};
 use crate::usage::classify_request;
-use request_body::{HeldBody, HELD_BODY_LIMIT, STREAMED_BODY_LIMIT};
 
 /// Size of the buffers responses are relayed through.
 pub const RELAY_BUFFER: usize = 32 * 1024;
 /// Relay buffers a worker keeps for reuse (64 × 32 KiB, at most 2 MiB): with 16, a worker
 /// serving 64 connections allocated a fresh buffer for most responses.
 const SPARE_BUFFERS: usize = 64;
+/// The API's own request size limit; these bodies are held whole.
+const HELD_BODY_LIMIT: u64 = 32 * 1024 * 1024;
+/// Other `/v1/*` bodies (batches, files) stream through up to this size.
+const STREAMED_BODY_LIMIT: u64 = 512 * 1024 * 1024;
 /// Body bytes small enough to copy behind a head and send in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
@@ -100,7 +102,7 @@ pub async fn forward(
     close: bool,
 ) -> Result<Outcome, ProxyError> {
     let shared = &proxy.shared;
-    let domain = head.host.as_deref().map(|host| conn.hosts.domain(host));
+    let domain = head.host.as_deref().map(|host| conn.domain(host));
     let stats_domain = match domain.as_deref() {
         None => registry::NO_HOST,
         Some(None) => registry::INVALID_HOST,
@@ -191,7 +193,7 @@ async fn forward_metered(
     }
     let mut share = shared.body_budget.share();
     let mut body = match held {
-        true => Some(request_body::read_held(conn, head, &mut share).await?),
+        true => Some(conn.read_held(head, limit, &mut share).await?),
         false => None,
     };
     if meter.record.is_messages {
@@ -199,10 +201,10 @@ async fn forward_metered(
     }
     upstream_head::finish(conn, head, &auth, body.as_mut(), meter.record.is_messages);
     if report.trace {
-        trace::forwarded(request.id, &auth, &conn.upstream_head);
+        trace::forwarded(request.id, &auth, conn.upstream_head());
     }
 
-    let mut answer = exchange::exchange(conn, proxy, head, &mut body, meter).await?;
+    let mut answer = exchange::exchange(conn, proxy, head, limit, &mut body, meter).await?;
     drop(body);
     let (outcome, reusable) =
         relay::relay(conn, proxy, &mut answer, request, meter, report).await?;
@@ -220,7 +222,7 @@ fn classify(
     meter: &mut Meter<'_>,
     report: &mut Report,
 ) {
-    let bytes = body.map_or(&[][..], |b| b.bytes(conn));
+    let bytes = body.map_or(&[][..], |b| conn.held(b));
     if report.trace && !bytes.is_empty() {
         trace::request_body(request_id, bytes);
     }

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::ops::Range;
-use std::rc::Rc;
 use std::time::Instant;
 
 use super::exchange::{read_append, Answer};
@@ -77,7 +76,7 @@ pub async fn relay(
         request,
     );
     if report.trace {
-        trace::response(request.id, &conn.out);
+        trace::response(request.id, conn.out());
     }
     let mut scanner = scanner(proxy, meter, report, response.event_stream);
     let mut reusable = response.reusable;
@@ -189,7 +188,7 @@ fn start(
     head_len: usize,
     request: &Request<'_>,
 ) -> (Relay, bool) {
-    let out = &mut conn.out;
+    let out = conn.out();
     let relay = match (framing, request.http10) {
         (ResponseFraming::Empty, _) => Relay::Empty,
         (ResponseFraming::Length(n), _) => {
@@ -285,9 +284,9 @@ impl Relay {
             }
             Relay::Dechunk(decoder) => {
                 if !head_pending {
-                    conn.out.clear();
+                    conn.out().clear();
                 }
-                let out = &mut conn.out;
+                let out = conn.out();
                 let progress = decoder
                     .feed(&buf[start..], &mut |data| {
                         out.extend_from_slice(data);
@@ -298,14 +297,14 @@ impl Relay {
             }
             Relay::Rechunk => {
                 if !head_pending {
-                    conn.out.clear();
+                    conn.out().clear();
                 }
                 scanner.feed(&buf[start..]);
                 if fresh > 0 {
-                    push_hex(&mut conn.out, fresh as u64);
-                    conn.out.extend_from_slice(b"\r\n");
-                    conn.out.extend_from_slice(&buf[start..]);
-                    conn.out.extend_from_slice(b"\r\n");
+                    push_hex(conn.out(), fresh as u64);
+                    conn.out().extend_from_slice(b"\r\n");
+                    conn.out().extend_from_slice(&buf[start..]);
+                    conn.out().extend_from_slice(b"\r\n");
                 }
                 (Emit::Rewritten, false)
             }
@@ -330,10 +329,9 @@ async fn write(
         Emit::Frame(frame) => (Some(frame.range.clone()), Some(frame)),
         Emit::Rewritten | Emit::Nothing => (None, None),
     };
-    conn.response_started = true;
     let written = match range {
         Some(range) if head_pending && range.len() <= COALESCE_LIMIT => {
-            conn.out.extend_from_slice(&buf[range]);
+            conn.out().extend_from_slice(&buf[range]);
             conn.write_out().await
         }
         Some(range) => {
@@ -349,7 +347,7 @@ async fn write(
             }
             res
         }
-        None if head_pending || !conn.out.is_empty() => conn.write_out().await,
+        None if head_pending || !conn.out().is_empty() => conn.write_out().await,
         None => Ok(()),
     };
     written.map_err(|_| ProxyError::ClientGone)?;
@@ -375,7 +373,7 @@ async fn read_more(
     if caught_up {
         conn.park();
     }
-    let deadline = Rc::clone(&conn.deadline);
+    let deadline = conn.deadline();
     let read = if caught_up && upstream.waits_without_buffer() {
         proxy.give_buffer(buf);
         let wait_and_read = async move {
@@ -418,8 +416,8 @@ async fn stopped(
 ) -> Result<Stopped, ProxyError> {
     match (relay, why) {
         (Relay::Rechunk, None) => {
-            conn.out.clear();
-            conn.out.extend_from_slice(b"0\r\n\r\n");
+            conn.out().clear();
+            conn.out().extend_from_slice(b"0\r\n\r\n");
             conn.write_out().await.map_err(|_| ProxyError::ClientGone)?;
             Ok(Stopped::Complete)
         }
@@ -443,7 +441,7 @@ async fn stopped(
 /// Ends a chunked SSE response with the API-shaped error event and the last chunk.
 async fn end_with_error_event(conn: &mut ClientConn, message: &str) -> Result<(), ProxyError> {
     let event = upstream_lost_event(message);
-    conn.out.clear();
-    let _ = write!(conn.out, "{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
+    conn.out().clear();
+    let _ = write!(conn.out(), "{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
     conn.write_out().await.map_err(|_| ProxyError::ClientGone)
 }

@@ -3,9 +3,8 @@
 //! (`http::request::parse_request_into`); this adds the credential, `Accept-Encoding`,
 //! the body's framing and the blank line.
 
-use super::request_body::HeldBody;
 use super::COALESCE_LIMIT;
-use crate::conn::ClientConn;
+use crate::conn::{ClientConn, HeldBody};
 use crate::credentials::{self, UpstreamAuth};
 use crate::http::digits::push_content_length;
 use crate::http::headers::push_header;
@@ -20,7 +19,7 @@ pub fn finish(
     body: Option<&mut HeldBody>,
     metered: bool,
 ) {
-    let mut out = std::mem::take(&mut conn.upstream_head);
+    let mut out = std::mem::take(conn.upstream_head());
     credentials::write_auth_headers(&mut out, auth, head.anthropic_beta.as_deref());
     // Messages responses are metered, so the upstream is asked for identity encoding: the
     // scanner then reads the very bytes the client gets. SSE events are small and flushed
@@ -41,7 +40,7 @@ pub fn finish(
     }
     out.extend_from_slice(b"\r\n");
     if let Some(held) = body.filter(|held| held.len() <= COALESCE_LIMIT) {
-        held.append_to(conn, &mut out);
+        conn.append_held(held, &mut out);
     }
-    conn.upstream_head = out;
+    *conn.upstream_head() = out;
 }

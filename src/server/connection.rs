@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 use super::worker::Worker;
 use crate::conn::ClientConn;
 use crate::http::error::{write_error, write_response, ErrorReply};
-use crate::http::request::{BodyFraming, HeadError, Method, RequestHead};
+use crate::http::request::{HeadError, Method, RequestHead};
 use crate::notify;
 use crate::proxy::{self, ProxyError};
 use crate::request_id::RequestId;
@@ -61,7 +61,7 @@ async fn serve_conn(conn: &mut ClientConn, worker: &Worker) {
                 };
                 let id = worker.request_ids.next();
                 log::info!("{id} rejected request head: {}", reply.message);
-                write_error(&mut conn.out, &reply, id.as_str(), true, false);
+                write_error(conn.out(), &reply, id.as_str(), true, false);
                 let _ = conn.write_out().await;
                 return;
             }
@@ -81,9 +81,7 @@ async fn serve_conn(conn: &mut ClientConn, worker: &Worker) {
 /// Handles one request; returns whether the connection may carry another.
 async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> bool {
     let request_id = worker.request_ids.next();
-    conn.pos += head.head_len;
-    conn.body_pending = head.framing != BodyFraming::None;
-    conn.response_started = false;
+    conn.begin_request(head);
 
     let result = match routes::route(head) {
         Route::Proxy => {
@@ -93,13 +91,13 @@ async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> b
         local => answer_locally(conn, worker, head, local, &request_id).await,
     };
     let keep_alive = |conn: &ClientConn| {
-        head.keep_alive && !conn.body_pending && !worker.shared.lifecycle.shutting_down()
+        head.keep_alive && !conn.body_pending() && !worker.shared.lifecycle.shutting_down()
     };
     match result {
         Ok(proxy::Outcome { close }) => !close && keep_alive(conn),
         Err(err) => {
             log_failure(&request_id, head, &err);
-            if conn.response_started {
+            if conn.response_started() {
                 return false;
             }
             let Some(reply) = err.reply(&worker.shared.upstream.display) else {
@@ -107,7 +105,7 @@ async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> b
             };
             let keep = keep_alive(conn);
             let head_only = head.method == Method::Head;
-            write_error(&mut conn.out, &reply, request_id.as_str(), !keep, head_only);
+            write_error(conn.out(), &reply, request_id.as_str(), !keep, head_only);
             conn.write_out().await.is_ok() && keep
         }
     }
@@ -121,7 +119,7 @@ async fn answer_locally(
     request_id: &RequestId,
 ) -> Result<proxy::Outcome, ProxyError> {
     // Local routes take no body; one that was sent is not read, so the connection closes.
-    let close = conn.body_pending || !head.keep_alive;
+    let close = conn.body_pending() || !head.keep_alive;
     let started = Instant::now();
     let driver = worker.driver.to_string();
     let reply = routes::answer(&worker.shared, &driver, head, route);
@@ -131,7 +129,7 @@ async fn answer_locally(
         .map(|(n, v)| (*n, v.as_str()))
         .collect();
     write_response(
-        &mut conn.out,
+        conn.out(),
         reply.status,
         reply.content_type,
         &reply.body,
@@ -140,7 +138,6 @@ async fn answer_locally(
         close,
         head.method == Method::Head,
     );
-    conn.response_started = true;
     let written = conn.write_out().await;
     let raw_head = conn.raw_head(head);
     notify::report::log_local(request_id, head, raw_head, reply.status, started.elapsed());
