@@ -11,7 +11,7 @@
 #
 # Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (1: workers of nexus,
 # nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
-# BENCH_ROUNDS (2: W1, W2 and W3 run in this many rounds, every target once per round, the
+# BENCH_ROUNDS (3: W1, W2 and W3 run in this many rounds, every target once per round, the
 # order reversed each round; the figures reported are the medians over the rounds),
 # BENCH_W5_ROUNDS (9) and BENCH_W5_SECS (1): W5 runs in that many short rounds (warmed up
 # as long as they last), so that a stall of the machine sets one round's p99 and not the
@@ -62,7 +62,7 @@ done
 
 SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP_SECS:-2}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 W5_ROUNDS=${BENCH_W5_ROUNDS:-9}
 W5_SECS=${BENCH_W5_SECS:-1}
 # One worker each, as the benchmark issue measures: with load generator, mock and proxy on
@@ -705,6 +705,15 @@ ratio() {   # ratio KEY-A KEY-B with 2 decimals, or —
     fmt "$r" 2
 }
 
+round_range() {   # round_range W METRIC TARGET-A TARGET-B: lowest–highest A/B over the rounds
+    local w=$1 m=$2 a=$3 b=$4 r vals=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        vals+=("$(div "${R[$w.r$r|$a|$m]:-}" "${R[$w.r$r|$b|$m]:-}")")
+    done
+    printf '%s\n' "${vals[@]}" | awk '$1 != "" && $1 != "-" { v = $1 + 0; if (n++ == 0 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
+        END { if (n < 2) print "—"; else printf "%.2f–%.2f", lo, hi }'
+}
+
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 [[ -z "$cpu_model" ]] && cpu_model=$(uname -m)
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -776,6 +785,19 @@ report() {
         if has "$ONLY" W4; then
             echo "| W4 | — | — | — | CPU: $(ratio "W4|nexus|cpu_s" "W4|nginx|cpu_s") | per stream: $(ratio "W4|nexus|kib_per_stream" "W4|nginx|kib_per_stream") |"
         fi
+    fi
+    if has "$TARGETS" nexus && has "$TARGETS" floor && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        echo
+        echo "## nexus / floor"
+        echo
+        echo "nexus with all its work on against the bare relay (\`floor\`, below), from the same interleaved rounds: the median's ratio, and in brackets the lowest and highest ratio of a single round, so that a reader can tell a change from noise. Above 1 is better for nexus in req/s, worse in CPU/req."
+        echo
+        echo "| workload | req/s | (rounds) | CPU/req | (rounds) | nexus / nginx req/s | (rounds) |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            echo "| $w | $(ratio "$w|nexus|rps" "$w|floor|rps") | $(round_range "$w" rps nexus floor) | $(ratio "$w|nexus|cpu" "$w|floor|cpu") | $(round_range "$w" cpu nexus floor) | $(ratio "$w|nexus|rps" "$w|nginx|rps") | $(round_range "$w" rps nexus nginx) |"
+        done
     fi
     if [[ -n $rounds_note ]]; then
         echo
@@ -887,6 +909,13 @@ report() {
             for t in "${TARGET_LIST[@]}"; do
                 echo "| $w | $t | $(fmt "${R[$w-oha|$t|rps]:-}" 0) | $(fmt "${R[$w-oha|$t|p50]:-}" 2) | $(fmt "${R[$w-oha|$t|p99]:-}" 2) | $(fmt "${R[$w-oha|$t|cpu]:-}" 1) | ${R[$w-oha|$t|ok]:-—} |"
             done
+        done
+        echo
+        echo "| workload | nexus / floor req/s | nexus / floor CPU/req | nexus / nginx req/s | nexus / nginx CPU/req |"
+        echo "|---|---:|---:|---:|---:|"
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            echo "| $w | $(ratio "$w-oha|nexus|rps" "$w-oha|floor|rps") | $(ratio "$w-oha|nexus|cpu" "$w-oha|floor|cpu") | $(ratio "$w-oha|nexus|rps" "$w-oha|nginx|rps") | $(ratio "$w-oha|nexus|cpu" "$w-oha|nginx|cpu") |"
         done
     fi
     if [[ -n "${PARSERS:-}" ]]; then
