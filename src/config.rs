@@ -39,7 +39,52 @@ pub struct Cli {
     /// print the version and exit
     #[argh(switch, short = 'v')]
     pub version: bool,
+    #[argh(subcommand)]
+    pub command: Option<Command>,
 }
+
+/// What to do instead of serving: `nexus login …`, `nexus credentials`.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum Command {
+    Login(LoginArgs),
+    Credentials(CredentialsArgs),
+}
+
+/// log a Claude subscription in (OAuth with PKCE) and write CREDENTIALS_DIR/DOMAIN.credentials.json
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "login", help_triggers("-h", "--help"))]
+pub struct LoginArgs {
+    /// the domain whose credential file to write (e.g. claude-1.example.com)
+    #[argh(positional)]
+    pub domain: String,
+    /// take the OAuth credential from a Claude Code credentials file
+    /// (~/.claude/.credentials.json) instead of the browser flow
+    #[argh(option)]
+    pub import: Option<String>,
+    /// a member id in the domain's credential pool (not available yet: pools have not landed)
+    #[argh(option)]
+    pub id: Option<String>,
+}
+
+/// list the credentials in CREDENTIALS_DIR: type, expiry, refresh token; never a secret
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "credentials", help_triggers("-h", "--help"))]
+pub struct CredentialsArgs {}
+
+// `nexus login`'s defaults are what Claude Code's own login sends (client id in
+// credentials::token_client): the authorize page on claude.ai with `code=true`, which
+// redirects to the platform's code-callback page showing `code#state` for pasting. The
+// callback moved from console.anthropic.com/oauth/code/callback to platform.claude.com
+// with the token endpoint; anthropics/claude-code issues #45783 and #88877 (2026) quote
+// the current URI, the login scripts of grandimam/barebone and rodmena-limited/trust5
+// the authorize URL and these scopes. Each is overridable because they have moved before.
+/// Default `OAUTH_AUTHORIZE_URL`.
+pub const DEFAULT_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
+/// Default `OAUTH_REDIRECT_URI`.
+pub const DEFAULT_REDIRECT_URI: &str = "https://platform.claude.com/oauth/code/callback";
+/// Default `OAUTH_SCOPES`.
+pub const DEFAULT_SCOPES: &str = "org:create_api_key user:profile user:inference";
 
 /// Which I/O driver the workers should try first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +139,12 @@ pub struct Config {
     pub client_api_keys: Vec<String>,
     pub credentials_dir: PathBuf,
     pub oauth_token_url: String,
+    /// Where `nexus login` sends the browser (OAUTH_AUTHORIZE_URL).
+    pub oauth_authorize_url: String,
+    /// The page the authorize step redirects to, which shows the code (OAUTH_REDIRECT_URI).
+    pub oauth_redirect_uri: String,
+    /// Space-separated scopes `nexus login` asks for (OAUTH_SCOPES).
+    pub oauth_scopes: String,
     /// Bound on one OAuth token request (NEXUS_OAUTH_TIMEOUT_SECS).
     pub oauth_timeout: Duration,
     pub client_setup_dir: PathBuf,
@@ -373,6 +424,16 @@ impl Config {
             oauth_token_url: src
                 .string("OAUTH_TOKEN_URL")
                 .unwrap_or_else(|| "https://platform.claude.com/v1/oauth/token".into()),
+            oauth_authorize_url: src
+                .string("OAUTH_AUTHORIZE_URL")
+                .unwrap_or_else(|| DEFAULT_AUTHORIZE_URL.into()),
+            oauth_redirect_uri: src
+                .string("OAUTH_REDIRECT_URI")
+                .unwrap_or_else(|| DEFAULT_REDIRECT_URI.into()),
+            oauth_scopes: src
+                .string("OAUTH_SCOPES")
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|| DEFAULT_SCOPES.into()),
             oauth_timeout: secs("NEXUS_OAUTH_TIMEOUT_SECS", 30, 1)?,
             client_setup_dir: cwd.join(
                 src.string("CLIENT_SETUP_DIR")

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus::client::Upstream;
-use nexus::config::{self, Cli, Config};
+use nexus::config::{self, Cli, Command, Config, LoginArgs};
 use nexus::conn::body_budget::BodyBudget;
 use nexus::credentials::CredentialStore;
 use nexus::notify::{logger, Hub};
@@ -27,6 +27,11 @@ fn main() {
         Err(e) if cli.check_health => unhealthy(&e.to_string()),
         Err(e) => fail(&e.to_string()),
     };
+    match &cli.command {
+        Some(Command::Login(args)) => login(args, &config),
+        Some(Command::Credentials(_)) => list_credentials(&config),
+        None => {}
+    }
     if cli.check_health {
         use nexus::health_check::{check, TIMEOUT};
         match check(&config.host, config.port, TIMEOUT) {
@@ -102,6 +107,35 @@ fn main() {
 fn unhealthy(message: &str) -> ! {
     eprintln!("nexus: unhealthy: {message}");
     std::process::exit(1);
+}
+
+/// `nexus login`: exit 0 with the file written, 1 when the login failed, 2 on a flag
+/// it cannot honour.
+fn login(args: &LoginArgs, config: &Config) -> ! {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    match nexus::login::run(args, config, &mut input, &mut std::io::stdout()) {
+        Ok(()) => std::process::exit(0),
+        Err(e @ nexus::login::LoginError::Usage(_)) => fail(&e.to_string()),
+        Err(e) => {
+            eprintln!("nexus: login failed, nothing was written: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `nexus credentials`: exit 1 when a file does not parse.
+fn list_credentials(config: &Config) -> ! {
+    let listing = nexus::credentials_list::list(&config.credentials_dir, now_ms());
+    print!("{}", listing.table);
+    for problem in &listing.problems {
+        eprintln!("nexus: {problem}");
+    }
+    std::process::exit(if listing.problems.is_empty() { 0 } else { 1 });
+}
+
+fn now_ms() -> u64 {
+    nexus::credentials::token_client::now_ms()
 }
 
 fn fail(message: &str) -> ! {

@@ -20,7 +20,8 @@ use super::oauth::OAuthRefresher;
 use super::refresh_board::RefreshBoard;
 use crate::config::Config;
 
-const SUFFIX: &str = ".credentials.json";
+/// What a credential file's name ends with, after the domain.
+pub const SUFFIX: &str = ".credentials.json";
 /// A change takes effect within this (plus one scan), well inside the 2 s promise even on
 /// a loaded machine; a scan is one `readdir` and one small read per file.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);

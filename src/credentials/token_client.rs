@@ -27,6 +27,14 @@ pub struct TokenEndpoint {
     origin: Arc<Origin>,
 }
 
+/// What an authorization-code exchange sends besides the client id.
+pub struct CodeGrant<'a> {
+    pub code: &'a str,
+    pub state: &'a str,
+    pub verifier: &'a str,
+    pub redirect_uri: &'a str,
+}
+
 /// Why a refresh did not produce tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshError {
@@ -71,9 +79,28 @@ impl TokenEndpoint {
         interpret(status, &body, now_ms())
     }
 
+    /// Trades an authorization code (from `nexus login`'s browser step) and the PKCE
+    /// verifier that goes with it for tokens. `invalid_grant` means the code expired, was
+    /// used already, or does not match the verifier.
+    pub fn exchange_code(&self, grant: &CodeGrant<'_>) -> Result<NewTokens, RefreshError> {
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "code": grant.code,
+            "state": grant.state,
+            "client_id": CLIENT_ID,
+            "redirect_uri": grant.redirect_uri,
+            "code_verifier": grant.verifier,
+        })
+        .to_string();
+        let (status, body) = self
+            .post(body.as_bytes())
+            .map_err(RefreshError::Transient)?;
+        interpret(status, &body, now_ms())
+    }
+
     /// POSTs `body` as JSON; returns the status and the decoded response body. Runs a
     /// runtime of its own (the legacy driver: a ring per refresh is not worth it) on the
-    /// calling thread, which is a refresh thread, never a worker.
+    /// calling thread, which is a refresh thread or the `nexus login` command, never a worker.
     fn post(&self, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
         let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
