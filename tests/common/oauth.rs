@@ -202,3 +202,124 @@ impl Latch {
         *guard
     }
 }
+
+/// The authorization server's side of `nexus login`: what its authorize step issued (a
+/// code bound to the PKCE challenge and state the URL carried), checked when the code
+/// comes back to the token endpoint. Codes are single-use, as on the real server.
+#[derive(Clone, Default)]
+pub struct IssuedCode {
+    inner: Arc<std::sync::Mutex<Option<Issued>>>,
+}
+
+#[derive(Clone)]
+struct Issued {
+    code: String,
+    challenge: String,
+    state: String,
+    redirect_uri: String,
+    used: bool,
+}
+
+impl IssuedCode {
+    /// Plays the browser step for `authorize_url`: issues `code` for its challenge and
+    /// state. Returns the state (the callback page shows `code#state`).
+    pub fn authorize(&self, authorize_url: &str, code: &str) -> String {
+        let param = |name: &str| {
+            query_param(authorize_url, name)
+                .unwrap_or_else(|| panic!("no {name} in {authorize_url}"))
+        };
+        assert_eq!(param("client_id"), CLIENT_ID);
+        assert_eq!(param("response_type"), "code");
+        assert_eq!(param("code_challenge_method"), "S256");
+        assert_eq!(param("code"), "true");
+        let state = param("state");
+        *self.inner.lock().unwrap() = Some(Issued {
+            code: code.to_string(),
+            challenge: param("code_challenge"),
+            state: state.clone(),
+            redirect_uri: param("redirect_uri"),
+            used: false,
+        });
+        state
+    }
+
+    /// The token endpoint's answer to an authorization-code request: the tokens when
+    /// code, verifier (SHA-256 of it = the challenge), state, client id and redirect URI
+    /// all match; `invalid_grant` otherwise.
+    pub fn exchange(&self, request: &Recorded, tokens: MockReply) -> MockReply {
+        let body = request.json();
+        let mut issued = self.inner.lock().unwrap();
+        let refuse = |why: &str| {
+            MockReply::json(
+                400,
+                json!({"error": "invalid_grant", "error_description": why}).to_string(),
+            )
+        };
+        let Some(issued) = issued.as_mut() else {
+            return refuse("no code issued");
+        };
+        let verifier = body["code_verifier"].as_str().unwrap_or("");
+        let checks = [
+            (body["grant_type"] == "authorization_code", "grant_type"),
+            (body["client_id"] == CLIENT_ID, "client_id"),
+            (body["code"] == issued.code.as_str(), "code"),
+            (body["state"] == issued.state.as_str(), "state"),
+            (
+                body["redirect_uri"] == issued.redirect_uri.as_str(),
+                "redirect_uri",
+            ),
+            (s256(verifier) == issued.challenge, "code_verifier"),
+            (!issued.used, "used"),
+        ];
+        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+            return refuse(what);
+        }
+        issued.used = true;
+        tokens
+    }
+}
+
+/// A query parameter of `url`, percent-decoded.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(value: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&value[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// RFC 7636's S256: base64url (no padding) of the verifier's SHA-256.
+pub fn s256(verifier: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    let mut bits = String::new();
+    for byte in digest.as_ref() {
+        bits.push_str(&format!("{byte:08b}"));
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    bits.as_bytes()
+        .chunks(6)
+        .map(|six| {
+            let mut padded = String::from_utf8(six.to_vec()).unwrap();
+            while padded.len() < 6 {
+                padded.push('0');
+            }
+            ALPHABET[usize::from_str_radix(&padded, 2).unwrap()] as char
+        })
+        .collect()
+}
