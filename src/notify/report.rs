@@ -4,16 +4,17 @@
 //! at once. Nothing here waits for a webhook.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::Level;
 
 use super::outbox::{Job, Outbox, SlackJob};
-use super::slack;
 use super::telemetry::TelemetryEvent;
+use super::{logger, slack};
 use crate::credentials::{domain_from_host, mask, DomainEntry, Entry, UpstreamAuth};
+use crate::http::digits::push_decimal;
 use crate::http::request::{Method, RequestHead};
 use crate::request_id::RequestId;
 use crate::stats::{registry, RequestRecord};
@@ -129,15 +130,23 @@ impl Report {
         let error = self.error(status, record, ending);
         let duration = self.started.elapsed();
         if access_log {
-            log::info!(
-                "{request_id} {domain} {} {} {status} {}ms{}{}",
-                self.method,
-                head.path(),
-                duration.as_millis(),
-                Tokens(record),
-                // A proxy error has its own warning line (same id); the API's is shown here.
-                ErrorNote(error.as_deref().filter(|_| ending.failure().is_none()))
-            );
+            // A proxy error has its own warning line (same id); the API's is shown here.
+            let api_error = error.as_deref().filter(|_| ending.failure().is_none());
+            logger::info(|line| {
+                access_line(
+                    line,
+                    request_id,
+                    domain,
+                    &self.method,
+                    head.path(),
+                    status,
+                    duration,
+                );
+                push_tokens(line, record);
+                if let Some(error) = api_error {
+                    let _ = write!(line, " error={error:?}");
+                }
+            });
         }
         let model = self
             .facts
@@ -251,35 +260,44 @@ impl Report {
     }
 }
 
-/// ` tokens in=… out=… cache_read=… cache_write=…` for Messages requests.
-struct Tokens<'a>(&'a RequestRecord);
-
-impl fmt::Display for Tokens<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.0;
-        if !r.is_messages {
-            return Ok(());
-        }
-        write!(
-            f,
-            " tokens in={} out={} cache_read={} cache_write={}",
-            r.input_tokens,
-            r.output_tokens,
-            r.cache_read_input_tokens,
-            r.cache_creation_input_tokens
-        )
+/// The access log's common part: `<id> <domain> <method> <path> <status> <ms>ms`.
+fn access_line(
+    line: &mut Vec<u8>,
+    request_id: &RequestId,
+    domain: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    duration: Duration,
+) {
+    for part in [
+        request_id.as_bytes(),
+        domain.as_bytes(),
+        method.as_bytes(),
+        path.as_bytes(),
+    ] {
+        line.extend_from_slice(part);
+        line.push(b' ');
     }
+    push_decimal(line, status as u64);
+    line.push(b' ');
+    push_decimal(line, duration.as_millis() as u64);
+    line.extend_from_slice(b"ms");
 }
 
-/// ` error="…"` when there was one.
-struct ErrorNote<'a>(Option<&'a str>);
-
-impl fmt::Display for ErrorNote<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(error) => write!(f, " error={error:?}"),
-            None => Ok(()),
-        }
+/// ` tokens in=… out=… cache_read=… cache_write=…` for Messages requests.
+fn push_tokens(line: &mut Vec<u8>, r: &RequestRecord) {
+    if !r.is_messages {
+        return;
+    }
+    for (name, n) in [
+        (&b" tokens in="[..], r.input_tokens),
+        (b" out=", r.output_tokens),
+        (b" cache_read=", r.cache_read_input_tokens),
+        (b" cache_write=", r.cache_creation_input_tokens),
+    ] {
+        line.extend_from_slice(name);
+        push_decimal(line, n);
     }
 }
 
@@ -299,12 +317,18 @@ pub fn log_local(
         Some(None) => registry::INVALID_HOST.into(),
         Some(Some(d)) => Cow::Owned(d.name),
     };
-    log::info!(
-        "{request_id} {domain} {} {} {status} {}ms",
-        method_name(head.method, raw_head),
-        head.path(),
-        duration.as_millis()
-    );
+    let method = method_name(head.method, raw_head);
+    logger::info(|line| {
+        access_line(
+            line,
+            request_id,
+            &domain,
+            &method,
+            head.path(),
+            status,
+            duration,
+        )
+    });
 }
 
 /// The method's name: nexus names three; any other is read from the request line.
