@@ -86,6 +86,15 @@ impl Report {
         }
     }
 
+    /// The model the request was answered by (the response's `model`), else the one it
+    /// asked for (the request body's `model`): the one its cost is priced at.
+    pub fn model(&self) -> Option<&str> {
+        self.facts
+            .as_ref()
+            .and_then(|f| f.model.as_deref())
+            .or_else(|| self.class.as_ref().and_then(|c| c.model.as_deref()))
+    }
+
     /// Whether text must be collected for Slack (the request's last user message, the
     /// response's text and tool inputs).
     pub fn wants_text(&self) -> bool {
@@ -169,6 +178,7 @@ impl Report {
                 output_tokens: record.output_tokens,
                 cache_creation_input_tokens: record.cache_creation_input_tokens,
                 cache_read_input_tokens: record.cache_read_input_tokens,
+                cost: record.cost(),
                 duration_ms: duration.as_millis() as u64,
                 status,
                 error,
@@ -251,7 +261,8 @@ impl Report {
     }
 }
 
-/// ` tokens in=… out=… cache_read=… cache_write=…` for Messages requests.
+/// ` tokens in=… out=… cache_read=… cache_write=… cost_usd=…` for Messages requests
+/// (`cost_usd=unpriced` when the model has no price).
 struct Tokens<'a>(&'a RequestRecord);
 
 impl fmt::Display for Tokens<'_> {
@@ -267,7 +278,11 @@ impl fmt::Display for Tokens<'_> {
             r.output_tokens,
             r.cache_read_input_tokens,
             r.cache_creation_input_tokens
-        )
+        )?;
+        match r.cost() {
+            Some(cost) => write!(f, " cost_usd={cost}"),
+            None => f.write_str(" cost_usd=unpriced"),
+        }
     }
 }
 
@@ -327,6 +342,24 @@ fn method_name(method: Method, raw_head: &[u8]) -> Cow<'static, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_access_log_shows_the_exact_cost() {
+        let mut r = RequestRecord {
+            is_messages: true,
+            input_tokens: 1,
+            cost_picos: 3_000_000,
+            ..RequestRecord::default()
+        };
+        assert_eq!(
+            Tokens(&r).to_string(),
+            " tokens in=1 out=0 cache_read=0 cache_write=0 cost_usd=0.000003"
+        );
+        r.unpriced = true;
+        assert!(Tokens(&r).to_string().ends_with(" cost_usd=unpriced"));
+        r.is_messages = false;
+        assert_eq!(Tokens(&r).to_string(), "");
+    }
 
     #[test]
     fn method_names() {
