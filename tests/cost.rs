@@ -81,7 +81,7 @@ struct Plan {
 fn plan(n: u64) -> Plan {
     Plan {
         domain: DOMAINS[(n % 3) as usize],
-        stream: n % 2 == 0,
+        stream: n.is_multiple_of(2),
         model: (n / 3 % 5) as usize,
         response_names_model: n % 11 != 10,
         input: 100 + n,
@@ -91,7 +91,7 @@ fn plan(n: u64) -> Plan {
         split: n % 6 != 5,
         // Every tenth request is a long one: over both models' thresholds.
         reads: n % 7 * 1000 + if n % 10 == 9 { 200_000 } else { 0 },
-        searches: if n % 4 == 0 { n % 3 } else { 0 },
+        searches: if n.is_multiple_of(4) { n % 3 } else { 0 },
     }
 }
 

@@ -19,7 +19,8 @@ pub use usd::{Usd, PICOS_PER_USD};
 
 use crate::usage::Usage;
 
-/// Anthropic's published prices, with their date and source (format: [`table`]).
+/// Anthropic's published prices, with their date and source (the format is described in
+/// `src/cost/table.rs` and the README).
 pub const BUILTIN_TABLE: &str = include_str!("pricing.json");
 
 /// One tier's prices, in picodollars per token (= micro-dollars per million tokens).

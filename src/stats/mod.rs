@@ -100,6 +100,14 @@ impl Stats {
     }
 }
 
+/// Milliseconds since the Unix epoch, for `lastUpdated`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,12 +136,4 @@ mod tests {
         // 2 × (2^64 − 1) picodollars, every digit.
         assert!(body.contains("\"costUsd\":36893488.14741910323}"), "{body}");
     }
-}
-
-/// Milliseconds since the Unix epoch, for `lastUpdated`.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
