@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::cost::Pricing;
 pub use crate::http::url::{parse_upstream_url, UpstreamUrl};
 
 /// nexus: a Claude API proxy on io_uring, thread per core.
@@ -159,6 +161,8 @@ pub struct Config {
     /// Request bodies held in memory at once, all connections together
     /// (NEXUS_MAX_BUFFERED_MB).
     pub max_buffered_bytes: u64,
+    /// The built-in pricing table, extended by NEXUS_PRICING_FILE.
+    pub pricing: Arc<Pricing>,
 }
 
 /// A configuration problem, phrased for the one line printed before exiting.
@@ -386,6 +390,8 @@ impl Config {
             }
         };
 
+        let pricing = Arc::new(pricing(src.get("NEXUS_PRICING_FILE", None), cwd)?);
+
         let secs = |name: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
             src.number(name, None, default, min, 365 * 24 * 3600)
                 .map(Duration::from_secs)
@@ -455,8 +461,35 @@ impl Config {
             notify_queue: src.number("NEXUS_NOTIFY_QUEUE", None, 10_000usize, 1, 10_000_000)?,
             max_buffered_bytes: src.number("NEXUS_MAX_BUFFERED_MB", None, 256u64, 1, 1 << 20)?
                 << 20,
+            pricing,
         })
     }
+}
+
+/// The built-in pricing table, extended by the file `NEXUS_PRICING_FILE` names (relative
+/// to the working directory). A file that cannot be read, or is not a valid table, stops
+/// start-up with one line naming the file and the field.
+fn pricing(setting: Option<Setting>, cwd: &Path) -> Result<Pricing, ConfigError> {
+    let mut pricing = Pricing::builtin();
+    let Some(setting) = setting.filter(|s| !s.value.trim().is_empty()) else {
+        return Ok(pricing);
+    };
+    let path = cwd.join(setting.value.trim());
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read pricing file {} (from {}): {e}",
+            path.display(),
+            setting.place()
+        ))
+    })?;
+    pricing.extend(&text).map_err(|e| {
+        ConfigError(format!(
+            "invalid pricing file {} (from {}): {e}",
+            path.display(),
+            setting.place()
+        ))
+    })?;
+    Ok(pricing)
 }
 
 /// Parses `KEY=VALUE` lines: `#` comments, optional `export `, optional single or double quotes.
@@ -614,6 +647,57 @@ mod tests {
             assert!(!err.contains("secret") && !err.contains("cret"), "{err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn a_pricing_file_extends_the_table_or_stops_start_up_naming_its_field() {
+        let dir = temp_dir("pricing");
+        let builtin = load(Cli::default(), &[], &dir).unwrap().pricing;
+        assert_eq!(builtin.find("acme-1"), None);
+        std::fs::write(
+            dir.join("prices.json"),
+            r#"{"models":{"acme-1":{"input":1,"output":2,"cacheWrite5m":1.25,"cacheWrite1h":2,"cacheRead":0.1}}}"#,
+        )
+        .unwrap();
+        let c = load(
+            Cli::default(),
+            &[("NEXUS_PRICING_FILE", "prices.json")],
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(c.pricing.find("acme-1").unwrap().base.output, 2_000_000);
+        assert!(
+            c.pricing.find("claude-opus-4-1").is_some(),
+            "built-in models stay"
+        );
+
+        std::fs::write(
+            dir.join("broken.json"),
+            r#"{"models":{"acme-1":{"input":"one","output":2}}}"#,
+        )
+        .unwrap();
+        let err = load(
+            Cli::default(),
+            &[("NEXUS_PRICING_FILE", "broken.json")],
+            &dir,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&dir.join("broken.json").display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("models.acme-1.input"), "{err}");
+        assert!(err.contains("NEXUS_PRICING_FILE"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = load(
+            Cli::default(),
+            &[("NEXUS_PRICING_FILE", "missing.json")],
+            &dir,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("cannot read pricing file"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod client;
 pub mod client_setup;
 pub mod config;
 pub mod conn;
+pub mod cost;
 pub mod credentials;
 pub mod credentials_list;
 pub mod health_check;

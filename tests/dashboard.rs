@@ -361,6 +361,24 @@ fn dashboard_renders_live_stats_in_headless_chromium() {
         assert!(page["text"].as_str().unwrap().contains(&grouped(total(k))));
     }
 
+    // Cost: a card with the sum, a column per domain, both from /token-stats' costUsd.
+    let cost = |d: &str| stats["stats"][d]["costUsd"].as_f64().unwrap();
+    let cost_total: f64 = [RED, BLUE, CI].iter().map(|d| cost(d)).sum();
+    assert!(cost_total > 0.0, "{stats}");
+    assert!(
+        (page["totals"]["costUsd"]["v"].as_f64().unwrap() - cost_total).abs() < 1e-9,
+        "cost card: {page:#}"
+    );
+    assert!(page["totals"]["costUsd"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with('$'));
+    for d in [RED, BLUE, CI] {
+        let cell = &page["rows"][d]["costUsd"];
+        assert_eq!(cell["v"].as_f64(), Some(cost(d)), "{d}: {cell}");
+        assert!(cell["text"].as_str().unwrap().starts_with('$'), "{cell}");
+    }
+
     // Rate-limit headroom: the API's figures for one domain, the plan's for another.
     let red = &page["rows"][RED]["rateLimit"];
     assert_eq!(red["requests"]["remaining"], "3990", "{red:#}");

@@ -59,7 +59,7 @@ fn allocations_in(f: impl FnOnce()) -> u64 {
 /// type's string, once per stream: that is not steady state, so it is not in here.)
 fn stream() -> (Vec<u8>, usize) {
     let mut s = String::new();
-    s.push_str("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":300,\"cache_read_input_tokens\":9000,\"output_tokens\":1}}}\n\n");
+    s.push_str("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":300,\"cache_read_input_tokens\":9000,\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":200},\"output_tokens\":1}}}\n\n");
     s.push_str("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
     s.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
     let warm_up = s.len();
@@ -98,7 +98,7 @@ fn stream() -> (Vec<u8>, usize) {
     s.push_str(
         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
     );
-    s.push_str("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2040}}\n\n");
+    s.push_str("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2040,\"server_tool_use\":{\"web_search_requests\":3}}}\n\n");
     s.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
     (s.into_bytes(), warm_up)
 }
@@ -132,6 +132,8 @@ fn sse_scanning_does_not_allocate_after_warm_up() {
     let f = scanner.facts();
     assert_eq!(f.usage.output_tokens, 2040);
     assert_eq!(f.usage.cache_read_input_tokens, 9000);
+    assert_eq!(f.usage.cache_creation_1h_input_tokens, 200);
+    assert_eq!(f.usage.web_search_requests, 3);
     assert_eq!(f.tool_calls, 1);
     assert!(f.complete);
 }
@@ -176,4 +178,5 @@ fn json_response_scanning_does_not_allocate() {
     assert_eq!(count, 0);
     assert!(scanner.finish());
     assert_eq!(scanner.facts().usage.output_tokens, 188);
+    assert_eq!(scanner.facts().usage.web_search_requests, 1);
 }

@@ -14,7 +14,17 @@ use usage_support::cut;
 const TOOL_USE: &[u8] = include_bytes!("fixtures/usage/message-tool-use.json");
 const SERVER_TOOL_USE: &[u8] = include_bytes!("fixtures/usage/message-server-tool-use.json");
 const ERROR: &[u8] = include_bytes!("fixtures/usage/message-error.json");
-const FIXTURES: &[&[u8]] = &[TOOL_USE, SERVER_TOOL_USE, ERROR];
+const CACHE_TTL: &[u8] = include_bytes!("fixtures/usage/message-cache-ttl.json");
+const LONG_CONTEXT: &[u8] = include_bytes!("fixtures/usage/message-long-context.json");
+const UNKNOWN_MODEL: &[u8] = include_bytes!("fixtures/usage/message-unknown-model.json");
+const FIXTURES: &[&[u8]] = &[
+    TOOL_USE,
+    SERVER_TOOL_USE,
+    ERROR,
+    CACHE_TTL,
+    LONG_CONTEXT,
+    UNKNOWN_MODEL,
+];
 
 fn clip(s: &str, cap: usize) -> String {
     let mut end = s.len().min(cap);
@@ -38,12 +48,16 @@ fn reference(body: &[u8], collect: bool) -> Result<Option<(ResponseFacts, Vec<Va
         ..ResponseFacts::default()
     };
     let u = &v["usage"];
-    let figure = |k: &str| u[k].as_u64().unwrap_or(0);
+    let figure = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let split = &u["cache_creation"];
     f.usage = Usage {
-        input_tokens: figure("input_tokens"),
-        output_tokens: figure("output_tokens"),
-        cache_creation_input_tokens: figure("cache_creation_input_tokens"),
-        cache_read_input_tokens: figure("cache_read_input_tokens"),
+        input_tokens: figure(u, "input_tokens"),
+        output_tokens: figure(u, "output_tokens"),
+        cache_creation_input_tokens: figure(u, "cache_creation_input_tokens"),
+        cache_read_input_tokens: figure(u, "cache_read_input_tokens"),
+        cache_creation_5m_input_tokens: figure(split, "ephemeral_5m_input_tokens"),
+        cache_creation_1h_input_tokens: figure(split, "ephemeral_1h_input_tokens"),
+        web_search_requests: figure(&u["server_tool_use"], "web_search_requests"),
     };
     f.model = v["model"].as_str().map(|m| clip(m, MODEL_CAP));
     let mut inputs = Vec::new();
@@ -120,7 +134,8 @@ fn fixtures_yield_their_expected_figures() {
             input_tokens: 901,
             output_tokens: 72,
             cache_creation_input_tokens: 120,
-            cache_read_input_tokens: 3000
+            cache_read_input_tokens: 3000,
+            ..Usage::default()
         }
     );
     assert_eq!(f.tool_calls, 1);
@@ -133,7 +148,9 @@ fn fixtures_yield_their_expected_figures() {
             input_tokens: 5321,
             output_tokens: 188,
             cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 24000
+            cache_read_input_tokens: 24000,
+            web_search_requests: 1,
+            ..Usage::default()
         }
     );
     assert_eq!(f.tool_calls, 2);
@@ -144,6 +161,33 @@ fn fixtures_yield_their_expected_figures() {
     let f = scan(&[ERROR], false).unwrap();
     assert_eq!(f.error_type.as_deref(), Some("overloaded_error"));
     assert_eq!(f.usage, Usage::default());
+
+    let f = scan(&[CACHE_TTL], false).unwrap();
+    assert_eq!(
+        f.usage,
+        Usage {
+            input_tokens: 3100,
+            output_tokens: 412,
+            cache_creation_input_tokens: 25000,
+            cache_read_input_tokens: 60000,
+            cache_creation_5m_input_tokens: 5000,
+            cache_creation_1h_input_tokens: 20000,
+            web_search_requests: 2,
+        }
+    );
+    assert_eq!(f.tool_calls, 2);
+    assert_eq!(f.model.as_deref(), Some("claude-haiku-4-5-20251001"));
+
+    let f = scan(&[LONG_CONTEXT], false).unwrap();
+    assert_eq!(
+        (f.usage.input_tokens, f.usage.cache_read_input_tokens),
+        (60000, 40001)
+    );
+    assert_eq!(f.model.as_deref(), Some("claude-haiku-5-5"));
+
+    let f = scan(&[UNKNOWN_MODEL], false).unwrap();
+    assert_eq!(f.model.as_deref(), Some("claude-nova-9-20270101"));
+    assert_eq!((f.usage.input_tokens, f.usage.output_tokens), (10, 3));
 }
 
 #[test]

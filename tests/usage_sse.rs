@@ -16,6 +16,8 @@ struct Fixture {
     name: &'static str,
     bytes: &'static [u8],
     usage: [u64; 4],
+    /// 5-minute and 1-hour cache writes, web searches.
+    extra: [u64; 3],
     model: &'static str,
     tool_calls: u32,
     error: Option<&'static str>,
@@ -24,10 +26,14 @@ struct Fixture {
 
 macro_rules! fixture {
     ($file:literal, $usage:expr, $model:literal, $tools:expr, $error:expr, $complete:expr) => {
+        fixture!($file, $usage, [0, 0, 0], $model, $tools, $error, $complete)
+    };
+    ($file:literal, $usage:expr, $extra:expr, $model:literal, $tools:expr, $error:expr, $complete:expr) => {
         Fixture {
             name: $file,
             bytes: include_bytes!(concat!("fixtures/usage/", $file)),
             usage: $usage,
+            extra: $extra,
             model: $model,
             tool_calls: $tools,
             error: $error,
@@ -65,6 +71,7 @@ const FIXTURES: &[Fixture] = &[
     fixture!(
         "stream-cache.sse",
         [3, 1542, 18231, 17],
+        [1542, 0, 0],
         "claude-sonnet-4-5-20250929",
         0,
         None,
@@ -97,7 +104,26 @@ const FIXTURES: &[Fixture] = &[
     fixture!(
         "stream-server-tool-use.sse",
         [10682, 0, 0, 510],
+        [0, 0, 1],
         "claude-opus-4-1-20250805",
+        1,
+        None,
+        true
+    ),
+    fixture!(
+        "stream-cache-ttl.sse",
+        [12, 48000, 150000, 640],
+        [8000, 40000, 0],
+        "claude-sonnet-4-5-20250929",
+        0,
+        None,
+        true
+    ),
+    fixture!(
+        "stream-long-context.sse",
+        [2000, 50000, 150000, 1500],
+        [10000, 40000, 0],
+        "claude-sonnet-4-5-20250929",
         1,
         None,
         true
@@ -183,6 +209,25 @@ fn replace_usage(usage: &mut Usage, v: &Value) {
     ];
     for (field, key) in fields.into_iter().zip(FIGURES) {
         if let Some(n) = v[key].as_u64() {
+            *field = n;
+        }
+    }
+    let nested = [
+        (
+            &mut usage.cache_creation_5m_input_tokens,
+            &v["cache_creation"]["ephemeral_5m_input_tokens"],
+        ),
+        (
+            &mut usage.cache_creation_1h_input_tokens,
+            &v["cache_creation"]["ephemeral_1h_input_tokens"],
+        ),
+        (
+            &mut usage.web_search_requests,
+            &v["server_tool_use"]["web_search_requests"],
+        ),
+    ];
+    for (field, value) in nested {
+        if let Some(n) = value.as_u64() {
             *field = n;
         }
     }
@@ -301,11 +346,15 @@ fn fixtures_yield_their_expected_figures() {
     for fx in FIXTURES {
         let f = scan(&[fx.bytes], false);
         let [input, creation, read, output] = fx.usage;
+        let [creation_5m, creation_1h, web_search] = fx.extra;
         let want = Usage {
             input_tokens: input,
             output_tokens: output,
             cache_creation_input_tokens: creation,
             cache_read_input_tokens: read,
+            cache_creation_5m_input_tokens: creation_5m,
+            cache_creation_1h_input_tokens: creation_1h,
+            web_search_requests: web_search,
         };
         assert_eq!(f.usage, want, "{}", fx.name);
         assert_eq!(f.model.as_deref(), Some(fx.model), "{}", fx.name);

@@ -87,6 +87,15 @@ impl Report {
         }
     }
 
+    /// The model the request was answered by (the response's `model`), else the one it
+    /// asked for (the request body's `model`): the one its cost is priced at.
+    pub fn model(&self) -> Option<&str> {
+        self.facts
+            .as_ref()
+            .and_then(|f| f.model.as_deref())
+            .or_else(|| self.class.as_ref().and_then(|c| c.model.as_deref()))
+    }
+
     /// Whether text must be collected for Slack (the request's last user message, the
     /// response's text and tool inputs).
     pub fn wants_text(&self) -> bool {
@@ -178,6 +187,7 @@ impl Report {
                 output_tokens: record.output_tokens,
                 cache_creation_input_tokens: record.cache_creation_input_tokens,
                 cache_read_input_tokens: record.cache_read_input_tokens,
+                cost: record.cost(),
                 duration_ms: duration.as_millis() as u64,
                 status,
                 error,
@@ -285,7 +295,8 @@ fn access_line(
     line.extend_from_slice(b"ms");
 }
 
-/// ` tokens in=… out=… cache_read=… cache_write=…` for Messages requests.
+/// ` tokens in=… out=… cache_read=… cache_write=… cost_usd=…` for Messages requests
+/// (`cost_usd=unpriced` when the model has no price).
 fn push_tokens(line: &mut Vec<u8>, r: &RequestRecord) {
     if !r.is_messages {
         return;
@@ -298,6 +309,12 @@ fn push_tokens(line: &mut Vec<u8>, r: &RequestRecord) {
     ] {
         line.extend_from_slice(name);
         push_decimal(line, n);
+    }
+    match r.cost() {
+        Some(cost) => {
+            let _ = write!(line, " cost_usd={cost}");
+        }
+        None => line.extend_from_slice(b" cost_usd=unpriced"),
     }
 }
 
@@ -351,6 +368,29 @@ fn method_name(method: Method, raw_head: &[u8]) -> Cow<'static, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_access_log_shows_the_exact_cost() {
+        let mut r = RequestRecord {
+            is_messages: true,
+            input_tokens: 1,
+            cost_picos: 3_000_000,
+            ..RequestRecord::default()
+        };
+        let tokens = |r: &RequestRecord| {
+            let mut line = Vec::new();
+            push_tokens(&mut line, r);
+            String::from_utf8(line).unwrap()
+        };
+        assert_eq!(
+            tokens(&r),
+            " tokens in=1 out=0 cache_read=0 cache_write=0 cost_usd=0.000003"
+        );
+        r.unpriced = true;
+        assert!(tokens(&r).ends_with(" cost_usd=unpriced"));
+        r.is_messages = false;
+        assert_eq!(tokens(&r), "");
+    }
 
     #[test]
     fn method_names() {

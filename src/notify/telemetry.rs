@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use crate::cost::Usd;
 use crate::request_id::RequestId;
 use crate::usage::RequestKind;
 
@@ -26,6 +27,8 @@ pub struct TelemetryEvent {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    /// What the request cost; `None` when its model has no price.
+    pub cost: Option<Usd>,
     pub duration_ms: u64,
     pub status: u16,
     pub error: Option<String>,
@@ -59,7 +62,14 @@ impl TelemetryEvent {
         if let Some(error) = &self.error {
             body["error"] = Value::String(error.clone());
         }
-        serde_json::to_vec(&body).expect("a JSON value always serializes")
+        let mut json = serde_json::to_vec(&body).expect("a JSON value always serializes");
+        // `costUsd` is written from the integer, every digit kept (an f64 would not).
+        json.pop(); // the object's closing brace
+        let cost = self
+            .cost
+            .map_or_else(|| "null".to_string(), |c| c.to_string());
+        json.extend_from_slice(format!(",\"costUsd\":{cost}}}").as_bytes());
+        json
     }
 }
 
@@ -94,6 +104,7 @@ mod tests {
             output_tokens: 200,
             cache_creation_input_tokens: 3,
             cache_read_input_tokens: 4,
+            cost: Some(Usd(123_456_789_012_345)),
             duration_ms: 1250,
             status: 200,
             error: None,
@@ -109,14 +120,18 @@ mod tests {
         assert_eq!(v["toolCallCount"], 2);
         assert_eq!(v["duration"], 1250);
         assert!(v.get("error").is_none(), "no error, no field: {v}");
+        let text = String::from_utf8(event.to_json()).unwrap();
+        assert!(text.ends_with(",\"costUsd\":123.456789012345}"), "{text}");
         let failed = TelemetryEvent {
             error: Some("rate_limit_error".into()),
             status: 429,
             request_kind: None,
+            cost: None,
             ..event
         };
         let v: Value = serde_json::from_slice(&failed.to_json()).unwrap();
         assert_eq!(v["error"], "rate_limit_error");
         assert_eq!(v["requestType"], Value::Null);
+        assert_eq!(v["costUsd"], Value::Null, "unpriced: null, never a guess");
     }
 }

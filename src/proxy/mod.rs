@@ -128,6 +128,7 @@ pub async fn forward(
         forward_metered(conn, proxy, head, &request, domain, &mut meter, &mut report).await;
     let why = result.as_ref().err().map(ToString::to_string);
     let ending = ProxyError::ending(&result, &why, &shared.upstream.display);
+    meter.price(&shared.config.pricing, report.model());
     report.finish(
         &proxy.outbox,
         request_id,

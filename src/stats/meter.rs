@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::registry::{DomainCounters, RequestRecord};
 use super::{now_ms, ProxyMetrics};
+use crate::cost::{self, Pricing};
 use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 
 /// Accumulates what one request cost; recorded on drop, so an error return, a client
@@ -81,7 +82,31 @@ impl Meter<'_> {
         r.output_tokens = facts.usage.output_tokens;
         r.cache_creation_input_tokens = facts.usage.cache_creation_input_tokens;
         r.cache_read_input_tokens = facts.usage.cache_read_input_tokens;
+        r.cache_creation_5m_input_tokens = facts.usage.cache_creation_5m_input_tokens;
+        r.cache_creation_1h_input_tokens = facts.usage.cache_creation_1h_input_tokens;
+        r.web_search_requests = facts.usage.web_search_requests;
         r.tool_calls = facts.tool_calls as u64;
+    }
+
+    /// Prices the request once it has ended, from the model that answered (else the one
+    /// the request asked for): what it cost, or that its model has no price. Called before
+    /// the side channels read the record and before it is counted (on drop).
+    pub fn price(&mut self, pricing: &Pricing, model: Option<&str>) {
+        let r = &mut self.record;
+        if !r.is_messages {
+            return;
+        }
+        let usage = r.usage();
+        match model.and_then(|m| pricing.price(m, &usage)) {
+            Some(picos) => {
+                r.cost_picos = picos;
+                r.unpriced = false;
+            }
+            None => {
+                r.cost_picos = 0;
+                r.unpriced = cost::billable(&usage);
+            }
+        }
     }
 }
 

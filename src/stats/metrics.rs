@@ -153,6 +153,34 @@ pub fn render(
             let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), get(s));
         }
     }
+    family(
+        &mut out,
+        "nexus_cost_usd_total",
+        "What the priced requests cost in USD, by the pricing table (exact decimal).",
+        "counter",
+    );
+    for (domain, s) in domains {
+        let _ = writeln!(
+            out,
+            "nexus_cost_usd_total{{domain=\"{}\"}} {}",
+            escape(domain),
+            s.cost
+        );
+    }
+    family(
+        &mut out,
+        "nexus_unpriced_requests_total",
+        "Requests with usage whose model the pricing table does not know.",
+        "counter",
+    );
+    for (domain, s) in domains {
+        let _ = writeln!(
+            out,
+            "nexus_unpriced_requests_total{{domain=\"{}\"}} {}",
+            escape(domain),
+            s.unpriced_requests
+        );
+    }
     render_rate_limits(&mut out, domains);
     single(
         &mut out,
@@ -362,6 +390,8 @@ mod tests {
         let s = DomainSnapshot {
             requests: 3,
             input_tokens: 10,
+            cost: crate::cost::Usd(1_000_000_000_000_000_001),
+            unpriced_requests: 2,
             ..Default::default()
         };
         let text = render(
@@ -373,6 +403,8 @@ mod tests {
         assert!(text.contains("nexus_requests_total{domain=\"a\\\"b\",endpoint=\"messages\"} 3\n"));
         assert!(text.contains("nexus_tokens_total{domain=\"a\\\"b\",kind=\"input\"} 10\n"));
         assert!(text.contains("nexus_domains_folded_total 1\n"));
+        assert!(text.contains("nexus_cost_usd_total{domain=\"a\\\"b\"} 1000000.000000000001\n"));
+        assert!(text.contains("nexus_unpriced_requests_total{domain=\"a\\\"b\"} 2\n"));
     }
 
     #[test]

@@ -28,10 +28,12 @@ impl Stats {
     }
 
     /// The `/token-stats` body (shape fixed by DESIGN.md; `errorCount` and
-    /// `otherRequestCount` are additions).
+    /// `otherRequestCount` are additions). `costUsd` is written from the integer sum, every
+    /// digit kept: through an f64 a large sum would lose its last picodollars.
     pub fn token_stats_json(&self) -> Vec<u8> {
-        let mut stats = serde_json::Map::new();
-        for (domain, s) in self.registry.snapshot() {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"status\":\"ok\",\"stats\":{");
+        for (i, (domain, s)) in self.registry.snapshot().into_iter().enumerate() {
             let mut entry = serde_json::json!({
                     "inputTokens": s.input_tokens,
                     "outputTokens": s.output_tokens,
@@ -43,19 +45,24 @@ impl Stats {
                     "toolCallCount": s.tool_calls,
                     "errorCount": s.errors,
                     "otherRequestCount": s.other_requests,
+                    "unpricedRequestCount": s.unpriced_requests,
                     "lastUpdated": s.last_updated_ms,
             });
             if let Some(rate_limit) = s.rate_limit.to_json() {
                 entry["rateLimit"] = rate_limit;
             }
-            stats.insert(domain, entry);
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &domain).expect("a string always serializes");
+            out.push(b':');
+            serde_json::to_writer(&mut out, &entry).expect("a JSON value always serializes");
+            out.pop(); // the entry's closing brace
+            out.extend_from_slice(format!(",\"costUsd\":{}}}", s.cost).as_bytes());
         }
-        let body = serde_json::json!({
-            "status": "ok",
-            "stats": stats,
-            "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        });
-        serde_json::to_vec(&body).expect("a JSON value always serializes")
+        let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        out.extend_from_slice(format!("}},\"timestamp\":\"{timestamp}\"}}").as_bytes());
+        out
     }
 
     /// The `/metrics` body.
@@ -99,4 +106,34 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_stats_carry_the_exact_cost_and_unpriced_count() {
+        let stats = Stats::new(10);
+        let record = |cost_picos, unpriced| RequestRecord {
+            is_messages: true,
+            cost_picos,
+            unpriced,
+            ..RequestRecord::default()
+        };
+        let a = stats.registry.counters("a.example");
+        a.record(&record(u64::MAX, false), 1);
+        a.record(&record(u64::MAX, false), 1);
+        a.record(&record(0, true), 1);
+        stats.registry.counters("b\"x").record(&record(7, false), 1);
+        let body = String::from_utf8(stats.token_stats_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["stats"]["a.example"]["unpricedRequestCount"], 1);
+        assert_eq!(v["stats"]["a.example"]["requestCount"], 3);
+        assert_eq!(v["stats"]["b\"x"]["costUsd"].as_f64(), Some(7e-12));
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        // 2 × (2^64 − 1) picodollars, every digit.
+        assert!(body.contains("\"costUsd\":36893488.14741910323}"), "{body}");
+    }
 }

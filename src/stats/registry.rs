@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use super::ratelimit::{RateLimitGauges, RateLimitSnapshot};
+use crate::cost::Usd;
+
+/// Picodollars in a micro-dollar: a domain's cost is kept as whole micro-dollars plus a
+/// remainder in picodollars, so the sum is exact and cannot wrap (one u64 of picodollars
+/// would at 18 million dollars).
+const PICOS_PER_MICRO: u64 = 1_000_000;
 
 /// Where requests with a Host that is not a valid host name are counted.
 pub const INVALID_HOST: &str = "invalid-host";
@@ -33,6 +39,12 @@ pub struct DomainCounters {
     pub cache_read_input_tokens: AtomicU64,
     /// Requests that ended in an error status, an error event, or a broken stream.
     pub errors: AtomicU64,
+    /// What the priced requests cost: whole micro-dollars, and the picodollars beyond
+    /// them (each request adds less than a micro-dollar here, so it never wraps).
+    pub cost_micros: AtomicU64,
+    pub cost_picos: AtomicU64,
+    /// Requests with usage whose model the pricing table does not know.
+    pub unpriced_requests: AtomicU64,
     /// Milliseconds since the Unix epoch of the last recorded request.
     pub last_updated_ms: AtomicU64,
     /// The last rate-limit figures the upstream sent for this domain.
@@ -51,7 +63,35 @@ pub struct RequestRecord {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    /// Of the cache writes, those with the 5-minute and the 1-hour lifetime.
+    pub cache_creation_5m_input_tokens: u64,
+    pub cache_creation_1h_input_tokens: u64,
+    pub web_search_requests: u64,
     pub error: bool,
+    /// What the request cost, in picodollars (set when it ends: `Meter::price`).
+    pub cost_picos: u64,
+    /// It used tokens but its model has no price: its cost is unknown, not zero.
+    pub unpriced: bool,
+}
+
+impl RequestRecord {
+    /// The request's usage, as the pricing table reads it.
+    pub fn usage(&self) -> crate::usage::Usage {
+        crate::usage::Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_5m_input_tokens: self.cache_creation_5m_input_tokens,
+            cache_creation_1h_input_tokens: self.cache_creation_1h_input_tokens,
+            web_search_requests: self.web_search_requests,
+        }
+    }
+
+    /// What the request cost, when it was priced.
+    pub fn cost(&self) -> Option<Usd> {
+        (!self.unpriced).then(|| Usd::from_picos(self.cost_picos))
+    }
 }
 
 impl DomainCounters {
@@ -69,6 +109,13 @@ impl DomainCounters {
                 .fetch_add(r.cache_creation_input_tokens, Relaxed);
             self.cache_read_input_tokens
                 .fetch_add(r.cache_read_input_tokens, Relaxed);
+            if r.cost_picos != 0 {
+                self.cost_micros
+                    .fetch_add(r.cost_picos / PICOS_PER_MICRO, Relaxed);
+                self.cost_picos
+                    .fetch_add(r.cost_picos % PICOS_PER_MICRO, Relaxed);
+            }
+            self.unpriced_requests.fetch_add(r.unpriced as u64, Relaxed);
         } else {
             self.other_requests.fetch_add(1, Relaxed);
         }
@@ -89,6 +136,11 @@ impl DomainCounters {
             cache_creation_input_tokens: self.cache_creation_input_tokens.load(Relaxed),
             cache_read_input_tokens: self.cache_read_input_tokens.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            cost: Usd(
+                u128::from(self.cost_micros.load(Relaxed)) * u128::from(PICOS_PER_MICRO)
+                    + u128::from(self.cost_picos.load(Relaxed)),
+            ),
+            unpriced_requests: self.unpriced_requests.load(Relaxed),
             last_updated_ms: self.last_updated_ms.load(Relaxed),
             rate_limit: self.rate_limit.read(),
         }
@@ -108,6 +160,9 @@ pub struct DomainSnapshot {
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
     pub errors: u64,
+    /// What the domain's priced requests cost, exactly.
+    pub cost: Usd,
+    pub unpriced_requests: u64,
     pub last_updated_ms: u64,
     pub rate_limit: RateLimitSnapshot,
 }
@@ -198,6 +253,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn costs_sum_exactly_past_what_a_u64_of_picodollars_holds() {
+        let c = DomainCounters::default();
+        let costly = RequestRecord {
+            is_messages: true,
+            cost_picos: u64::MAX,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            c.record(&costly, 0);
+        }
+        c.record(
+            &RequestRecord {
+                is_messages: true,
+                unpriced: true,
+                ..Default::default()
+            },
+            0,
+        );
+        let s = c.read();
+        assert_eq!(s.cost, Usd(3 * u128::from(u64::MAX)));
+        assert_eq!(s.unpriced_requests, 1);
+    }
+
+    #[test]
     fn records_and_caps() {
         let registry = StatsRegistry::new(2);
         let local = LocalCounters::default();
@@ -208,6 +287,7 @@ mod tests {
             input_tokens: 10,
             output_tokens: 5,
             cache_read_input_tokens: 7,
+            cost_picos: 1_234_567,
             ..Default::default()
         };
         local.get(&registry, "a.com").record(&record, 1000);
@@ -238,6 +318,8 @@ mod tests {
             (10, 5, 7, 1)
         );
         assert_eq!(a.last_updated_ms, 2000);
+        assert_eq!(a.cost, Usd(1_234_567));
+        assert_eq!(a.unpriced_requests, 0);
         assert_eq!(snap[OTHER].requests, 2, "c.com and d.com folded");
         assert_eq!(registry.folded_domains(), 2);
         assert_eq!(

@@ -31,7 +31,7 @@ pub fn render(
     let _ = writeln!(out, "{HEAVY_RULE}");
     let _ = writeln!(
         out,
-        "{:<25}{:>5}{:>7}{:>7}{:>7}{:>12}{:>13}{:>13}{:>13}{:>13}",
+        "{:<25}{:>5}{:>7}{:>7}{:>7}{:>12}{:>13}{:>13}{:>13}{:>13}{:>12}",
         "Domain",
         "Reqs",
         "Query",
@@ -41,7 +41,8 @@ pub fn render(
         "Output Tok",
         "Total Tok",
         "Cache Write",
-        "Cache Read"
+        "Cache Read",
+        "Cost $"
     );
     let _ = writeln!(out, "{LIGHT_RULE}");
     let mut total = DomainSnapshot::default();
@@ -55,6 +56,7 @@ pub fn render(
         total.output_tokens += s.output_tokens;
         total.cache_creation_input_tokens += s.cache_creation_input_tokens;
         total.cache_read_input_tokens += s.cache_read_input_tokens;
+        total.cost.0 += s.cost.0;
     }
     let _ = writeln!(out, "{LIGHT_RULE}");
     row(&mut out, "TOTAL", &total);
@@ -65,7 +67,7 @@ pub fn render(
 fn row(out: &mut String, domain: &str, s: &DomainSnapshot) {
     let _ = writeln!(
         out,
-        "{:<25}{:>5}{:>7}{:>7}{:>7}{:>12}{:>13}{:>13}{:>13}{:>13}",
+        "{:<25}{:>5}{:>7}{:>7}{:>7}{:>12}{:>13}{:>13}{:>13}{:>13}{:>12}",
         domain,
         s.requests,
         s.query_evaluations,
@@ -76,6 +78,8 @@ fn row(out: &mut String, domain: &str, s: &DomainSnapshot) {
         thousands(s.input_tokens + s.output_tokens),
         thousands(s.cache_creation_input_tokens),
         thousands(s.cache_read_input_tokens),
+        // Rounded for reading; /token-stats and /metrics have every digit.
+        s.cost.rounded(4),
     );
 }
 
@@ -159,7 +163,10 @@ mod tests {
         let stats = vec![
             (
                 "claude-1.example.com".to_string(),
-                snap(12, 8, 4, 3, 5234, 8921),
+                DomainSnapshot {
+                    cost: crate::cost::Usd(1_234_560_000_000),
+                    ..snap(12, 8, 4, 3, 5234, 8921)
+                },
             ),
             (
                 "claude-2.example.com".to_string(),
@@ -195,7 +202,9 @@ TOTAL                       23     15      8      5       9,582       16,944    
             .lines()
             .nth(3)
             .unwrap()
-            .ends_with("  Cache Write   Cache Read"));
+            .ends_with("  Cache Write   Cache Read      Cost $"));
+        assert!(report.lines().nth(5).unwrap().ends_with("      1.2346"));
+        assert!(report.lines().nth(9).unwrap().ends_with("      1.2346"));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use super::clip::{push_bounded, Capped, Clip, Sink};
 use super::json::{Seg, Token, Visitor};
 use super::{
-    is_tool_block, Figures, ResponseFacts, ToolCall, ERROR_TYPE_CAP, MAX_TOOLS, MODEL_CAP,
-    TEXT_CAP, TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
+    is_tool_block, Figures, ResponseFacts, ToolCall, UsageKey, UsagePart, ERROR_TYPE_CAP,
+    MAX_TOOLS, MODEL_CAP, TEXT_CAP, TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
 };
 
 /// The keys an event's JSON is read by.
@@ -21,6 +21,8 @@ pub(crate) enum Key {
     Model,
     Usage,
     Figure(u8),
+    CacheCreation,
+    ServerToolUse,
     ContentBlock,
     Name,
     Delta,
@@ -113,10 +115,8 @@ impl EventFacts {
     fn forget(&mut self, path: &[Seg<Key>]) {
         match path {
             [K(Key::Message)] => self.forget_message(),
-            [K(Key::Message), K(Key::Usage)] => self.message_usage = Figures::default(),
-            [K(Key::Message), K(Key::Usage), K(Key::Figure(f))] => self.message_usage.set(*f, None),
-            [K(Key::Usage)] => self.usage = Figures::default(),
-            [K(Key::Usage), K(Key::Figure(f))] => self.usage.set(*f, None),
+            [K(Key::Message), K(Key::Usage), below @ ..] => self.message_usage.forget_at(below),
+            [K(Key::Usage), below @ ..] => self.usage.forget_at(below),
             [K(Key::ContentBlock)] => {
                 self.block_type.clear();
                 self.block_name.clear();
@@ -192,6 +192,17 @@ fn set_reusing(slot: &mut Option<String>, value: &str) {
     }
 }
 
+impl UsageKey for Key {
+    fn usage_part(self) -> Option<UsagePart> {
+        match self {
+            Key::Figure(f) => Some(UsagePart::Figure(f)),
+            Key::CacheCreation => Some(UsagePart::CacheCreation),
+            Key::ServerToolUse => Some(UsagePart::ServerToolUse),
+            _ => None,
+        }
+    }
+}
+
 impl Visitor for EventFacts {
     type Key = Key;
 
@@ -209,6 +220,8 @@ impl Visitor for EventFacts {
             b"partial_json" if self.collect => Key::PartialJson,
             b"index" => Key::Index,
             b"error" => Key::Error,
+            b"cache_creation" => Key::CacheCreation,
+            b"server_tool_use" => Key::ServerToolUse,
             _ => Key::Figure(Figures::index_of(name)?),
         })
     }
@@ -227,10 +240,16 @@ impl Visitor for EventFacts {
                 }
             }
             Token::Num(n) => match path {
-                [K(Key::Message), K(Key::Usage), K(Key::Figure(f))] => {
-                    self.message_usage.set(*f, n)
+                [K(Key::Message), K(Key::Usage), below @ ..] => {
+                    if let Some(f) = Figures::figure_at(below) {
+                        self.message_usage.set(f, n);
+                    }
                 }
-                [K(Key::Usage), K(Key::Figure(f))] => self.usage.set(*f, n),
+                [K(Key::Usage), below @ ..] => {
+                    if let Some(f) = Figures::figure_at(below) {
+                        self.usage.set(f, n);
+                    }
+                }
                 [K(Key::Index)] => self.index = n,
                 _ => {}
             },

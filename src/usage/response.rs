@@ -9,8 +9,8 @@
 use super::clip::{push_bounded, Capped, Clip, Sink};
 use super::json::{Container, Seg, Token, Tokenizer, Visitor};
 use super::{
-    is_tool_block, Figures, ResponseFacts, ToolCall, ERROR_TYPE_CAP, MAX_TOOLS, MODEL_CAP,
-    TEXT_CAP, TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
+    is_tool_block, Figures, ResponseFacts, ToolCall, UsageKey, UsagePart, ERROR_TYPE_CAP,
+    MAX_TOOLS, MODEL_CAP, TEXT_CAP, TOOL_INPUT_CAP, TOOL_NAME_CAP, UNKNOWN_ERROR,
 };
 
 /// The keys a response body is read by.
@@ -20,6 +20,8 @@ enum Key {
     Model,
     Usage,
     Figure(u8),
+    CacheCreation,
+    ServerToolUse,
     Content,
     Text,
     Name,
@@ -145,8 +147,7 @@ impl Body {
     /// A key at `path` is about to get a (new) value: forget the old one and all below it.
     fn forget(&mut self, path: &[Seg<Key>]) {
         match path {
-            [K(Key::Usage)] => self.usage = Figures::default(),
-            [K(Key::Usage), K(Key::Figure(f))] => self.usage.set(*f, None),
+            [K(Key::Usage), below @ ..] => self.usage.forget_at(below),
             [K(Key::Error)] => self.error_type.clear(),
             [K(Key::Content)] => {
                 self.tool_calls = 0;
@@ -190,6 +191,17 @@ impl Body {
     }
 }
 
+impl UsageKey for Key {
+    fn usage_part(self) -> Option<UsagePart> {
+        match self {
+            Key::Figure(f) => Some(UsagePart::Figure(f)),
+            Key::CacheCreation => Some(UsagePart::CacheCreation),
+            Key::ServerToolUse => Some(UsagePart::ServerToolUse),
+            _ => None,
+        }
+    }
+}
+
 impl Visitor for Body {
     type Key = Key;
 
@@ -204,6 +216,8 @@ impl Visitor for Body {
             b"name" if self.collect => Key::Name,
             b"input" if self.collect => Key::Input,
             b"error" => Key::Error,
+            b"cache_creation" => Key::CacheCreation,
+            b"server_tool_use" => Key::ServerToolUse,
             _ => Key::Figure(Figures::index_of(name)?),
         })
     }
@@ -223,7 +237,11 @@ impl Visitor for Body {
                     sink.finish();
                 }
             }
-            (Token::Num(n), [K(Key::Usage), K(Key::Figure(f))]) => self.usage.set(*f, n),
+            (Token::Num(n), [K(Key::Usage), below @ ..]) => {
+                if let Some(f) = Figures::figure_at(below) {
+                    self.usage.set(f, n);
+                }
+            }
             _ => {}
         }
     }
@@ -276,7 +294,8 @@ mod tests {
                 input_tokens: 901,
                 output_tokens: 72,
                 cache_creation_input_tokens: 120,
-                cache_read_input_tokens: 3000
+                cache_read_input_tokens: 3000,
+                ..Usage::default()
             }
         );
         assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-5"));
@@ -373,6 +392,36 @@ mod tests {
                 .unwrap();
         assert_eq!(f.model, None);
         assert_eq!(f.usage.input_tokens, 0);
+    }
+
+    #[test]
+    fn cache_lifetimes_and_web_searches_count_only_in_place() {
+        let f = whole(
+            r#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":30,
+               "cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20,"input_tokens":9},
+               "server_tool_use":{"web_search_requests":2,"ephemeral_1h_input_tokens":9},
+               "ephemeral_5m_input_tokens":9,"web_search_requests":9},
+               "cache_creation":{"ephemeral_5m_input_tokens":9},
+               "server_tool_use":{"web_search_requests":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.usage,
+            Usage {
+                input_tokens: 1,
+                cache_creation_input_tokens: 30,
+                cache_creation_5m_input_tokens: 10,
+                cache_creation_1h_input_tokens: 20,
+                web_search_requests: 2,
+                ..Usage::default()
+            }
+        );
+        let f = whole(
+            r#"{"usage":{"cache_creation":{"ephemeral_1h_input_tokens":20},"cache_creation":null,
+               "server_tool_use":{"web_search_requests":2},"server_tool_use":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.usage, Usage::default());
     }
 
     #[test]

@@ -329,7 +329,8 @@ mod tests {
                 input_tokens: 472,
                 output_tokens: 89,
                 cache_creation_input_tokens: 0,
-                cache_read_input_tokens: 2048
+                cache_read_input_tokens: 2048,
+                ..Usage::default()
             }
         );
         assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-5"));
@@ -395,8 +396,51 @@ mod tests {
                 input_tokens: 6,
                 output_tokens: 4,
                 cache_creation_input_tokens: 3,
-                cache_read_input_tokens: 7
+                cache_read_input_tokens: 7,
+                ..Usage::default()
             }
+        );
+    }
+
+    #[test]
+    fn cache_lifetimes_and_web_searches_are_read_where_the_api_puts_them() {
+        let f = whole(concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,",
+            "\"cache_creation_input_tokens\":300,\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,",
+            "\"ephemeral_1h_input_tokens\":200},\"server_tool_use\":{\"web_search_requests\":0}}}}\n\n",
+            // A later null or absent figure keeps the last value; a later number replaces it.
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4,",
+            "\"cache_creation\":{\"ephemeral_5m_input_tokens\":null},\"server_tool_use\":{\"web_search_requests\":3}}}\n\n",
+            // Misplaced figures count for nothing.
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"ephemeral_1h_input_tokens\":9,",
+            "\"web_search_requests\":9,\"cache_creation\":{\"input_tokens\":9,\"web_search_requests\":9},",
+            "\"server_tool_use\":{\"ephemeral_5m_input_tokens\":9}},",
+            "\"cache_creation\":{\"ephemeral_1h_input_tokens\":9}}\n\n",
+        ));
+        assert_eq!(
+            f.usage,
+            Usage {
+                input_tokens: 5,
+                output_tokens: 4,
+                cache_creation_input_tokens: 300,
+                cache_read_input_tokens: 0,
+                cache_creation_5m_input_tokens: 100,
+                cache_creation_1h_input_tokens: 200,
+                web_search_requests: 3,
+            }
+        );
+        // A repeated key replaces the whole object it held, as serde_json would.
+        let f = whole(concat!(
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{",
+            "\"cache_creation\":{\"ephemeral_5m_input_tokens\":1,\"ephemeral_1h_input_tokens\":2},",
+            "\"cache_creation\":{\"ephemeral_1h_input_tokens\":3}}}\n\n",
+        ));
+        assert_eq!(
+            (
+                f.usage.cache_creation_5m_input_tokens,
+                f.usage.cache_creation_1h_input_tokens
+            ),
+            (0, 3)
         );
     }
 

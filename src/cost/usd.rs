@@ -1,0 +1,76 @@
+//! Exact dollar amounts: an integer count of picodollars, printed as a decimal number.
+
+use std::fmt;
+
+/// Picodollars (10⁻¹² USD) in one dollar.
+pub const PICOS_PER_USD: u128 = 1_000_000_000_000;
+
+/// An amount of US dollars held as an integer number of picodollars, so that sums are
+/// exact; it prints as a plain decimal number (`0.0123`, `12`), never rounded, which is
+/// also how it is written into JSON (through an `f64` a sum past a few hundred dollars
+/// would lose its last picodollars).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Usd(pub u128);
+
+impl Usd {
+    /// The amount of `picos` picodollars.
+    pub fn from_picos(picos: u64) -> Usd {
+        Usd(u128::from(picos))
+    }
+
+    /// The amount rounded half-up to `decimals` (at most 12) places, for people to read:
+    /// `Usd(1_234_500_000_000).rounded(2)` is `"1.23"`.
+    pub fn rounded(self, decimals: u32) -> String {
+        let decimals = decimals.min(12);
+        let unit = 10u128.pow(12 - decimals);
+        let units = (self.0 + unit / 2) / unit;
+        let scale = 10u128.pow(decimals);
+        match decimals {
+            0 => format!("{units}"),
+            _ => format!(
+                "{}.{:0width$}",
+                units / scale,
+                units % scale,
+                width = decimals as usize
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Usd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / PICOS_PER_USD;
+        let fraction = self.0 % PICOS_PER_USD;
+        if fraction == 0 {
+            return write!(f, "{whole}");
+        }
+        let digits = format!("{fraction:012}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_every_digit_and_no_more() {
+        assert_eq!(Usd(0).to_string(), "0");
+        assert_eq!(Usd(1).to_string(), "0.000000000001");
+        assert_eq!(Usd(1_500_000).to_string(), "0.0000015");
+        assert_eq!(Usd(12 * PICOS_PER_USD).to_string(), "12");
+        assert_eq!(Usd(12_340_000_000_000).to_string(), "12.34");
+        let big = Usd(u128::from(u64::MAX) * 1_000_000 + 999_999);
+        assert_eq!(big.to_string(), "18446744073709.551615999999");
+    }
+
+    #[test]
+    fn rounds_half_up_for_people() {
+        assert_eq!(Usd(1_234_500_000_000).rounded(2), "1.23");
+        assert_eq!(Usd(1_235_000_000_000).rounded(2), "1.24");
+        assert_eq!(Usd(4_999_999).rounded(4), "0.0000");
+        assert_eq!(Usd(50_000_000).rounded(4), "0.0001");
+        assert_eq!(Usd(2_500_000_000_000).rounded(0), "3");
+        assert_eq!(Usd(7).rounded(12), "0.000000000007");
+    }
+}
