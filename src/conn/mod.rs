@@ -244,16 +244,17 @@ impl ClientConn {
             if self.buf.len() >= MAX_HEAD_BYTES {
                 return Err(HeadError::TooLarge);
             }
-            // One clock read per wait: a kept-alive head that arrives whole in one read
-            // (the usual case) never needs its own deadline, so it is set only when a
-            // partial head is found here on the next turn.
-            let now = Instant::now();
-            let wait_until = match deadline {
-                Some(deadline) => deadline,
-                None if self.buf.is_empty() => now + config.keepalive_timeout,
-                None => *deadline.insert(now + config.header_timeout),
+            // A kept-alive connection waiting for its next head (the usual case) reads no
+            // clock: the idle limit is a plain duration. The head's own deadline is set only
+            // when a partial head is found here on the next turn.
+            let limit = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None if self.buf.is_empty() => config.keepalive_timeout,
+                None => {
+                    deadline = Some(Instant::now() + config.header_timeout);
+                    config.header_timeout
+                }
             };
-            let limit = wait_until.saturating_duration_since(now);
             // (A cancelled read takes the buffer with it: decide from what was there before.)
             let idle = self.buf.is_empty();
             let deadline = Rc::clone(&self.deadline);

@@ -1,6 +1,9 @@
 //! Exact dollar amounts: an integer count of picodollars, printed as a decimal number.
 
 use std::fmt;
+use std::io::Write;
+
+use crate::http::digits::push_decimal;
 
 /// Picodollars (10⁻¹² USD) in one dollar.
 pub const PICOS_PER_USD: u128 = 1_000_000_000_000;
@@ -37,15 +40,37 @@ impl Usd {
     }
 }
 
+impl Usd {
+    /// Appends the amount as `Display` prints it, without the formatting machinery or an
+    /// allocation: the access log writes one per request.
+    pub fn push_to(self, out: &mut Vec<u8>) {
+        let whole = self.0 / PICOS_PER_USD;
+        match u64::try_from(whole) {
+            Ok(whole) => push_decimal(out, whole),
+            Err(_) => {
+                let _ = write!(out, "{whole}");
+            }
+        }
+        let mut fraction = (self.0 % PICOS_PER_USD) as u64;
+        if fraction == 0 {
+            return;
+        }
+        let mut digits = [b'0'; 12];
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        let zeros = digits.iter().rev().take_while(|&&d| d == b'0').count();
+        out.push(b'.');
+        out.extend_from_slice(&digits[..12 - zeros]);
+    }
+}
+
 impl fmt::Display for Usd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whole = self.0 / PICOS_PER_USD;
-        let fraction = self.0 % PICOS_PER_USD;
-        if fraction == 0 {
-            return write!(f, "{whole}");
-        }
-        let digits = format!("{fraction:012}");
-        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        let mut text = Vec::with_capacity(40);
+        self.push_to(&mut text);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 

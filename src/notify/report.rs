@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use log::Level;
 
@@ -42,7 +42,6 @@ impl Ending<'_> {
 
 /// One request's side-channel state.
 pub struct Report {
-    started: Instant,
     method: Cow<'static, str>,
     telemetry: bool,
     /// `DEBUG=true`: print the request/response trace.
@@ -62,10 +61,9 @@ pub struct Report {
 impl Report {
     /// Starts the report of the request whose head is `head` (raw bytes in `raw_head`,
     /// for the method name of methods nexus does not name itself), begun at `started`.
-    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8], started: Instant) -> Report {
+    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8]) -> Report {
         let hub = outbox.hub();
         Report {
-            started,
             method: method_name(head.method, raw_head),
             telemetry: hub.telemetry.is_some(),
             trace: hub.trace,
@@ -124,6 +122,7 @@ impl Report {
         domain: &str,
         record: &RequestRecord,
         ending: Ending<'_>,
+        duration: Duration,
     ) {
         let status = self.status.unwrap_or(match ending {
             // Nothing came back from upstream: the status is the one nexus answers with;
@@ -137,7 +136,6 @@ impl Report {
             return;
         }
         let error = self.error(status, record, ending);
-        let duration = self.started.elapsed();
         if access_log {
             // A proxy error has its own warning line (same id); the API's is shown here.
             let api_error = error.as_deref().filter(|_| ending.failure().is_none());
@@ -312,7 +310,8 @@ fn push_tokens(line: &mut Vec<u8>, r: &RequestRecord) {
     }
     match r.cost() {
         Some(cost) => {
-            let _ = write!(line, " cost_usd={cost}");
+            line.extend_from_slice(b" cost_usd=");
+            cost.push_to(line);
         }
         None => line.extend_from_slice(b" cost_usd=unpriced"),
     }

@@ -112,7 +112,7 @@ pub async fn forward(
     let counters = proxy.counters.get(&shared.stats.registry, stats_domain);
     let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
     let raw_head = conn.raw_head(head);
-    let mut report = Report::start(&proxy.outbox, head, raw_head, meter.started());
+    let mut report = Report::start(&proxy.outbox, head, raw_head);
     if report.trace {
         trace::incoming(request_id, raw_head);
     }
@@ -129,6 +129,7 @@ pub async fn forward(
     let why = result.as_ref().err().map(ToString::to_string);
     let ending = ProxyError::ending(&result, &why, &shared.upstream.display);
     meter.price(&shared.config.pricing, report.model());
+    let duration = meter.stop();
     report.finish(
         &proxy.outbox,
         request_id,
@@ -136,6 +137,7 @@ pub async fn forward(
         stats_domain,
         &meter.record,
         ending,
+        duration,
     );
     result
 }

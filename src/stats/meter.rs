@@ -16,6 +16,8 @@ pub struct Meter<'a> {
     proxy: &'a ProxyMetrics,
     started: Instant,
     upstream_wait: Duration,
+    /// How long the request took, once [`Meter::stop`] said it ended.
+    total: Option<Duration>,
     /// Starts as an error; the success path clears it.
     pub record: RequestRecord,
 }
@@ -32,6 +34,7 @@ impl<'a> Meter<'a> {
             proxy,
             started: Instant::now(),
             upstream_wait: Duration::ZERO,
+            total: None,
             record: RequestRecord {
                 is_messages,
                 error: true,
@@ -40,9 +43,9 @@ impl<'a> Meter<'a> {
         }
     }
 
-    /// When the request began.
-    pub fn started(&self) -> Instant {
-        self.started
+    /// The request has ended: how long it took (one clock read for every record of it).
+    pub fn stop(&mut self) -> Duration {
+        *self.total.get_or_insert_with(|| self.started.elapsed())
     }
 
     /// The domain's counters.
@@ -58,7 +61,7 @@ impl<'a> Meter<'a> {
 
 impl Drop for Meter<'_> {
     fn drop(&mut self) {
-        let total = self.started.elapsed();
+        let total = self.total.unwrap_or_else(|| self.started.elapsed());
         self.proxy.request_duration.observe(total);
         self.proxy
             .proxy_overhead
