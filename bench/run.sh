@@ -323,7 +323,7 @@ start_target() {
             (
                 cd "$WORK"   # no stray .env or credentials/ from the checkout
                 exec env UPSTREAM_URL="http://127.0.0.1:$UPORT" CLAUDE_API_KEY=sk-ant-api03-bench \
-                    STATS_INTERVAL_SECS=0 NEXUS_LOG=warn CREDENTIALS_DIR="$WORK/credentials" \
+                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" \
                     "$NEXUS_BIN" -p "$NEXUS_PORT" -H 127.0.0.1 -w "$WORKERS"
             ) >"$logf" 2>&1 &
             TARGET_MAIN=$!
@@ -375,7 +375,9 @@ stop_target() {
     esac
     if [[ -f "$logf" ]]; then
         local lines
+        # (nexus logs every request at its default level: only its WARN and ERROR lines.)
         lines=$(grep -v "listening on" "$logf" | grep -E -i 'warn|error|crit|alert|emerg|panic' \
+            | grep -v -E '^[0-9TZ:.-]+ INFO ' \
             | sed -E -e 's/^\[?[0-9TZ:.\/ -]+\]? ?//' -e 's/[0-9]+#[0-9]+: (\*[0-9]+ )?//' | sort | uniq -c | sort -rn | head -n 8 || true)
         if [[ -n "$lines" ]]; then
             note "$target log during $label (count, line):"$'\n'"$lines"
