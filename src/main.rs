@@ -61,7 +61,7 @@ fn main() {
     if let Some(warning) = nexus::credentials::exposure_warning(&config, &credentials) {
         log::warn!("{warning}");
     }
-    let stats = Arc::new(Stats::new(config.max_domains));
+    let stats = Arc::new(Stats::new(config.max_domains, config.workers));
     let notify = Hub::new(&config, Arc::clone(&stats)).unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
     let body_budget = BodyBudget::new(config.max_buffered_bytes);

@@ -188,7 +188,7 @@ mod tests {
             _ => None,
         };
         let config = Config::load(&crate::config::Cli::default(), &env, &dir).unwrap();
-        Hub::new(&config, Arc::new(Stats::new(10))).unwrap()
+        Hub::new(&config, Arc::new(Stats::new(10, 1))).unwrap()
     }
 
     #[test]
@@ -219,7 +219,9 @@ mod tests {
             (name == "SLACK_WEBHOOK_URL").then(|| "hooks.slack.com/services/SECRET".to_string())
         };
         let config = Config::load(&crate::config::Cli::default(), &env, &dir).unwrap();
-        let err = Hub::new(&config, Arc::new(Stats::new(10))).err().unwrap();
+        let err = Hub::new(&config, Arc::new(Stats::new(10, 1)))
+            .err()
+            .unwrap();
         assert!(
             err.contains("SLACK_WEBHOOK_URL") && !err.contains("SECRET"),
             "{err}"

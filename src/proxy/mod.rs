@@ -48,6 +48,8 @@ pub struct Outcome {
 /// The proxy on one worker: what all workers share, and this worker's own upstream pool,
 /// caches and buffers (single thread: `Rc`, `RefCell`).
 pub struct Proxy {
+    /// This worker's index (its shard of the latency histograms).
+    worker: usize,
     pub shared: Arc<Shared>,
     pub pool: Rc<Pool>,
     /// Telemetry and Slack events waiting for delivery (drained by tasks on this worker).
@@ -60,9 +62,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The proxy of one worker, sending upstream through `pool`.
-    pub fn new(shared: Arc<Shared>, pool: Rc<Pool>, outbox: Rc<Outbox>) -> Proxy {
+    /// The proxy of worker `worker`, sending upstream through `pool`.
+    pub fn new(worker: usize, shared: Arc<Shared>, pool: Rc<Pool>, outbox: Rc<Outbox>) -> Proxy {
         Proxy {
+            worker,
             shared,
             pool,
             outbox,
@@ -110,7 +113,8 @@ pub async fn forward(
     };
     let is_messages = head.method == Method::Post && head.path() == "/v1/messages";
     let counters = proxy.counters.get(&shared.stats.registry, stats_domain);
-    let mut meter = Meter::start(counters, &shared.stats.proxy, is_messages);
+    let latency = shared.stats.proxy.latency(proxy.worker);
+    let mut meter = Meter::start(counters, latency, is_messages);
     let raw_head = conn.raw_head(head);
     let mut report = Report::start(&proxy.outbox, head, raw_head);
     if report.trace {

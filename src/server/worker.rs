@@ -62,6 +62,7 @@ pub async fn run(
     let worker = Rc::new(Worker {
         id,
         proxy: Proxy::new(
+            id,
             Arc::clone(&shared),
             Pool::new(Arc::clone(&shared.upstream)),
             outbox,

@@ -4,8 +4,9 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metrics::Latency;
+use super::now_ms;
 use super::registry::{DomainCounters, RequestRecord};
-use super::{now_ms, ProxyMetrics};
 use crate::cost::{self, Pricing};
 use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 
@@ -13,7 +14,7 @@ use crate::usage::{JsonResponseScanner, RequestKind, ResponseFacts, SseScanner};
 /// leaving or a broken upstream are all counted with what was seen so far.
 pub struct Meter<'a> {
     counters: Arc<DomainCounters>,
-    proxy: &'a ProxyMetrics,
+    latency: &'a Latency,
     started: Instant,
     upstream_wait: Duration,
     /// How long the request took, once [`Meter::stop`] said it ended.
@@ -24,14 +25,10 @@ pub struct Meter<'a> {
 
 impl<'a> Meter<'a> {
     /// Starts metering a request for the domain `counters` belong to.
-    pub fn start(
-        counters: Arc<DomainCounters>,
-        proxy: &'a ProxyMetrics,
-        is_messages: bool,
-    ) -> Self {
+    pub fn start(counters: Arc<DomainCounters>, latency: &'a Latency, is_messages: bool) -> Self {
         Meter {
             counters,
-            proxy,
+            latency,
             started: Instant::now(),
             upstream_wait: Duration::ZERO,
             total: None,
@@ -62,8 +59,8 @@ impl<'a> Meter<'a> {
 impl Drop for Meter<'_> {
     fn drop(&mut self) {
         let total = self.total.unwrap_or_else(|| self.started.elapsed());
-        self.proxy.request_duration.observe(total);
-        self.proxy
+        self.latency.request_duration.observe(total);
+        self.latency
             .proxy_overhead
             .observe(total.saturating_sub(self.upstream_wait));
         self.counters.record(&self.record, now_ms());

@@ -14,7 +14,8 @@ const BUCKETS: [f64; 20] = [
     5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
 
-/// A fixed-bucket histogram of durations, lock-free.
+/// A fixed-bucket histogram of durations with one writer (a worker's shard of
+/// [`Latency`]); any thread may read it.
 #[derive(Default)]
 pub struct Histogram {
     /// Per-bucket (not cumulative) counts; the last slot is +Inf.
@@ -24,38 +25,54 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// Adds one observation.
+    /// Adds one observation. Only the histogram's one writer calls this: a plain load and
+    /// store, no locked read-modify-write.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let slot = BUCKETS
             .iter()
             .position(|&le| secs <= le)
             .unwrap_or(BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+        let add = |counter: &AtomicU64, n: u64| counter.store(counter.load(Relaxed) + n, Relaxed);
+        add(&self.buckets[slot], 1);
+        add(&self.count, 1);
+        add(&self.sum_micros, d.as_micros() as u64);
     }
 }
 
-/// Counters and gauges about the proxy itself rather than a domain.
+/// One worker's latency histograms, on cache lines of their own.
 #[derive(Default)]
+#[repr(align(64))]
+pub struct Latency {
+    /// Request head received → response fully relayed.
+    pub request_duration: Histogram,
+    /// The same minus the time spent waiting on the upstream: what the proxy adds.
+    pub proxy_overhead: Histogram,
+}
+
+/// Renders one histogram summed over the workers' shards.
+fn render_histogram<'a>(
+    out: &mut String,
+    shards: impl Iterator<Item = &'a Histogram> + Clone,
+    name: &str,
+    help: &str,
+) {
+    let sum = |f: &dyn Fn(&Histogram) -> &AtomicU64| -> u64 {
+        shards.clone().map(|h| f(h).load(Relaxed)).sum()
+    };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, le) in BUCKETS.iter().enumerate() {
+        cumulative += sum(&|h| &h.buckets[i]);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += sum(&|h| &h.buckets[BUCKETS.len()]);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}", sum(&|h| &h.sum_micros) as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", sum(&|h| &h.count));
+}
+
+/// Counters and gauges about the proxy itself rather than a domain.
 pub struct ProxyMetrics {
     pub open_connections: AtomicI64,
     pub upstream_connections_opened: AtomicU64,
@@ -64,10 +81,35 @@ pub struct ProxyMetrics {
     pub upstream_retries: AtomicU64,
     pub notify_dropped_telemetry: AtomicU64,
     pub notify_dropped_slack: AtomicU64,
-    /// Request head received → response fully relayed.
-    pub request_duration: Histogram,
-    /// The same minus the time spent waiting on the upstream: what the proxy adds.
-    pub proxy_overhead: Histogram,
+    /// Each worker's latency histograms, summed when scraped: a request touches only its
+    /// own worker's cache lines.
+    latency: Box<[Latency]>,
+}
+
+impl ProxyMetrics {
+    /// Metrics for `workers` workers.
+    pub fn new(workers: usize) -> ProxyMetrics {
+        ProxyMetrics {
+            open_connections: AtomicI64::default(),
+            upstream_connections_opened: AtomicU64::default(),
+            upstream_connections_reused: AtomicU64::default(),
+            upstream_retries: AtomicU64::default(),
+            notify_dropped_telemetry: AtomicU64::default(),
+            notify_dropped_slack: AtomicU64::default(),
+            latency: (0..workers.max(1)).map(|_| Latency::default()).collect(),
+        }
+    }
+
+    /// The latency histograms worker `worker` writes (and no other).
+    pub fn latency(&self, worker: usize) -> &Latency {
+        &self.latency[worker % self.latency.len()]
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> ProxyMetrics {
+        ProxyMetrics::new(1)
+    }
 }
 
 /// Renders the Prometheus text exposition (format 0.0.4).
@@ -235,13 +277,15 @@ pub fn render(
         proxy.notify_dropped_slack.load(Relaxed)
     );
     render_credentials(&mut out, credentials);
-    proxy.request_duration.render(
+    render_histogram(
         &mut out,
+        proxy.latency.iter().map(|l| &l.request_duration),
         "nexus_request_duration_seconds",
         "Time from request head to the end of the response.",
     );
-    proxy.proxy_overhead.render(
+    render_histogram(
         &mut out,
+        proxy.latency.iter().map(|l| &l.proxy_overhead),
         "nexus_proxy_overhead_seconds",
         "Request duration minus time waiting on the upstream.",
     );
@@ -374,9 +418,18 @@ mod tests {
     #[test]
     fn histogram_is_cumulative() {
         let proxy = ProxyMetrics::default();
-        proxy.request_duration.observe(Duration::from_micros(50));
-        proxy.request_duration.observe(Duration::from_millis(3));
-        proxy.request_duration.observe(Duration::from_secs(1000));
+        proxy
+            .latency(0)
+            .request_duration
+            .observe(Duration::from_micros(50));
+        proxy
+            .latency(0)
+            .request_duration
+            .observe(Duration::from_millis(3));
+        proxy
+            .latency(0)
+            .request_duration
+            .observe(Duration::from_secs(1000));
         let text = render(&[], 0, &proxy, &CredentialCounts::default());
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));

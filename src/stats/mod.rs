@@ -20,10 +20,11 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(max_domains: usize) -> Self {
+    /// Counters for up to `max_domains` domains, served by `workers` workers.
+    pub fn new(max_domains: usize, workers: usize) -> Self {
         Stats {
             registry: StatsRegistry::new(max_domains),
-            proxy: ProxyMetrics::default(),
+            proxy: ProxyMetrics::new(workers),
         }
     }
 
@@ -114,7 +115,7 @@ mod tests {
 
     #[test]
     fn token_stats_carry_the_exact_cost_and_unpriced_count() {
-        let stats = Stats::new(10);
+        let stats = Stats::new(10, 1);
         let record = |cost_picos, unpriced| RequestRecord {
             is_messages: true,
             cost_picos,
