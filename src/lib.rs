@@ -8,6 +8,7 @@ pub mod conn;
 pub mod credentials;
 pub mod health_check;
 pub mod http;
+pub mod ledger;
 pub mod lifecycle;
 pub mod notify;
 pub mod proxy;

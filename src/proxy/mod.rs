@@ -224,6 +224,7 @@ fn classify(
     if report.trace && !bytes.is_empty() {
         trace::request_body(request_id, bytes);
     }
+    report.request_body(bytes);
     let class = classify_request(bytes, report.wants_text());
     meter.classify(class.kind);
     report.class = Some(class);

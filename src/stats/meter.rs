@@ -222,4 +222,9 @@ impl BodyScanner {
     pub fn captured(&self) -> Option<(&[u8], u64)> {
         self.capture.as_ref().map(|c| (c.bytes.as_slice(), c.total))
     }
+
+    /// Takes the captured start of the body and the body's whole length.
+    pub fn take_captured(&mut self) -> Option<(Vec<u8>, u64)> {
+        self.capture.take().map(|c| (c.bytes, c.total))
+    }
 }

@@ -8,10 +8,12 @@ pub mod client;
 pub mod credentials;
 pub mod fixtures;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod mock;
 pub mod nexus;
 pub mod oauth;
+
 pub mod process;
 pub mod rig;
 pub mod rng;
