@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod mock;
 pub mod nexus;
 pub mod oauth;
-
+pub mod postgres;
 pub mod process;
 pub mod rig;
 pub mod rng;
