@@ -62,7 +62,7 @@ fn main() {
     if ledger.enabled() && config.admin_key.is_none() && !is_loopback(&config.host) {
         log::warn!(
             "listening on {} (not loopback) with the request ledger and no NEXUS_ADMIN_KEY: \
-             anyone who can reach port {} can read /api/* (every request's history{}). Set \
+             /api/* on port {} serves every request's history{} to any client. Set \
              NEXUS_ADMIN_KEY, or listen on 127.0.0.1",
             config.host,
             config.port,

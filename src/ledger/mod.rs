@@ -108,8 +108,10 @@ impl Ledger {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let retention = (config.retention_days > 0)
             .then(|| Duration::from_secs(config.retention_days * 24 * 3600));
+        let connect_to = target.clone();
         writer::Writer {
             target: target.clone(),
+            connect: Box::new(move || connect(&connect_to)),
             metrics: Arc::clone(&metrics),
             warn: Arc::clone(&warn),
             mask,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::store::Store;
 use super::warn::Warner;
-use super::{connect, LedgerMetrics, Masker, Msg, Row, BATCH, BODY_CAP, HELD_MAX};
+use super::{LedgerMetrics, Masker, Msg, Row, BATCH, BODY_CAP, HELD_MAX};
 use crate::config::DbTarget;
 use crate::stats::now_ms;
 
@@ -22,9 +22,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// zstd level: fast, and text compresses ~5–10× anyway.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Opens the writer's connection (the engine's, or a test's stand-in).
+pub type Connect = Box<dyn FnMut() -> Result<Box<dyn Store>, String> + Send>;
+
 /// The writer's settings.
 pub struct Writer {
+    /// For messages only (no password).
     pub target: DbTarget,
+    pub connect: Connect,
     pub metrics: Arc<LedgerMetrics>,
     pub warn: Arc<Warner>,
     pub mask: Masker,
@@ -41,7 +46,7 @@ impl Writer {
             .expect("spawn ledger writer");
     }
 
-    fn run(self, rx: Receiver<Msg>) {
+    fn run(mut self, rx: Receiver<Msg>) {
         let mut store: Option<Box<dyn Store>> = None;
         let mut held: VecDeque<Box<Row>> = VecDeque::new();
         let mut flushes: Vec<SyncSender<bool>> = Vec::new();
@@ -87,7 +92,7 @@ impl Writer {
                 && Instant::now() >= next_try
                 && (!held.is_empty() || !flushes.is_empty())
             {
-                match connect(&self.target) {
+                match (self.connect)() {
                     Ok(s) => {
                         store = Some(s);
                         backoff = BACKOFF_MIN;
@@ -180,5 +185,125 @@ pub fn unpack(stored: &[u8]) -> String {
     match zstd::stream::read::Decoder::new(stored).and_then(|mut d| d.read_to_end(&mut out)) {
         Ok(_) => String::from_utf8_lossy(&out).into_owned(),
         Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::store::{RequestFilter, UsageLine, UsageQuery};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Mutex;
+
+    /// A database that keeps the ids it was given.
+    struct Fake(Arc<Mutex<Vec<String>>>);
+
+    impl Store for Fake {
+        fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap()
+                .extend(rows.iter().map(|r| r.id.clone()));
+            Ok(())
+        }
+        fn requests(&mut self, _: &RequestFilter) -> Result<Vec<Row>, String> {
+            Ok(Vec::new())
+        }
+        fn request(
+            &mut self,
+            _: &str,
+        ) -> Result<Option<(Row, Option<super::super::Bodies>)>, String> {
+            Ok(None)
+        }
+        fn usage(&mut self, _: &UsageQuery) -> Result<Vec<UsageLine>, String> {
+            Ok(Vec::new())
+        }
+        fn delete_before(&mut self, _: u64) -> Result<u64, String> {
+            Ok(0)
+        }
+    }
+
+    fn start(
+        up: Arc<AtomicBool>,
+    ) -> (SyncSender<Msg>, Arc<LedgerMetrics>, Arc<Mutex<Vec<String>>>) {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(LedgerMetrics::default());
+        let kept = Arc::clone(&written);
+        let (tx, rx) = sync_channel(super::super::QUEUE);
+        Writer {
+            target: DbTarget::Off,
+            connect: Box::new(move || match up.load(Relaxed) {
+                true => Ok(Box::new(Fake(Arc::clone(&kept))) as Box<dyn Store>),
+                false => Err("down".into()),
+            }),
+            metrics: Arc::clone(&metrics),
+            warn: Arc::new(Warner::default()),
+            mask: |b| b.to_vec(),
+            retention: None,
+        }
+        .spawn(rx);
+        (tx, metrics, written)
+    }
+
+    fn row(n: usize) -> Msg {
+        Msg::Row(Box::new(Row {
+            id: n.to_string(),
+            ..Row::default()
+        }))
+    }
+
+    fn wait_for(counter: &AtomicU64, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while counter.load(Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n}",
+                counter.load(Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn rows_wait_for_a_database_that_is_away_and_are_written_in_order_when_it_is_back() {
+        let up = Arc::new(AtomicBool::new(false));
+        let (tx, metrics, written) = start(Arc::clone(&up));
+        for n in 0..10 {
+            tx.send(row(n)).unwrap();
+        }
+        // A flush while the database is away cannot succeed...
+        let (ack, done) = sync_channel(1);
+        tx.send(Msg::Flush(ack)).unwrap();
+        assert!(done.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(metrics.rows.load(Relaxed), 0);
+        // ...and is answered once it is back, with every row written, in order.
+        up.store(true, Relaxed);
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(true));
+        assert_eq!(metrics.rows.load(Relaxed), 10);
+        let ids: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+        assert_eq!(*written.lock().unwrap(), ids);
+        assert_eq!(metrics.dropped.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn past_the_held_limit_the_oldest_rows_are_dropped_and_counted() {
+        let up = Arc::new(AtomicBool::new(false));
+        let (tx, metrics, written) = start(Arc::clone(&up));
+        let extra = 700;
+        for n in 0..HELD_MAX + extra {
+            tx.send(row(n)).unwrap();
+        }
+        wait_for(&metrics.dropped, extra as u64);
+        up.store(true, Relaxed);
+        wait_for(&metrics.rows, HELD_MAX as u64);
+        assert_eq!(metrics.dropped.load(Relaxed), extra as u64);
+        let written = written.lock().unwrap();
+        assert_eq!(
+            written.first().map(String::as_str),
+            Some("700"),
+            "the oldest went"
+        );
+        assert_eq!(written.len(), HELD_MAX);
     }
 }
