@@ -10,7 +10,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin nexus \
-    && mkdir -p /app/credentials /app/client-setup \
+    && mkdir -p /app/credentials /app/client-setup /app/data \
     && chown -R nexus /app
 COPY --from=build /src/target/release/nexus /usr/local/bin/nexus
 COPY --chown=nexus client-setup /app/client-setup
@@ -20,7 +20,11 @@ USER nexus
 # when an env file changes it.
 ENV PORT=3000 \
     CREDENTIALS_DIR=/app/credentials \
-    CLIENT_SETUP_DIR=/app/client-setup
+    CLIENT_SETUP_DIR=/app/client-setup \
+    NEXUS_DB=sqlite:/app/data/nexus.db
+# The request ledger (SQLite, WAL: nexus.db, nexus.db-wal, nexus.db-shm) lives here; a
+# volume keeps it across container replacements. NEXUS_DB=postgres://… or off instead.
+VOLUME /app/data
 EXPOSE 3000
 # nexus answers GET / itself; the check is the binary, so the image needs no curl or shell.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
@@ -29,5 +33,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
 # itself and says so at start. `--security-opt seccomp=unconfined` (or a profile that
 # allows io_uring_setup/enter/register) lets it use io_uring.
 # SIGTERM starts a graceful shutdown of up to NEXUS_SHUTDOWN_GRACE_SECS (30 s, then up to
-# 3 s for queued telemetry/Slack): give `docker stop -t` (compose: stop_grace_period) more.
+# 3 s for queued telemetry/Slack and up to 5 s for the ledger's last rows): give
+# `docker stop -t` (compose: stop_grace_period) more.
 CMD ["nexus"]

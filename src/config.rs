@@ -163,6 +163,67 @@ pub struct Config {
     pub max_buffered_bytes: u64,
     /// The built-in pricing table, extended by NEXUS_PRICING_FILE.
     pub pricing: Arc<Pricing>,
+    /// `NEXUS_DB`: where the ledger of requests is kept.
+    pub db: DbTarget,
+    /// `NEXUS_STORE_BODIES`: the ledger keeps request and response bodies (masked).
+    pub store_bodies: bool,
+    /// `NEXUS_RETENTION_DAYS`: ledger rows older than this are deleted (0 keeps all).
+    pub retention_days: u64,
+    /// `NEXUS_ADMIN_KEY`: guards `/api/*`, `/dashboard`, `/token-stats`, `/metrics`.
+    pub admin_key: Option<String>,
+}
+
+/// `NEXUS_DB`: the ledger's database.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    /// `off`: no ledger.
+    Off,
+    /// `sqlite:PATH` (relative to the working directory).
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, as given (it may hold a password).
+    Postgres(String),
+}
+
+impl fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl DbTarget {
+    /// Parses `NEXUS_DB`; `Err` says what was expected.
+    pub fn parse(value: &str, cwd: &Path) -> Result<DbTarget, &'static str> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(DbTarget::Off);
+        }
+        if let Some(path) = value.strip_prefix("sqlite:") {
+            // `sqlite://path` is a common spelling of the same thing.
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("sqlite:PATH with a file name");
+            }
+            return Ok(DbTarget::Sqlite(cwd.join(path)));
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(DbTarget::Postgres(value.to_string()));
+        }
+        Err("sqlite:PATH, postgres://user:pass@host:port/db or off")
+    }
+
+    /// What the start-up line shows: the engine and the file or host, never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            DbTarget::Off => "off".into(),
+            DbTarget::Sqlite(path) => format!("sqlite:{}", path.display()),
+            DbTarget::Postgres(url) => {
+                let rest = url.split_once("://").map_or("", |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let host = host.split(['?']).next().unwrap_or("");
+                format!("postgres://{host}")
+            }
+        }
+    }
 }
 
 /// A configuration problem, phrased for the one line printed before exiting.
@@ -391,6 +452,16 @@ impl Config {
         };
 
         let pricing = Arc::new(pricing(src.get("NEXUS_PRICING_FILE", None), cwd)?);
+        let db = match src.get("NEXUS_DB", None) {
+            None => DbTarget::Sqlite(cwd.join("nexus.db")),
+            // The message must not repeat a postgres URL: it may hold a password.
+            Some(s) => DbTarget::parse(&s.value, cwd).map_err(|why| {
+                ConfigError(format!(
+                    "invalid NEXUS_DB (from {}): expected {why}",
+                    s.place()
+                ))
+            })?,
+        };
 
         let secs = |name: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
             src.number(name, None, default, min, 365 * 24 * 3600)
@@ -462,6 +533,10 @@ impl Config {
             max_buffered_bytes: src.number("NEXUS_MAX_BUFFERED_MB", None, 256u64, 1, 1 << 20)?
                 << 20,
             pricing,
+            db,
+            store_bodies: src.boolean("NEXUS_STORE_BODIES", false)?,
+            retention_days: src.number("NEXUS_RETENTION_DAYS", None, 30u64, 0, 100_000)?,
+            admin_key: src.string("NEXUS_ADMIN_KEY").map(|k| k.trim().to_string()),
         })
     }
 }
@@ -698,6 +773,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("cannot read pricing file"), "{err}");
+    }
+
+    #[test]
+    fn ledger_settings() {
+        let dir = temp_dir("ledger");
+        let c = load(Cli::default(), &[], &dir).unwrap();
+        assert_eq!(c.db, DbTarget::Sqlite(dir.join("nexus.db")));
+        assert!(!c.store_bodies);
+        assert_eq!((c.retention_days, c.admin_key.as_deref()), (30, None));
+        let db = |v: &str| load(Cli::default(), &[("NEXUS_DB", v)], &dir).map(|c| c.db);
+        assert_eq!(db("off").unwrap(), DbTarget::Off);
+        assert_eq!(
+            db("sqlite:/tmp/x.db").unwrap(),
+            DbTarget::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            db("sqlite:rel.db").unwrap(),
+            DbTarget::Sqlite(dir.join("rel.db"))
+        );
+        let pg = db("postgres://u:hunter2@db.example:5432/nexus").unwrap();
+        assert_eq!(format!("{pg:?}"), "postgres://db.example:5432/nexus");
+        let err = db("mysql://u:hunter2@h/db").unwrap_err().to_string();
+        assert!(
+            err.contains("NEXUS_DB") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

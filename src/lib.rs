@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod credentials_list;
 pub mod health_check;
 pub mod http;
+pub mod ledger;
 pub mod lifecycle;
 pub mod login;
 pub mod notify;

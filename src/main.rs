@@ -11,7 +11,8 @@ use nexus::client::Upstream;
 use nexus::config::{self, Cli, Command, Config, LoginArgs};
 use nexus::conn::body_budget::BodyBudget;
 use nexus::credentials::CredentialStore;
-use nexus::notify::{logger, Hub};
+use nexus::ledger::Ledger;
+use nexus::notify::{logger, redact, Hub};
 use nexus::server::{self, runtime, Lifecycle, Shared};
 use nexus::stats::Stats;
 
@@ -62,7 +63,23 @@ fn main() {
         log::warn!("{warning}");
     }
     let stats = Arc::new(Stats::new(config.max_domains, config.workers));
-    let notify = Hub::new(&config, Arc::clone(&stats)).unwrap_or_else(|e| fail(&e));
+    let ledger = Ledger::start(&config, mask_body);
+    if ledger.enabled() && config.admin_key.is_none() && !is_loopback(&config.host) {
+        log::warn!(
+            "listening on {} (not loopback) with the request ledger and no NEXUS_ADMIN_KEY: \
+             /api/* on port {} serves every request's history{} to any client. Set \
+             NEXUS_ADMIN_KEY, or listen on 127.0.0.1",
+            config.host,
+            config.port,
+            if config.store_bodies {
+                ", with bodies"
+            } else {
+                ""
+            }
+        );
+    }
+    let notify =
+        Hub::new(&config, Arc::clone(&stats), Arc::clone(&ledger)).unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
     let body_budget = BodyBudget::new(config.max_buffered_bytes);
     let shared = Arc::new(Shared {
@@ -74,6 +91,7 @@ fn main() {
         body_budget,
         stats,
         notify,
+        ledger,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -86,7 +104,7 @@ fn main() {
         drivers[0].to_string()
     };
     println!(
-        "nexus {} listening on {}:{}, {} workers, driver {}, upstream {}, credentials {}",
+        "nexus {} listening on {}:{}, {} workers, driver {}, upstream {}, credentials {}, ledger {}",
         env!("CARGO_PKG_VERSION"),
         config.host,
         config.port,
@@ -94,6 +112,7 @@ fn main() {
         driver_note,
         shared.upstream.display,
         config.credentials_dir.display(),
+        shared.ledger.describe(),
     );
 
     shared
@@ -101,6 +120,21 @@ fn main() {
         .start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A body as the ledger stores it: every secret masked as the `DEBUG=true` trace masks it.
+fn mask_body(body: &[u8]) -> Vec<u8> {
+    redact::redact(&String::from_utf8_lossy(body))
+        .into_owned()
+        .into_bytes()
 }
 
 /// `--check-health` failed: exit 1, the status container runtimes read as unhealthy.
@@ -228,6 +262,25 @@ fn flush_notifications(hub: &Hub, signals: &libc::sigset_t) {
     }
 }
 
+/// How long shutdown waits for the ledger's last rows to be written.
+const LEDGER_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// Writes every row queued so far before exit (the requests have all ended by now).
+fn flush_ledger(ledger: &Ledger) {
+    if !ledger.enabled() {
+        return;
+    }
+    if ledger.flush(LEDGER_FLUSH_GRACE) {
+        log::info!("ledger: every row written");
+    } else {
+        log::warn!(
+            "ledger: rows not written before exit (database {} unavailable within {}s)",
+            ledger.describe(),
+            LEDGER_FLUSH_GRACE.as_secs()
+        );
+    }
+}
+
 /// Stops accepting, lets in-flight requests finish within the grace period, exits 0.
 /// A second signal exits at once.
 fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
@@ -257,6 +310,7 @@ fn shutdown(shared: &Shared, signals: &libc::sigset_t) -> ! {
         log::info!("all requests finished");
     }
     flush_notifications(&shared.notify, signals);
+    flush_ledger(&shared.ledger);
     // Workers write their batched log lines every 100 ms: let the last batch out.
     std::thread::sleep(Duration::from_millis(150));
     log::info!("bye");

@@ -3,8 +3,10 @@
 use std::borrow::Cow;
 
 use crate::client_setup;
+use crate::credentials::{client_keys, ClientCredentials};
 use crate::http::error::{error_body, ErrorReply};
 use crate::http::request::{Method, RequestHead};
+use crate::ledger::api as ledger_api;
 use crate::shared::Shared;
 
 /// Where a request goes.
@@ -20,6 +22,8 @@ pub enum Route {
     Dashboard,
     /// `GET /client-setup/:filename`: a file from `CLIENT_SETUP_DIR`.
     ClientSetup,
+    /// `GET /api/*`: the ledger's JSON API (answered by [`answer_api`]).
+    Api,
     /// Any `/v1/*` request: forwarded upstream.
     Proxy,
     /// A known path with a method it does not take.
@@ -36,6 +40,7 @@ pub fn route(head: &RequestHead) -> Route {
         "/metrics" => Route::Metrics,
         "/dashboard" => Route::Dashboard,
         path if path.starts_with(client_setup::ROUTE_PREFIX) => Route::ClientSetup,
+        path if path.starts_with(ledger_api::PREFIX) => Route::Api,
         path if path.starts_with("/v1/") => return Route::Proxy,
         _ => return Route::NotFound,
     };
@@ -83,9 +88,48 @@ impl Reply {
     }
 }
 
+/// The 401 a request to a guarded route gets without `NEXUS_ADMIN_KEY`; `None` when the
+/// route is open, or the key was presented (`Authorization: Bearer` or `x-api-key`,
+/// compared in constant time).
+pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option<Reply> {
+    let key = shared.config.admin_key.as_ref()?;
+    let guarded = matches!(
+        route,
+        Route::TokenStats | Route::Metrics | Route::Dashboard | Route::Api
+    );
+    let presented = ClientCredentials {
+        x_api_key: head.x_api_key.as_deref(),
+        authorization: head.authorization.as_deref(),
+    };
+    if !guarded || client_keys::accepted(std::slice::from_ref(key), presented) {
+        return None;
+    }
+    let message = match client_keys::any_presented(presented) {
+        true => "the admin key presented is not valid",
+        false => "this endpoint requires the admin key (NEXUS_ADMIN_KEY) as x-api-key or Authorization: Bearer",
+    };
+    Some(Reply::error(&ErrorReply::new(401, message)))
+}
+
+/// Answers `GET /api/*` from the ledger. The query runs on the ledger's own thread; this
+/// waits for it without blocking the worker.
+pub async fn answer_api(shared: &Shared, head: &RequestHead) -> Reply {
+    if let Some(denied) = admin_denied(shared, head, Route::Api) {
+        return denied;
+    }
+    let query = head.target.get(head.path().len() + 1..).unwrap_or("");
+    match ledger_api::answer(&shared.ledger, head.path(), query).await {
+        Ok(body) => Reply::ok("application/json", body).header("cache-control", "no-store"),
+        Err(reply) => Reply::error(&reply),
+    }
+}
+
 /// Answers a local route. `driver` names the worker's I/O driver, for `GET /`.
 pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -> Reply {
     let stats = &shared.stats;
+    if let Some(denied) = admin_denied(shared, head, route) {
+        return denied;
+    }
     match route {
         Route::Health => {
             let (status, body) = health_body(shared, driver);
@@ -95,10 +139,14 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
             }
         }
         Route::TokenStats => Reply::ok("application/json", stats.token_stats_json()),
-        Route::Metrics => Reply::ok(
-            "text/plain; version=0.0.4; charset=utf-8",
-            stats.metrics_text().into_bytes(),
-        ),
+        Route::Metrics => {
+            let mut text = stats.metrics_text();
+            shared.ledger.metrics_text(&mut text);
+            Reply::ok(
+                "text/plain; version=0.0.4; charset=utf-8",
+                text.into_bytes(),
+            )
+        }
         Route::Dashboard => Reply::ok("text/html; charset=utf-8", DASHBOARD_HTML.as_bytes())
             .header("cache-control", "no-cache")
             .header("content-security-policy", DASHBOARD_CSP)
@@ -120,7 +168,7 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
             405,
             format!("method not allowed on {}", head.path()),
         )),
-        Route::NotFound | Route::Proxy => Reply::error(&ErrorReply::new(
+        Route::NotFound | Route::Proxy | Route::Api => Reply::error(&ErrorReply::new(
             404,
             format!("no route for {}; the Claude API is under /v1/", head.path()),
         )),
@@ -159,6 +207,8 @@ fn health_body(shared: &Shared, driver: &str) -> (u16, Vec<u8>) {
             "clientKeysRequired": !config.client_api_keys.is_empty(),
             "telemetry": config.telemetry_endpoint.is_some(),
             "slack": config.slack.enabled && config.slack.webhook_url.is_some(),
+            "ledger": shared.ledger.enabled(),
+            "adminKeyRequired": config.admin_key.is_some(),
         },
     });
     if let Some(why) = problem {

@@ -7,6 +7,7 @@ use crate::client::Upstream;
 use crate::config::Config;
 use crate::conn::body_budget::BodyBudget;
 use crate::credentials::CredentialStore;
+use crate::ledger::Ledger;
 use crate::lifecycle::Lifecycle;
 use crate::stats::Stats;
 
@@ -23,5 +24,7 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Telemetry and Slack settings and counters; each worker has its own outbox.
     pub notify: Arc<crate::notify::Hub>,
+    /// The request history (`NEXUS_DB`); off is a ledger that keeps nothing.
+    pub ledger: Arc<Ledger>,
     pub started: Instant,
 }

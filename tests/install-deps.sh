@@ -3,6 +3,8 @@
 #   - the official `anthropic` Python SDK (tests/sdk.rs) and the Prometheus client's text
 #     parser (tests/accounting.rs), from PyPI;
 #   - headless Chromium, Debian's `chromium` package (tests/dashboard.rs);
+#   - PostgreSQL's server binaries, Debian's `postgresql` package (tests/ledger_postgres.rs
+#     starts throwaway clusters with them; the package's own cluster is not used);
 #   - the Claude Code CLI, `@anthropic-ai/claude-code` from npm, into target/claude-code
 #     or $NEXUS_CLAUDE_CODE_DIR (tests/claude_code.rs); Node.js and npm from Debian if
 #     they are missing.
@@ -50,6 +52,16 @@ else
         || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages "${spec[@]}"
     have_sdk || { echo "install-deps: anthropic or prometheus_client still not importable after pip install" >&2; exit 1; }
     echo "install-deps: anthropic $(python3 -c 'import anthropic; print(anthropic.__version__)') installed"
+fi
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then
+    echo "install-deps: PostgreSQL $(ls /usr/lib/postgresql | sort -V | tail -1) already installed"
+else
+    echo "install-deps: installing Debian's postgresql (throwaway clusters for tests/ledger_postgres.rs)"
+    apt_install postgresql
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "install-deps: initdb still missing after installing postgresql" >&2; exit 1; }
 fi
 
 # --- Headless Chromium ----------------------------------------------------------------------

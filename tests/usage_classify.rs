@@ -1,6 +1,7 @@
 //! Request classification on Claude-Code-shaped bodies, checked against a serde_json
 //! reference that applies the same rules to a parsed tree.
 
+use nexus::usage::classify::USER_ID_CAP;
 use nexus::usage::{classify_request, RequestClass, RequestKind, MODEL_CAP, USER_TEXT_CAP};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -61,6 +62,9 @@ fn reference(body: &[u8], want_text: bool) -> Option<RequestClass> {
             _ => RequestKind::Inference,
         },
         last_user_text,
+        user_id: v["metadata"]["user_id"]
+            .as_str()
+            .map(|id| clip(id, USER_ID_CAP)),
     })
 }
 

@@ -16,6 +16,7 @@
 //! - [`logger`]: the `log` backend (timestamp, level, worker).
 
 pub mod endpoint;
+pub mod ledger_row;
 pub mod logger;
 pub mod outbox;
 pub mod redact;
@@ -40,6 +41,7 @@ pub use report::Report;
 
 use crate::config::{Config, SlackConfig};
 use crate::credentials::file::SlackOverride;
+use crate::ledger::Ledger;
 use crate::stats::{now_ms, Stats};
 
 /// Drops are logged at most this often per sink (the counter has every one).
@@ -64,12 +66,18 @@ pub struct Hub {
     drops_unlogged: [AtomicU64; 2],
     /// Per domain: a hash of the last user message sent to Slack.
     last_user: Mutex<HashMap<String, u64>>,
+    /// The request history: each forwarded request's row goes there when it ends.
+    pub ledger: Arc<Ledger>,
 }
 
 impl Hub {
     /// Checks the webhook settings and sets up TLS (the upstream's roots and
     /// `UPSTREAM_CA_FILE`). Errors are configuration errors.
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Arc<Hub>, String> {
+    pub fn new(
+        config: &Config,
+        stats: Arc<Stats>,
+        ledger: Arc<Ledger>,
+    ) -> Result<Arc<Hub>, String> {
         let parse = |name: &str, url: &Option<String>| -> Result<Option<Arc<Endpoint>>, String> {
             url.as_deref()
                 .map(|url| {
@@ -94,6 +102,7 @@ impl Hub {
             drop_logged_at: Default::default(),
             drops_unlogged: Default::default(),
             last_user: Mutex::new(HashMap::new()),
+            ledger,
         }))
     }
 
@@ -180,6 +189,13 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn off() -> Arc<Ledger> {
+        let dir = std::env::temp_dir();
+        let env = |name: &str| (name == "NEXUS_DB").then(|| "off".to_string());
+        let config = Config::load(&crate::config::Cli::default(), &env, &dir).unwrap();
+        Ledger::start(&config, |b| b.to_vec())
+    }
+
     fn hub(queue: usize) -> Arc<Hub> {
         let dir = std::env::temp_dir();
         let env = |name: &str| match name {
@@ -188,7 +204,7 @@ mod tests {
             _ => None,
         };
         let config = Config::load(&crate::config::Cli::default(), &env, &dir).unwrap();
-        Hub::new(&config, Arc::new(Stats::new(10, 1))).unwrap()
+        Hub::new(&config, Arc::new(Stats::new(10, 1)), off()).unwrap()
     }
 
     #[test]
@@ -219,7 +235,7 @@ mod tests {
             (name == "SLACK_WEBHOOK_URL").then(|| "hooks.slack.com/services/SECRET".to_string())
         };
         let config = Config::load(&crate::config::Cli::default(), &env, &dir).unwrap();
-        let err = Hub::new(&config, Arc::new(Stats::new(10, 1)))
+        let err = Hub::new(&config, Arc::new(Stats::new(10, 1)), off())
             .err()
             .unwrap();
         assert!(

@@ -6,10 +6,11 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::Level;
 
+use super::ledger_row::{self, LedgerNotes};
 use super::outbox::{Job, Outbox, SlackJob};
 use super::telemetry::TelemetryEvent;
 use super::{logger, slack};
@@ -17,7 +18,7 @@ use crate::credentials::{domain_from_host, mask, DomainEntry, Entry, UpstreamAut
 use crate::http::digits::push_decimal;
 use crate::http::request::{Method, RequestHead};
 use crate::request_id::RequestId;
-use crate::stats::{registry, RequestRecord};
+use crate::stats::{registry, BodyScanner, RequestRecord, SpareScanners};
 use crate::usage::{RequestClass, RequestKind, ResponseFacts};
 
 /// How a forwarded request ended, as the side channels need to know it.
@@ -56,13 +57,25 @@ pub struct Report {
     pub class: Option<RequestClass>,
     /// What the response said (metered responses), once it ended.
     pub facts: Option<ResponseFacts>,
+    /// The ledger keeps this request: what only it needs (boxed: most of a request's
+    /// life is spent awaiting, and this future is held all that time).
+    ledger: Option<Box<LedgerNotes>>,
+    /// The response body's start is captured for the trace.
+    trace_body: bool,
 }
 
 impl Report {
     /// Starts the report of the request whose head is `head` (raw bytes in `raw_head`,
     /// for the method name of methods nexus does not name itself), begun at `started`.
-    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8]) -> Report {
+    pub fn start(outbox: &Outbox, head: &RequestHead, raw_head: &[u8], started: Instant) -> Report {
         let hub = outbox.hub();
+        let ledger = hub.ledger.enabled().then(|| {
+            Box::new(LedgerNotes::new(
+                raw_head,
+                hub.ledger.store_bodies(),
+                started,
+            ))
+        });
         Report {
             method: method_name(head.method, raw_head),
             telemetry: hub.telemetry.is_some(),
@@ -72,7 +85,59 @@ impl Report {
             status: None,
             class: None,
             facts: None,
+            ledger,
+            trace_body: false,
         }
+    }
+
+    /// Whether the response body's start goes to the `DEBUG=true` trace.
+    pub fn traces_body(&self) -> bool {
+        self.trace_body
+    }
+
+    /// The upstream's response head arrived with `status`.
+    pub fn response_head(&mut self, status: u16) {
+        self.status = Some(status);
+        if let Some(notes) = self.ledger.as_mut() {
+            notes.first_byte = notes.started.map(|started| started.elapsed());
+        }
+    }
+
+    /// The held request body (Messages requests), for the ledger.
+    pub fn request_body(&mut self, body: &[u8]) {
+        if let Some(notes) = self.ledger.as_mut() {
+            notes.request_len = Some(body.len() as u64);
+            if notes.bodies {
+                notes.request_body = Some(body[..body.len().min(crate::ledger::BODY_CAP)].to_vec());
+            }
+        }
+    }
+
+    /// Sets the response scanner up to count (and, when bodies are kept, keep) what is
+    /// relayed, for the ledger.
+    pub fn watch_response(&mut self, scanner: &mut BodyScanner, trace_limit: Option<usize>) {
+        self.trace_body = trace_limit.is_some();
+        let keep = match &self.ledger {
+            Some(notes) if notes.bodies => crate::ledger::BODY_CAP,
+            Some(_) => 0,
+            None => match trace_limit {
+                Some(limit) => limit,
+                None => return,
+            },
+        };
+        scanner.capture(keep.max(trace_limit.unwrap_or(0)));
+    }
+
+    /// The response ended (or broke off): takes what its scanner read.
+    pub fn response_scanned(&mut self, mut scanner: BodyScanner, spares: &SpareScanners) {
+        if let (Some(notes), Some((body, total))) = (self.ledger.as_mut(), scanner.take_captured())
+        {
+            notes.response_len = total;
+            if notes.bodies {
+                notes.response_body = Some(body);
+            }
+        }
+        self.facts = scanner.take_facts(spares);
     }
 
     /// Decides whether this request goes to Slack, from the domain's credential entry;
@@ -132,7 +197,7 @@ impl Report {
             Ending::Relayed => 0,
         });
         let access_log = log::log_enabled!(Level::Info);
-        if !(access_log || self.telemetry || self.slack.is_some()) {
+        if !(access_log || self.telemetry || self.slack.is_some() || self.ledger.is_some()) {
             return;
         }
         let error = self.error(status, record, ending);
@@ -160,6 +225,24 @@ impl Report {
             .as_mut()
             .and_then(|f| f.model.take())
             .or_else(|| self.class.as_mut().and_then(|c| c.model.take()));
+        if let Some(notes) = self.ledger.take() {
+            let row = ledger_row::row(
+                *notes,
+                ledger_row::Ended {
+                    request_id,
+                    head,
+                    method: &self.method,
+                    domain,
+                    record,
+                    class: self.class.as_ref(),
+                    model: model.as_deref(),
+                    status,
+                    duration,
+                    error: error.as_deref(),
+                },
+            );
+            outbox.hub().ledger.record(row);
+        }
         if let Some(entry) = self.slack.take() {
             self.queue_slack(
                 outbox,

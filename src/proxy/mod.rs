@@ -116,7 +116,7 @@ pub async fn forward(
     let latency = shared.stats.proxy.latency(proxy.worker);
     let mut meter = Meter::start(counters, latency, is_messages);
     let raw_head = conn.raw_head(head);
-    let mut report = Report::start(&proxy.outbox, head, raw_head);
+    let mut report = Report::start(&proxy.outbox, head, raw_head, meter.started());
     if report.trace {
         trace::incoming(request_id, raw_head);
     }
@@ -233,6 +233,7 @@ fn classify(
     if report.trace && !bytes.is_empty() {
         trace::request_body(request_id, bytes);
     }
+    report.request_body(bytes);
     let class = classify_request(bytes, report.wants_text());
     meter.classify(class.kind);
     report.class = Some(class);

@@ -67,7 +67,7 @@ pub async fn relay(
     report: &mut Report,
 ) -> Result<(Outcome, bool), ProxyError> {
     let response = &answer.head;
-    report.status = Some(response.status);
+    report.response_head(response.status);
     let (mut relay, close) = start(
         conn,
         response.framing,
@@ -121,12 +121,12 @@ pub async fn relay(
             Ok(Stopped::Complete) => break,
             Ok(Stopped::WithErrorEvent) => {
                 meter.record.error = true;
-                report.facts = scanner.take_facts(&proxy.scanners);
+                report.response_scanned(scanner, &proxy.scanners);
                 proxy.give_buffer(buf);
                 return Ok((Outcome { close }, false));
             }
             Err(e) => {
-                report.facts = scanner.take_facts(&proxy.scanners);
+                report.response_scanned(scanner, &proxy.scanners);
                 return Err(e);
             }
         }
@@ -143,17 +143,22 @@ pub async fn relay(
     Ok((Outcome { close }, reusable))
 }
 
-/// The usage scanner for this response, capturing its start for the debug trace.
-fn scanner(proxy: &Proxy, meter: &Meter<'_>, report: &Report, event_stream: bool) -> BodyScanner {
+/// The usage scanner for this response, capturing its start for the debug trace (and
+/// counting or keeping it for the ledger).
+fn scanner(
+    proxy: &Proxy,
+    meter: &Meter<'_>,
+    report: &mut Report,
+    event_stream: bool,
+) -> BodyScanner {
     let mut scanner = BodyScanner::for_response(
         &proxy.scanners,
         meter.record.is_messages,
         event_stream,
         report.wants_text(),
     );
-    if report.trace && !event_stream {
-        scanner.capture(trace::BODY_CHARS * 4);
-    }
+    let trace = (report.trace && !event_stream).then_some(trace::BODY_CHARS * 4);
+    report.watch_response(&mut scanner, trace);
     scanner
 }
 
@@ -173,10 +178,10 @@ fn finish(
         // An error event after a 200, or a stream that ended without message_stop.
         meter.record.error |= facts.error_type.is_some() || !facts.complete;
     }
-    if let Some((body, total)) = scanner.captured() {
+    if let Some((body, total)) = scanner.captured().filter(|_| report.traces_body()) {
         trace::response_body(request_id, body, total);
     }
-    report.facts = scanner.take_facts(&proxy.scanners);
+    report.response_scanned(scanner, &proxy.scanners);
 }
 
 /// Chooses the relay for the response's framing and finishes the client's response head

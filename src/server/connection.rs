@@ -122,7 +122,10 @@ async fn answer_locally(
     let close = conn.body_pending() || !head.keep_alive;
     let started = Instant::now();
     let driver = worker.driver.to_string();
-    let reply = routes::answer(&worker.shared, &driver, head, route);
+    let reply = match route {
+        Route::Api => routes::answer_api(&worker.shared, head).await,
+        _ => routes::answer(&worker.shared, &driver, head, route),
+    };
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()

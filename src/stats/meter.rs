@@ -40,6 +40,11 @@ impl<'a> Meter<'a> {
         }
     }
 
+    /// When the request began.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The request has ended: how long it took (one clock read for every record of it).
     pub fn stop(&mut self) -> Duration {
         *self.total.get_or_insert_with(|| self.started.elapsed())
@@ -246,5 +251,10 @@ impl BodyScanner {
     /// The captured start of the body and the body's whole length so far.
     pub fn captured(&self) -> Option<(&[u8], u64)> {
         self.capture.as_ref().map(|c| (c.bytes.as_slice(), c.total))
+    }
+
+    /// Takes the captured start of the body and the body's whole length.
+    pub fn take_captured(&mut self) -> Option<(Vec<u8>, u64)> {
+        self.capture.take().map(|c| (c.bytes, c.total))
     }
 }

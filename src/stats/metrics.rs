@@ -38,6 +38,11 @@ impl Histogram {
         add(&self.count, 1);
         add(&self.sum_micros, d.as_micros() as u64);
     }
+
+    /// Writes the histogram in the Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        render_histogram(out, std::iter::once(self), name, help);
+    }
 }
 
 /// One worker's latency histograms, on cache lines of their own.

@@ -10,7 +10,7 @@ pub mod report;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use meter::{BodyScanner, Meter, SpareScanners};
-pub use metrics::ProxyMetrics;
+pub use metrics::{Histogram, ProxyMetrics};
 pub use registry::{DomainSnapshot, LocalCounters, RequestRecord, StatsRegistry};
 
 /// Everything counted, shared by all workers.

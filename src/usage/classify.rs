@@ -40,7 +40,13 @@ pub struct RequestClass {
     /// with `<system-reminder>`), at most [`USER_TEXT_CAP`] bytes; `None` if there is no
     /// user message, `Some("")` if it has no text.
     pub last_user_text: Option<String>,
+    /// Top-level `metadata.user_id`, if a string (at most [`USER_ID_CAP`] bytes): Claude
+    /// Code's session, for the ledger when the session header is absent.
+    pub user_id: Option<String>,
 }
+
+/// Most bytes of `metadata.user_id` kept.
+pub const USER_ID_CAP: usize = 256;
 
 /// Text blocks Claude Code adds for the model, not written by the user.
 const REMINDER: &[u8] = b"<system-reminder>";
@@ -65,6 +71,7 @@ pub fn classify_request(body: &[u8], want_user_text: bool) -> RequestClass {
             _ => RequestKind::Inference,
         },
         last_user_text: r.has_user.then(|| utf8_prefix(&r.user_text).to_owned()),
+        user_id: r.user_id.text().map(str::to_owned),
     }
 }
 
@@ -79,6 +86,8 @@ enum Key {
     Content,
     Type,
     Text,
+    Metadata,
+    UserId,
 }
 
 /// Longest role or block type recognised.
@@ -89,6 +98,7 @@ struct Request {
     want_text: bool,
     is_object: bool,
     model: Clip<MODEL_CAP>,
+    user_id: Clip<USER_ID_CAP>,
     stream: bool,
     system: usize,
     system_messages: usize,
@@ -116,6 +126,7 @@ impl Request {
             want_text,
             is_object: false,
             model: Clip::new(),
+            user_id: Clip::new(),
             stream: false,
             system: 0,
             system_messages: 0,
@@ -147,6 +158,7 @@ impl Request {
     fn forget(&mut self, path: &[Seg<Key>]) {
         match path {
             [K(Key::Model)] => self.model.clear(),
+            [K(Key::Metadata)] | [K(Key::Metadata), K(Key::UserId)] => self.user_id.clear(),
             [K(Key::Stream)] => self.stream = false,
             [K(Key::System)] => self.system = 0,
             [K(Key::Messages)] => {
@@ -205,6 +217,8 @@ impl Visitor for Request {
             b"system" => Key::System,
             b"messages" => Key::Messages,
             b"role" => Key::Role,
+            b"metadata" => Key::Metadata,
+            b"user_id" => Key::UserId,
             // Message content is read only for Slack's user text: otherwise it goes
             // unreported (no calls for the bulk of a Claude Code body).
             b"content" if self.want_text => Key::Content,
@@ -255,6 +269,7 @@ impl Visitor for Request {
             }
             Token::Str(piece) => match path {
                 [K(Key::Model)] => self.model.push(piece),
+                [K(Key::Metadata), K(Key::UserId)] => self.user_id.push(piece),
                 [K(Key::Messages), Elem, K(Key::Role)] => self.role.push(piece),
                 [K(Key::Messages), Elem, K(Key::Content)] => self.push_text(piece),
                 [K(Key::Messages), Elem, K(Key::Content), Elem, K(Key::Type)] => {
@@ -268,6 +283,7 @@ impl Visitor for Request {
             },
             Token::StrEnd => match path {
                 [K(Key::Model)] => self.model.finish(),
+                [K(Key::Metadata), K(Key::UserId)] => self.user_id.finish(),
                 [K(Key::Messages), Elem, K(Key::Role)] => self.role.finish(),
                 [K(Key::Messages), Elem, K(Key::Content), Elem, K(Key::Type)] => {
                     self.block_type.finish()
@@ -290,7 +306,9 @@ impl Visitor for Request {
 
     fn wants_string(&mut self, path: &[Seg<Key>]) -> bool {
         match path {
-            [K(Key::Model)] | [K(Key::Messages), Elem, K(Key::Role)] => true,
+            [K(Key::Model)]
+            | [K(Key::Metadata), K(Key::UserId)]
+            | [K(Key::Messages), Elem, K(Key::Role)] => true,
             [K(Key::Messages), Elem, K(Key::Content)]
             | [K(Key::Messages), Elem, K(Key::Content), Elem, K(Key::Type) | K(Key::Text)] => {
                 self.want_text
@@ -311,6 +329,29 @@ mod tests {
     fn kind(body: &str) -> (usize, RequestKind) {
         let c = class(body);
         (c.system_prompts, c.kind)
+    }
+
+    #[test]
+    fn reads_the_top_level_metadata_user_id_only() {
+        let id = |body: &str| classify_request(body.as_bytes(), false).user_id;
+        assert_eq!(
+            id(r#"{"metadata":{"user_id":"user_abc_session_1"},"messages":[]}"#).as_deref(),
+            Some("user_abc_session_1")
+        );
+        assert_eq!(
+            id(r#"{"metadata":{"user_id":"a\u0062"}}"#).as_deref(),
+            Some("ab")
+        );
+        assert_eq!(id(r#"{"metadata":{"user_id":7}}"#), None);
+        assert_eq!(id(r#"{"messages":[{"metadata":{"user_id":"x"}}]}"#), None);
+        assert_eq!(id(r#"{"user_id":"x","metadata":{}}"#), None);
+        assert_eq!(
+            id(r#"{"metadata":{"user_id":"a"},"metadata":{"other":1}}"#),
+            None,
+            "a repeated key replaces the earlier value"
+        );
+        let long = format!(r#"{{"metadata":{{"user_id":"{}"}}}}"#, "u".repeat(1000));
+        assert_eq!(id(&long).map(|s| s.len()), Some(USER_ID_CAP));
     }
 
     #[test]

@@ -237,6 +237,22 @@ impl Nexus {
         let _ = self.child.child_mut().wait();
     }
 
+    /// Sends SIGTERM and waits up to `limit` for a clean exit; panics if nexus does not exit
+    /// or exits with a failure.
+    pub fn terminate(&mut self, limit: Duration) {
+        let pid = self.pid();
+        // SAFETY: signalling the child process this test started.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+        match self.child.wait_for_exit(limit) {
+            Some(status) if status.success() => {}
+            Some(status) => panic!("nexus exited with {status} after SIGTERM\n{}", self.logs()),
+            None => panic!(
+                "nexus still running {limit:?} after SIGTERM\n{}",
+                self.logs()
+            ),
+        }
+    }
+
     /// The process id, for reading /proc/PID.
     pub fn pid(&mut self) -> u32 {
         self.child.child_mut().id()

@@ -1,0 +1,222 @@
+//! The ledger: a row per proxied request, kept in SQLite (default) or PostgreSQL, so
+//! history survives restarts and a fleet can share one.
+//!
+//! Never in a stream's way: a worker hands its finished request's [`Row`] to the writer
+//! thread through a bounded queue with `try_send` (no wait, no lock); a full queue drops
+//! the row and counts it. The writer batches what is queued into one transaction, masks
+//! and compresses bodies, reconnects with backoff when the database is away, and keeps
+//! up to [`HELD_MAX`] rows meanwhile. Queries (`/api/*`) run on a thread of their own
+//! with their own connection; a worker polls for the answer without blocking
+//! ([`query::Pending`]).
+//!
+//! - [`row`]: the row and its JSON; [`store`]: what an engine provides;
+//! - [`sqlite`], [`postgres`]: the engines and their versioned migrations;
+//! - [`writer`]: the writer thread; [`query`]: the query thread;
+//! - [`api`]: `/api/requests`, `/api/requests/<id>`, `/api/usage`.
+
+pub mod api;
+pub mod postgres;
+pub mod query;
+pub mod row;
+pub mod sqlite;
+pub mod store;
+mod warn;
+mod writer;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use row::{Bodies, Row};
+
+use crate::config::{Config, DbTarget};
+use crate::stats::Histogram;
+use store::Store;
+use warn::Warner;
+
+/// Rows waiting for the writer, all workers together (a few MB at most).
+pub const QUEUE: usize = 32 * 1024;
+/// Rows one transaction writes at most.
+pub const BATCH: usize = 2_000;
+/// Rows the writer holds while the database is away; past this the oldest are dropped.
+pub const HELD_MAX: usize = 100_000;
+/// Each stored body is cut at this many bytes (before compression).
+pub const BODY_CAP: usize = 1024 * 1024;
+/// Queries waiting for the query thread; past this `/api/*` answers 503.
+const QUERY_QUEUE: usize = 64;
+
+/// Masks secrets in a body before it is stored (`notify::redact`, passed in by `main`:
+/// the ledger sits below notify).
+pub type Masker = fn(&[u8]) -> Vec<u8>;
+
+/// What the writer thread is sent.
+enum Msg {
+    Row(Box<Row>),
+    /// Write everything before this, then answer whether it all went in.
+    Flush(SyncSender<bool>),
+}
+
+/// Counters `/metrics` shows.
+#[derive(Default)]
+pub struct LedgerMetrics {
+    pub rows: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Per batch: the transaction's time.
+    pub write_latency: Histogram,
+    /// The writer's connection is up.
+    pub up: AtomicBool,
+}
+
+/// The process's ledger; `off` when `NEXUS_DB=off`.
+pub struct Ledger {
+    target: DbTarget,
+    rows: Option<SyncSender<Msg>>,
+    queries: Option<SyncSender<query::Job>>,
+    store_bodies: bool,
+    pub metrics: Arc<LedgerMetrics>,
+    warn: Arc<Warner>,
+}
+
+/// Opens a connection to `target` (the writer and the query thread each have one).
+fn connect(target: &DbTarget) -> Result<Box<dyn Store>, String> {
+    match target {
+        DbTarget::Off => Err("the ledger is off".into()),
+        DbTarget::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path)?)),
+        DbTarget::Postgres(url) => Ok(Box::new(postgres::Postgres::open(url)?)),
+    }
+}
+
+impl Ledger {
+    /// Starts the writer and query threads for `NEXUS_DB`. Never fails on the database:
+    /// one that is away at start is connected to later.
+    pub fn start(config: &Config, mask: Masker) -> Arc<Ledger> {
+        let metrics = Arc::new(LedgerMetrics::default());
+        let warn = Arc::new(Warner::default());
+        let target = config.db.clone();
+        if target == DbTarget::Off {
+            return Arc::new(Ledger {
+                target,
+                rows: None,
+                queries: None,
+                store_bodies: false,
+                metrics,
+                warn,
+            });
+        }
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let retention = (config.retention_days > 0)
+            .then(|| Duration::from_secs(config.retention_days * 24 * 3600));
+        let connect_to = target.clone();
+        writer::Writer {
+            target: target.clone(),
+            connect: Box::new(move || connect(&connect_to)),
+            metrics: Arc::clone(&metrics),
+            warn: Arc::clone(&warn),
+            mask,
+            retention,
+        }
+        .spawn(rx);
+        let (qtx, qrx) = mpsc::sync_channel(QUERY_QUEUE);
+        query::spawn(target.clone(), qrx, Arc::clone(&warn));
+        Arc::new(Ledger {
+            target,
+            rows: Some(tx),
+            queries: Some(qtx),
+            store_bodies: config.store_bodies,
+            metrics,
+            warn,
+        })
+    }
+
+    /// Whether rows are kept at all.
+    pub fn enabled(&self) -> bool {
+        self.rows.is_some()
+    }
+
+    /// Whether rows carry their bodies (`NEXUS_STORE_BODIES=true`).
+    pub fn store_bodies(&self) -> bool {
+        self.store_bodies
+    }
+
+    /// `NEXUS_DB` as the start-up line shows it (no password).
+    pub fn describe(&self) -> String {
+        self.target.describe()
+    }
+
+    /// Hands a finished request's row to the writer; never waits. A full queue drops it.
+    pub fn record(&self, row: Row) {
+        let Some(tx) = &self.rows else { return };
+        match tx.try_send(Msg::Row(Box::new(row))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped(1, "the writer's queue is full"),
+            Err(TrySendError::Disconnected(_)) => self.dropped(1, "the writer has stopped"),
+        }
+    }
+
+    fn dropped(&self, n: u64, why: &str) {
+        self.metrics.dropped.fetch_add(n, Relaxed);
+        self.warn.warn(|| {
+            format!(
+                "ledger: dropped row(s) because {why} (nexus_ledger_dropped_total counts \
+                 them all; next warning in a minute at the earliest)"
+            )
+        });
+    }
+
+    /// Waits up to `within` for every row queued so far to be written; true if it was.
+    /// For shutdown, on the main thread, after the workers have finished their requests.
+    pub fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.rows else { return true };
+        let deadline = Instant::now() + within;
+        let (ack, done) = mpsc::sync_channel(1);
+        let mut msg = Msg::Flush(ack);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or(false)
+    }
+
+    /// Sends a query to the query thread; `None` when the ledger is off or its queue full.
+    pub fn ask(&self, q: query::Query) -> Result<query::Pending, &'static str> {
+        let Some(tx) = &self.queries else {
+            return Err("the ledger is off (NEXUS_DB=off)");
+        };
+        let (reply, pending) = query::Pending::new();
+        tx.try_send(query::Job { query: q, reply })
+            .map_err(|_| "too many ledger queries at once")?;
+        Ok(pending)
+    }
+
+    /// The ledger's series for `/metrics`.
+    pub fn metrics_text(&self, out: &mut String) {
+        let m = &self.metrics;
+        let _ = writeln!(
+            out,
+            "# HELP nexus_ledger_rows_total Request rows written to the ledger database.\n\
+             # TYPE nexus_ledger_rows_total counter\nnexus_ledger_rows_total {}\n\
+             # HELP nexus_ledger_dropped_total Request rows the ledger could not keep (queue \
+             full, or the database away too long).\n\
+             # TYPE nexus_ledger_dropped_total counter\nnexus_ledger_dropped_total {}\n\
+             # HELP nexus_ledger_up Whether the ledger's writer is connected to its database.\n\
+             # TYPE nexus_ledger_up gauge\nnexus_ledger_up {}",
+            m.rows.load(Relaxed),
+            m.dropped.load(Relaxed),
+            m.up.load(Relaxed) as u8,
+        );
+        m.write_latency.render(
+            out,
+            "nexus_ledger_write_seconds",
+            "Time to write one batch of ledger rows (one transaction).",
+        );
+    }
+}

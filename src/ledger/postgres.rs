@@ -1,0 +1,283 @@
+//! The fleet's engine: the same schema in PostgreSQL, through the blocking `postgres`
+//! client (on the writer and query threads only, never on a worker).
+
+use std::time::Duration;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls};
+
+use super::row::{class_name, Bodies, Row};
+use super::store::{RequestFilter, Store, UsageLine, UsageQuery, COLUMNS, USAGE_SUMS};
+
+/// Schema versions, applied in order, each once (recorded in `schema_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: one row per request.
+    "CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        ts_ms BIGINT NOT NULL,
+        domain TEXT NOT NULL,
+        client TEXT,
+        credential TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        model TEXT,
+        stream BOOLEAN NOT NULL,
+        status INTEGER NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        ttfb_ms BIGINT,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cache_creation_input_tokens BIGINT NOT NULL,
+        cache_read_input_tokens BIGINT NOT NULL,
+        tool_calls BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION,
+        session_id TEXT,
+        request_class TEXT,
+        bytes_in BIGINT,
+        bytes_out BIGINT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts_ms);",
+    // 2: bodies, kept apart so listing rows never reads them.
+    "CREATE TABLE bodies (
+        id TEXT PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
+        request BYTEA,
+        response BYTEA
+    );",
+];
+
+/// Serialises migrations between processes starting at once (any constant will do).
+const MIGRATION_LOCK: i64 = 0x6e65_7875_735f_6c67;
+/// Bounds on connecting and on one statement: a database that stops answering costs the
+/// writer this, never a request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
+/// A connection to the ledger's PostgreSQL database.
+pub struct Postgres {
+    client: Client,
+}
+
+impl Postgres {
+    /// Connects and runs the migrations the database lacks.
+    pub fn open(url: &str) -> Result<Postgres, String> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| format!("invalid NEXUS_DB: {e}"))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"))
+            .application_name("nexus");
+        let mut client = config.connect(NoTls).map_err(|e| e.to_string())?;
+        migrate(&mut client)?;
+        Ok(Postgres { client })
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), String> {
+    let err = |e: postgres::Error| format!("migrating the schema: {e}");
+    let mut tx = client.transaction().map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(err)?;
+    let have: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .map_err(err)?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(sql)
+            .map_err(|e| format!("migration {version}: {e}"))?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+fn int(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+fn row_from(r: &postgres::Row) -> Row {
+    let u = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+    let ou = |i: usize| r.get::<_, Option<i64>>(i).map(|n| n.max(0) as u64);
+    Row {
+        id: r.get(0),
+        at_ms: u(1),
+        domain: r.get(2),
+        client: r.get(3),
+        credential: r.get(4),
+        method: r.get(5),
+        path: r.get(6),
+        model: r.get(7),
+        stream: r.get(8),
+        status: r.get::<_, i32>(9).clamp(0, u16::MAX as i32) as u16,
+        duration_ms: u(10),
+        ttfb_ms: ou(11),
+        input_tokens: u(12),
+        output_tokens: u(13),
+        cache_creation_input_tokens: u(14),
+        cache_read_input_tokens: u(15),
+        tool_calls: u(16),
+        cost_usd: r.get(17),
+        session_id: r.get(18),
+        request_class: class_name(r.get::<_, Option<String>>(19).as_deref()),
+        bytes_in: ou(20),
+        bytes_out: u(21),
+        error: r.get(22),
+        bodies: None,
+    }
+}
+
+impl Store for Postgres {
+    fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+        let e = |e: postgres::Error| e.to_string();
+        let mut tx = self.client.transaction().map_err(e)?;
+        let insert = tx
+            .prepare(&format!(
+                "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .map_err(e)?;
+        let bodies = tx
+            .prepare(
+                "INSERT INTO bodies (id, request, response) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .map_err(e)?;
+        for row in rows {
+            let status = i32::from(row.status);
+            let nums = [
+                int(row.at_ms),
+                int(row.duration_ms),
+                int(row.input_tokens),
+                int(row.output_tokens),
+                int(row.cache_creation_input_tokens),
+                int(row.cache_read_input_tokens),
+                int(row.tool_calls),
+                int(row.bytes_out),
+            ];
+            let ttfb = row.ttfb_ms.map(int);
+            let bytes_in = row.bytes_in.map(int);
+            let class = row.request_class;
+            let params: [&(dyn ToSql + Sync); 23] = [
+                &row.id,
+                &nums[0],
+                &row.domain,
+                &row.client,
+                &row.credential,
+                &row.method,
+                &row.path,
+                &row.model,
+                &row.stream,
+                &status,
+                &nums[1],
+                &ttfb,
+                &nums[2],
+                &nums[3],
+                &nums[4],
+                &nums[5],
+                &nums[6],
+                &row.cost_usd,
+                &row.session_id,
+                &class,
+                &bytes_in,
+                &nums[7],
+                &row.error,
+            ];
+            tx.execute(&insert, &params).map_err(e)?;
+            if let Some(b) = &row.bodies {
+                tx.execute(&bodies, &[&row.id, &b.request, &b.response])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn requests(&mut self, f: &RequestFilter) -> Result<Vec<Row>, String> {
+        let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE TRUE");
+        let status = f.status.map(i32::from);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (column, value) in [
+            ("domain", &f.domain),
+            ("client", &f.client),
+            ("model", &f.model),
+        ] {
+            if let Some(v) = value {
+                args.push(v);
+                sql.push_str(&format!(" AND {column} = ${}", args.len()));
+            }
+        }
+        if let Some(s) = &status {
+            args.push(s);
+            sql.push_str(&format!(" AND status = ${}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY ts_ms DESC, id LIMIT {}", f.limit));
+        let rows = self.client.query(&sql, &args).map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(row_from).collect())
+    }
+
+    fn request(&mut self, id: &str) -> Result<Option<(Row, Option<Bodies>)>, String> {
+        let e = |e: postgres::Error| e.to_string();
+        let Some(row) = self
+            .client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM requests WHERE id = $1"),
+                &[&id],
+            )
+            .map_err(e)?
+        else {
+            return Ok(None);
+        };
+        let bodies = self
+            .client
+            .query_opt("SELECT request, response FROM bodies WHERE id = $1", &[&id])
+            .map_err(e)?
+            .map(|r| Bodies {
+                request: r.get::<_, Option<Vec<u8>>>(0).unwrap_or_default(),
+                response: r.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
+            });
+        Ok(Some((row_from(&row), bodies)))
+    }
+
+    fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, String> {
+        let key = q.group.sql();
+        let sql = format!(
+            "SELECT {key} AS k, {USAGE_SUMS} FROM requests WHERE ts_ms >= $1 AND ts_ms < $2 \
+             GROUP BY k ORDER BY MIN(ts_ms)"
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&int(q.from_ms), &int(q.to_ms)])
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let u = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+                UsageLine {
+                    key: q.group.key(r.get(0)),
+                    requests: u(1),
+                    input_tokens: u(2),
+                    output_tokens: u(3),
+                    cache_creation_input_tokens: u(4),
+                    cache_read_input_tokens: u(5),
+                    cost_usd: r.get(6),
+                }
+            })
+            .collect())
+    }
+
+    fn delete_before(&mut self, ms: u64) -> Result<u64, String> {
+        // Bodies go with their rows (ON DELETE CASCADE).
+        self.client
+            .execute("DELETE FROM requests WHERE ts_ms < $1", &[&int(ms)])
+            .map_err(|e| e.to_string())
+    }
+}

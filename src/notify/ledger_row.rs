@@ -1,0 +1,148 @@
+//! What the ledger keeps of a forwarded request: the notes a [`super::Report`] takes for
+//! it on the way, and the [`Row`] they make when the request ends.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::http::request::{BodyFraming, RequestHead};
+use crate::ledger::row::{cost_usd, Bodies, Row};
+use crate::request_id::RequestId;
+use crate::stats::RequestRecord;
+use crate::usage::{RequestClass, RequestKind};
+
+/// The session header Claude Code sends with each request.
+const SESSION_HEADER: &[u8] = b"x-claude-code-session-id";
+/// Most bytes of a session id kept.
+const SESSION_CAP: usize = 256;
+
+/// What only the ledger needs, gathered while the request runs.
+#[derive(Default)]
+pub struct LedgerNotes {
+    /// Keep the bodies (`NEXUS_STORE_BODIES=true`).
+    pub bodies: bool,
+    /// When the request began.
+    pub started: Option<Instant>,
+    pub session: Option<String>,
+    /// Since the start, when the upstream's response head arrived.
+    pub first_byte: Option<Duration>,
+    /// The held request body's length, and the body itself when kept.
+    pub request_len: Option<u64>,
+    pub request_body: Option<Vec<u8>>,
+    /// The response body's length as relayed, and its start when kept.
+    pub response_len: u64,
+    pub response_body: Option<Vec<u8>>,
+}
+
+impl LedgerNotes {
+    /// Notes for a request whose raw head is `raw_head`.
+    pub fn new(raw_head: &[u8], bodies: bool, started: Instant) -> LedgerNotes {
+        LedgerNotes {
+            bodies,
+            started: Some(started),
+            session: header(raw_head, SESSION_HEADER).map(|v| {
+                let v = &v[..v.len().min(SESSION_CAP)];
+                String::from_utf8_lossy(v).trim().to_string()
+            }),
+            ..LedgerNotes::default()
+        }
+    }
+}
+
+/// The value of the first header named `name` (lower case) in a raw request head.
+fn header<'a>(raw_head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    raw_head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+/// Everything the row is made of.
+pub struct Ended<'a> {
+    pub request_id: &'a RequestId,
+    pub head: &'a RequestHead,
+    pub method: &'a str,
+    pub domain: &'a str,
+    pub record: &'a RequestRecord,
+    pub class: Option<&'a RequestClass>,
+    pub model: Option<&'a str>,
+    pub status: u16,
+    pub duration: Duration,
+    pub error: Option<&'a str>,
+}
+
+/// The ledger's row.
+pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
+    let begun = SystemTime::now()
+        .checked_sub(e.duration)
+        .unwrap_or(SystemTime::now());
+    let at_ms = begun
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let bytes_in = match e.head.framing {
+        BodyFraming::None => Some(0),
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::Chunked => notes.request_len,
+    };
+    let r = e.record;
+    let bodies = notes.bodies.then(|| Bodies {
+        request: notes.request_body.unwrap_or_default(),
+        response: notes.response_body.unwrap_or_default(),
+    });
+    let row = Row {
+        id: e.request_id.to_string(),
+        at_ms,
+        domain: e.domain.to_string(),
+        client: None,
+        // Until credential pools exist every domain has one credential, named so.
+        credential: "default".to_string(),
+        method: e.method.to_string(),
+        path: e.head.path().to_string(),
+        model: e.model.map(str::to_string),
+        stream: e.class.is_some_and(|c| c.stream),
+        status: e.status,
+        duration_ms: e.duration.as_millis() as u64,
+        ttfb_ms: notes.first_byte.map(|d| d.as_millis() as u64),
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cache_creation_input_tokens: r.cache_creation_input_tokens,
+        cache_read_input_tokens: r.cache_read_input_tokens,
+        tool_calls: r.tool_calls,
+        cost_usd: cost_usd(r.cost()),
+        session_id: notes
+            .session
+            .filter(|s| !s.is_empty())
+            .or_else(|| e.class.and_then(|c| c.user_id.clone())),
+        request_class: e.class.and_then(|c| match c.kind {
+            RequestKind::QueryEvaluation => Some("query_evaluation"),
+            RequestKind::Inference => Some("inference"),
+            RequestKind::Neither => Some("none"),
+            RequestKind::Unclassified => None,
+        }),
+        bytes_in,
+        bytes_out: notes.response_len,
+        error: e.error.map(str::to_string),
+        bodies,
+    };
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_header_is_found_whatever_its_case() {
+        let head =
+            b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nX-Claude-Code-Session-Id:  s-123 \r\n\r\n";
+        assert_eq!(
+            LedgerNotes::new(head, false, Instant::now())
+                .session
+                .as_deref(),
+            Some("s-123")
+        );
+        let head = b"POST /v1/messages HTTP/1.1\r\nx-claude-code-session-idx: no\r\n\r\n";
+        assert_eq!(LedgerNotes::new(head, false, Instant::now()).session, None);
+        assert_eq!(LedgerNotes::new(b"", false, Instant::now()).session, None);
+    }
+}
