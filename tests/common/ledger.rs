@@ -70,6 +70,18 @@ fn stream_events(usage: [u64; 4], complete: bool) -> Vec<String> {
 }
 
 const STREAM_USAGE: [u64; 4] = [10, 20, 3, 400];
+
+/// What usage `[input, output, cache write, cache read]` costs at Claude Sonnet 4.5's
+/// prices ($3, $15, $3.75 and $0.30 per million tokens; no 1-hour writes, no long
+/// context), in picodollars.
+fn sonnet_picos([input, output, write, read]: [u64; 4]) -> u64 {
+    input * 3_000_000 + output * 15_000_000 + write * 3_750_000 + read * 300_000
+}
+
+/// The ledger's `costUsd` for that many picodollars.
+fn usd(picos: u64) -> f64 {
+    picos as f64 / 1e12
+}
 const JSON_USAGE: [u64; 4] = [5, 7, 0, 0];
 // The stream breaks off after message_start, whose output count is 1.
 const ABORT_USAGE: [u64; 4] = [8, 1, 0, 0];
@@ -152,7 +164,7 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
     let mut sent = Vec::new();
     let common = |domain: &str| {
         json!({"domain": domain, "client": null, "credential": "default", "method": "POST",
-            "path": "/v1/messages", "costUsd": null})
+            "path": "/v1/messages"})
     };
     let mut send = |request: Request, status: u16, row: Value| {
         let response = nexus.request(&request);
@@ -177,6 +189,7 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
         merge(
             merge(common(DOMAIN_A), tokens(STREAM_USAGE, 1)),
             json!({"model": MODEL, "stream": true, "status": 200, "sessionId": session,
+                "costUsd": usd(sonnet_picos(STREAM_USAGE)),
                 "requestClass": "query_evaluation", "bytesIn": stream_body.len(),
                 "bytesOut": events.len(), "error": null}),
         ),
@@ -190,6 +203,7 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
         merge(
             merge(common(DOMAIN_B), tokens(JSON_USAGE, 0)),
             json!({"model": MODEL, "stream": false, "status": 200,
+                "costUsd": usd(sonnet_picos(JSON_USAGE)),
                 "sessionId": format!("json/{run}"), "requestClass": "none",
                 "bytesIn": json_body.len(), "bytesOut": json_answer().len(), "error": null}),
         ),
@@ -201,7 +215,8 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
         429,
         merge(
             merge(common(DOMAIN_A), tokens([0; 4], 0)),
-            json!({"model": "claude-sonnet-4-5", "stream": false, "status": 429,
+            // A priced model with no tokens used costs nothing.
+            json!({"model": "claude-sonnet-4-5", "stream": false, "status": 429, "costUsd": 0.0,
                 "sessionId": format!("error/{run}"), "requestClass": "none",
                 "bytesIn": error_body.len(), "bytesOut": ERROR_ANSWER.len(),
                 "error": "rate_limit_error"}),
@@ -216,6 +231,7 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
         merge(
             merge(common(DOMAIN_B), tokens(ABORT_USAGE, 0)),
             json!({"model": MODEL, "stream": true, "status": 200,
+                "costUsd": usd(sonnet_picos(ABORT_USAGE)),
                 "sessionId": format!("abort/{run}"), "requestClass": "none",
                 "bytesIn": abort_body.len(), "bytesOut": aborted_events.len(),
                 "error": "the response ended early"}),
@@ -233,7 +249,8 @@ pub fn traffic(nexus: &Nexus, run: &str) -> Vec<Sent> {
         413,
         merge(
             merge(common(DOMAIN_A), tokens([0; 4], 0)),
-            json!({"model": null, "stream": false, "status": 413, "sessionId": null,
+            // No model and no tokens: nothing to price, and nothing billed.
+            json!({"model": null, "stream": false, "status": 413, "sessionId": null, "costUsd": 0.0,
                 "requestClass": null, "bytesIn": 40_000_000, "bytesOut": 0,
                 "error": "request body over 33554432 bytes"}),
         ),
@@ -338,11 +355,23 @@ pub fn assert_usage(nexus: &Nexus, runs: u64) {
             .iter()
             .find(|l| l["key"] == domain)
             .unwrap_or_else(|| panic!("no usage line for {domain}: {usage}"));
+        let mut line = line.clone();
+        let cost = line["costUsd"].take();
         assert_eq!(
             line,
-            &json!({"key": domain, "requestCount": requests, "inputTokens": input,
+            json!({"key": domain, "requestCount": requests, "inputTokens": input,
                 "outputTokens": output, "cacheCreationInputTokens": cache_creation,
                 "cacheReadInputTokens": cache_read, "costUsd": null}),
+        );
+        // Every request here is at Sonnet 4.5's prices, so the cost follows the tokens;
+        // the database sums doubles, so within a picodollar.
+        let want = usd(sonnet_picos([input, output, cache_creation, cache_read]));
+        let got = cost
+            .as_f64()
+            .unwrap_or_else(|| panic!("costUsd of {domain}: {cost}"));
+        assert!(
+            (got - want).abs() < 1e-12,
+            "costUsd of {domain}: {got}, want {want}"
         );
     }
 }
