@@ -1,8 +1,11 @@
-//! Request ids: UUID v4 text from a per-worker generator, with no allocation or lock.
+//! Request ids: UUID v7 text (the time in milliseconds, then random bits) from a
+//! per-worker generator, with no allocation or lock. Time first, so that the ledger's
+//! index on ids grows at its end: with random (v4) ids every row landed on a different
+//! index page, and the writer thread rewrote thousands of pages per batch.
 
 use std::cell::Cell;
 
-/// A UUID v4 in its 36-character text form.
+/// A UUID v7 in its 36-character text form.
 #[derive(Clone, Copy)]
 pub struct RequestId([u8; 36]);
 
@@ -64,10 +67,14 @@ impl RequestIds {
 
     /// The next id.
     pub fn next(&self) -> RequestId {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
         bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x70; // version 7
         bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
         const HEX: &[u8; 16] = b"0123456789abcdef";
         // Where each byte's two digits go; the hyphens stay between the groups.
@@ -92,14 +99,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_v4_uuids_and_distinct() {
+    fn ids_are_v7_uuids_and_distinct() {
         let ids = RequestIds::new();
         let a = ids.next();
         let b = ids.next();
         assert_ne!(a.as_str(), b.as_str());
         let s = a.as_str();
         assert_eq!(s.len(), 36);
-        assert_eq!(s.as_bytes()[14], b'4');
+        assert_eq!(s.as_bytes()[14], b'7');
         assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
         assert_eq!(
             s.split('-').map(str::len).collect::<Vec<_>>(),

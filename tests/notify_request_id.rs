@@ -28,7 +28,7 @@ fn the_same_id_is_in_the_header_telemetry_slack_and_the_log_line() {
     assert_eq!(response.status, 200);
     let id = id_of(&response);
     assert_eq!(id.len(), 36, "a UUID: {id}");
-    assert_eq!(id.as_bytes()[14], b'4', "version 4: {id}");
+    assert_eq!(id.as_bytes()[14], b'7', "version 7 (time-ordered): {id}");
     assert_eq!(response.header("request-id"), Some("req_011CUpstreamOwnId"));
     let event = telemetry.wait_for_requests(1)[0].json();
     assert_eq!(event["requestId"], id.as_str());

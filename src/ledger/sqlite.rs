@@ -105,10 +105,6 @@ fn int(n: u64) -> Sql {
     Sql::Integer(n.min(i64::MAX as u64) as i64)
 }
 
-fn text(s: &Option<String>) -> Sql {
-    s.as_ref().map_or(Sql::Null, |s| Sql::Text(s.clone()))
-}
-
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
     let ou = |i: usize| -> rusqlite::Result<Option<u64>> {
@@ -160,34 +156,34 @@ impl Store for Sqlite {
                 )
                 .map_err(|e| e.to_string())?;
             for row in rows {
-                let values = [
-                    Sql::Text(row.id.clone()),
-                    int(row.at_ms),
-                    Sql::Text(row.domain.clone()),
-                    text(&row.client),
-                    Sql::Text(row.credential.clone()),
-                    Sql::Text(row.method.clone()),
-                    Sql::Text(row.path.clone()),
-                    text(&row.model),
-                    Sql::Integer(row.stream as i64),
-                    Sql::Integer(row.status.into()),
-                    int(row.duration_ms),
-                    row.ttfb_ms.map_or(Sql::Null, int),
-                    int(row.input_tokens),
-                    int(row.output_tokens),
-                    int(row.cache_creation_input_tokens),
-                    int(row.cache_read_input_tokens),
-                    int(row.tool_calls),
-                    row.cost_usd.map_or(Sql::Null, Sql::Real),
-                    text(&row.session_id),
-                    row.request_class
-                        .map_or(Sql::Null, |c| Sql::Text(c.to_string())),
-                    row.bytes_in.map_or(Sql::Null, int),
-                    int(row.bytes_out),
-                    text(&row.error),
-                ];
+                // Bound by reference: the row's strings are not copied.
+                let i = |n: u64| n.min(i64::MAX as u64) as i64;
                 insert
-                    .execute(params_from_iter(values))
+                    .execute(rusqlite::params![
+                        row.id,
+                        i(row.at_ms),
+                        row.domain,
+                        row.client,
+                        row.credential,
+                        row.method,
+                        row.path,
+                        row.model,
+                        row.stream,
+                        row.status,
+                        i(row.duration_ms),
+                        row.ttfb_ms.map(i),
+                        i(row.input_tokens),
+                        i(row.output_tokens),
+                        i(row.cache_creation_input_tokens),
+                        i(row.cache_read_input_tokens),
+                        i(row.tool_calls),
+                        row.cost_usd,
+                        row.session_id,
+                        row.request_class,
+                        row.bytes_in.map(i),
+                        i(row.bytes_out),
+                        row.error,
+                    ])
                     .map_err(|e| e.to_string())?;
                 if let Some(b) = &row.bodies {
                     bodies
