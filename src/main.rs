@@ -64,7 +64,10 @@ fn main() {
     }
     let stats = Arc::new(Stats::new(config.max_domains, config.workers));
     let ledger = Ledger::start(&config, mask_body);
-    if ledger.enabled() && config.admin_key.is_none() && !is_loopback(&config.host) {
+    if ledger.enabled()
+        && config.admin_key.is_none()
+        && !nexus::credentials::is_loopback(&config.host)
+    {
         log::warn!(
             "listening on {} (not loopback) with the request ledger and no NEXUS_ADMIN_KEY: \
              /api/* on port {} serves every request's history{} to any client. Set \
@@ -120,14 +123,6 @@ fn main() {
         .start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A body as the ledger stores it: every secret masked as the `DEBUG=true` trace masks it.

@@ -253,7 +253,8 @@ pub fn exposure_warning(config: &Config, store: &CredentialStore) -> Option<Stri
     ))
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` (a listen address) is loopback: nothing beyond this machine reaches it.
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim().trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
