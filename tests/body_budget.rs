@@ -8,6 +8,7 @@ mod common;
 use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -208,8 +209,13 @@ fn slow_client(addr: SocketAddr, load: &Load) -> Ending {
     }
 }
 
+/// The two tests run one at a time: 600 MB of slow bodies on a 2-core machine would
+/// otherwise slow the small-budget test's transfers past its read timeouts.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn two_hundred_slow_30_mib_bodies_stay_within_the_default_budget() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rig = Rig::plain(|_| MockReply::json(200, r#"{"ok":true}"#));
     let addr = rig.nexus.addr();
     let pid = rig.nexus.pid();
@@ -347,6 +353,7 @@ impl Upload {
 
 #[test]
 fn over_a_small_budget_one_of_two_bodies_is_refused_and_the_budget_comes_back() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rig = Rig::start(
         Upstream::Plain,
         |r| MockReply::json(200, format!(r#"{{"got":{}}}"#, r.body.len())),
