@@ -5,19 +5,41 @@
 
 use std::cell::Cell;
 
-/// A UUID v7 in its 36-character text form.
+/// A UUID v7 in its 36-character text form, and the time it carries.
 #[derive(Clone, Copy)]
-pub struct RequestId([u8; 36]);
+pub struct RequestId {
+    text: [u8; 36],
+    ms: u64,
+}
 
 impl RequestId {
     /// The id's ASCII bytes, for writing into a head.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.text
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits and hyphens are ASCII")
+        debug_assert!(self.text.is_ascii());
+        // SAFETY: `next` writes only hex digits and hyphens: ASCII, so UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.text) }
     }
+
+    /// When the id was made, in ms since the Unix epoch: the request's start.
+    pub fn unix_ms(&self) -> u64 {
+        self.ms
+    }
+}
+
+/// The time a UUID v7's text carries (ms since the Unix epoch); none if `text` is not one.
+pub fn v7_millis(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
+        return None;
+    }
+    b[..8].iter().chain(&b[9..13]).try_fold(0u64, |ms, &c| {
+        let digit = (c as char).to_digit(16)?;
+        Some(ms << 4 | u64::from(digit))
+    })
 }
 
 impl std::fmt::Display for RequestId {
@@ -84,7 +106,7 @@ impl RequestIds {
             text[at] = HEX[usize::from(byte >> 4)];
             text[at + 1] = HEX[usize::from(byte & 0xf)];
         }
-        RequestId(text)
+        RequestId { text, ms }
     }
 }
 
@@ -115,5 +137,24 @@ mod tests {
         assert!(s
             .bytes()
             .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+    }
+
+    #[test]
+    fn an_id_carries_the_millisecond_it_was_made() {
+        let before = crate::stats::now_ms();
+        let id = RequestIds::new().next();
+        let after = crate::stats::now_ms();
+        assert!((before..=after).contains(&id.unix_ms()));
+        assert_eq!(v7_millis(id.as_str()), Some(id.unix_ms()));
+        assert_eq!(
+            v7_millis("01937a2b-4c5d-7abc-8def-0123456789ab"),
+            Some(0x0193_7a2b_4c5d)
+        );
+        assert_eq!(
+            v7_millis("01937a2b-4c5d-4abc-8def-0123456789ab"),
+            None,
+            "v4"
+        );
+        assert_eq!(v7_millis("not an id"), None);
     }
 }

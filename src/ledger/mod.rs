@@ -10,7 +10,8 @@
 //! ([`query::Pending`]).
 //!
 //! - [`row`]: the row and its JSON; [`store`]: what an engine provides;
-//! - [`sqlite`], [`postgres`]: the engines and their versioned migrations;
+//! - [`sqlite`], [`postgres`]: the engines and their versioned migrations
+//!   (`sqlite_insert`: SQLite's row insert, strings bound without copies);
 //! - [`writer`]: the writer thread; [`query`]: the query thread;
 //! - [`api`]: `/api/requests`, `/api/requests/<id>`, `/api/usage`.
 
@@ -19,6 +20,7 @@ pub mod postgres;
 pub mod query;
 pub mod row;
 pub mod sqlite;
+mod sqlite_insert;
 pub mod store;
 mod warn;
 mod writer;
@@ -29,7 +31,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use row::{Bodies, Row};
+pub use row::{Bodies, Row, RowText, Texts};
 
 use crate::config::{Config, DbTarget};
 use crate::stats::Histogram;
@@ -77,6 +79,18 @@ pub struct Ledger {
     store_bodies: bool,
     pub metrics: Arc<LedgerMetrics>,
     warn: Arc<Warner>,
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): the ledger's threads take
+/// the CPU the workers leave, and when the two contend for a core the workers go first.
+/// The writer needs a small share to keep up; under a load that leaves it none, rows wait
+/// in the queue, not requests.
+fn yield_to_workers() {
+    // SAFETY: plain syscalls on this thread's own id; a failure leaves the priority as is.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
 
 /// Opens a connection to `target` (the writer and the query thread each have one).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
-use super::row::{class_name, Bodies, Row};
+use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::store::{RequestFilter, Store, UsageLine, UsageQuery, COLUMNS, USAGE_SUMS};
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
@@ -107,15 +107,20 @@ fn int(n: u64) -> i64 {
 fn row_from(r: &postgres::Row) -> Row {
     let u = |i: usize| r.get::<_, i64>(i).max(0) as u64;
     let ou = |i: usize| r.get::<_, Option<i64>>(i).map(|n| n.max(0) as u64);
+    let text = |i: usize| r.get::<_, Option<&str>>(i);
     Row {
-        id: r.get(0),
+        text: RowText::new(Texts {
+            id: text(0).unwrap_or(""),
+            domain: text(2).unwrap_or(""),
+            client: text(3),
+            credential: text(4).unwrap_or(""),
+            method: text(5).unwrap_or(""),
+            path: text(6).unwrap_or(""),
+            model: text(7),
+            session_id: text(18),
+            error: text(22),
+        }),
         at_ms: u(1),
-        domain: r.get(2),
-        client: r.get(3),
-        credential: r.get(4),
-        method: r.get(5),
-        path: r.get(6),
-        model: r.get(7),
         stream: r.get(8),
         status: r.get::<_, i32>(9).clamp(0, u16::MAX as i32) as u16,
         duration_ms: u(10),
@@ -126,11 +131,9 @@ fn row_from(r: &postgres::Row) -> Row {
         cache_read_input_tokens: u(15),
         tool_calls: u(16),
         cost_usd: r.get(17),
-        session_id: r.get(18),
         request_class: class_name(r.get::<_, Option<String>>(19).as_deref()),
         bytes_in: ou(20),
         bytes_out: u(21),
-        error: r.get(22),
         bodies: None,
     }
 }
@@ -167,15 +170,16 @@ impl Store for Postgres {
             let ttfb = row.ttfb_ms.map(int);
             let bytes_in = row.bytes_in.map(int);
             let class = row.request_class;
+            let t = row.texts();
             let params: [&(dyn ToSql + Sync); 23] = [
-                &row.id,
+                &t.id,
                 &nums[0],
-                &row.domain,
-                &row.client,
-                &row.credential,
-                &row.method,
-                &row.path,
-                &row.model,
+                &t.domain,
+                &t.client,
+                &t.credential,
+                &t.method,
+                &t.path,
+                &t.model,
                 &row.stream,
                 &status,
                 &nums[1],
@@ -186,15 +190,15 @@ impl Store for Postgres {
                 &nums[5],
                 &nums[6],
                 &row.cost_usd,
-                &row.session_id,
+                &t.session_id,
                 &class,
                 &bytes_in,
                 &nums[7],
-                &row.error,
+                &t.error,
             ];
             tx.execute(&insert, &params).map_err(e)?;
             if let Some(b) = &row.bodies {
-                tx.execute(&bodies, &[&row.id, &b.request, &b.response])
+                tx.execute(&bodies, &[&t.id, &b.request, &b.response])
                     .map_err(e)?;
             }
         }

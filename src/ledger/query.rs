@@ -85,6 +85,7 @@ pub fn spawn(target: DbTarget, jobs: Receiver<Job>, warn: Arc<Warner>) {
     std::thread::Builder::new()
         .name("nexus-ledger-query".into())
         .spawn(move || {
+            super::yield_to_workers();
             let mut store: Option<Box<dyn Store>> = None;
             for job in jobs {
                 if store.is_none() {

@@ -5,18 +5,10 @@ use serde_json::{json, Map, Value};
 /// One request that reached the proxy path, however it ended.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
-    /// The `x-nexus-request-id`.
-    pub id: String,
+    /// The text fields, in one allocation (see [`RowText`]).
+    pub text: RowText,
     /// When the request began, ms since the Unix epoch.
     pub at_ms: u64,
-    pub domain: String,
-    /// The named client (none until named clients exist).
-    pub client: Option<String>,
-    /// The credential member used (`default` until pools exist).
-    pub credential: String,
-    pub method: String,
-    pub path: String,
-    pub model: Option<String>,
     pub stream: bool,
     /// The status the client got (499: it left before any answer).
     pub status: u16,
@@ -30,19 +22,104 @@ pub struct Row {
     pub tool_calls: u64,
     /// USD; none when unpriced (see [`cost_usd`]).
     pub cost_usd: Option<f64>,
-    /// `x-claude-code-session-id`, else the body's `metadata.user_id`.
-    pub session_id: Option<String>,
     /// `query_evaluation`, `inference`, `none` (Messages requests), or none.
     pub request_class: Option<&'static str>,
     /// Request body bytes, when known (a declared length or a held body).
     pub bytes_in: Option<u64>,
     /// Response body bytes relayed (after transfer decoding).
     pub bytes_out: u64,
-    /// What went wrong, if anything (the proxy's reason or the API's error type).
-    pub error: Option<String>,
     /// The bodies, with `NEXUS_STORE_BODIES=true` (raw here; masked and compressed by
     /// the writer thread, off the workers).
     pub bodies: Option<Bodies>,
+}
+
+/// A row's text fields, borrowed: what a [`RowText`] is made from and read as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Texts<'a> {
+    /// The `x-nexus-request-id`.
+    pub id: &'a str,
+    pub domain: &'a str,
+    /// The named client (none until named clients exist).
+    pub client: Option<&'a str>,
+    /// The credential member used (`default` until pools exist).
+    pub credential: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub model: Option<&'a str>,
+    /// `x-claude-code-session-id`, else the body's `metadata.user_id`.
+    pub session_id: Option<&'a str>,
+    /// What went wrong, if anything (the proxy's reason or the API's error type).
+    pub error: Option<&'a str>,
+}
+
+/// How many text fields a row has.
+const TEXTS: usize = 9;
+
+/// A row's text fields in one string. A row is built on a worker and freed on the writer
+/// thread; nine strings made nine allocations that went back to another thread's
+/// allocator, which pushed the worker's own allocations off their fast path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowText {
+    all: String,
+    /// Where each field ends in `all`, in [`Texts`] order.
+    ends: [u32; TEXTS],
+    /// Bit `i` set: field `i` is present (the optional ones may not be).
+    present: u16,
+}
+
+impl RowText {
+    pub fn new(t: Texts<'_>) -> RowText {
+        let fields = [
+            Some(t.id),
+            Some(t.domain),
+            t.client,
+            Some(t.credential),
+            Some(t.method),
+            Some(t.path),
+            t.model,
+            t.session_id,
+            t.error,
+        ];
+        let len = fields.iter().flatten().map(|f| f.len()).sum();
+        let mut text = RowText {
+            all: String::with_capacity(len),
+            ..RowText::default()
+        };
+        for (i, field) in fields.iter().enumerate() {
+            if let Some(f) = field {
+                text.all.push_str(f);
+                text.present |= 1 << i;
+            }
+            text.ends[i] = text.all.len() as u32;
+        }
+        text
+    }
+
+    /// The fields, borrowed.
+    pub fn get(&self) -> Texts<'_> {
+        let field = |i: usize| -> Option<&str> {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            (self.present & (1 << i) != 0).then(|| &self.all[start..self.ends[i] as usize])
+        };
+        Texts {
+            id: field(0).unwrap_or(""),
+            domain: field(1).unwrap_or(""),
+            client: field(2),
+            credential: field(3).unwrap_or(""),
+            method: field(4).unwrap_or(""),
+            path: field(5).unwrap_or(""),
+            model: field(6),
+            session_id: field(7),
+            error: field(8),
+        }
+    }
+}
+
+impl Row {
+    /// The text fields.
+    pub fn texts(&self) -> Texts<'_> {
+        self.text.get()
+    }
 }
 
 /// A request's bodies as relayed, each cut at [`super::BODY_CAP`] bytes.
@@ -79,15 +156,16 @@ pub fn parse_iso(text: &str) -> Option<u64> {
 impl Row {
     /// The object `/api/requests` lists (DESIGN.md's fields, then the ledger's extras).
     pub fn to_json(&self) -> Map<String, Value> {
+        let t = self.texts();
         let v = json!({
-            "id": self.id,
+            "id": t.id,
             "timestamp": iso(self.at_ms),
-            "domain": self.domain,
-            "client": self.client,
-            "credential": self.credential,
-            "method": self.method,
-            "path": self.path,
-            "model": self.model,
+            "domain": t.domain,
+            "client": t.client,
+            "credential": t.credential,
+            "method": t.method,
+            "path": t.path,
+            "model": t.model,
             "stream": self.stream,
             "status": self.status,
             "durationMs": self.duration_ms,
@@ -97,12 +175,12 @@ impl Row {
             "cacheReadInputTokens": self.cache_read_input_tokens,
             "toolCallCount": self.tool_calls,
             "costUsd": self.cost_usd,
-            "sessionId": self.session_id,
+            "sessionId": t.session_id,
             "timeToFirstByteMs": self.ttfb_ms,
             "requestClass": self.request_class,
             "bytesIn": self.bytes_in,
             "bytesOut": self.bytes_out,
-            "error": self.error,
+            "error": t.error,
         });
         match v {
             Value::Object(map) => map,
@@ -139,8 +217,11 @@ mod tests {
     #[test]
     fn json_has_the_design_fields() {
         let row = Row {
-            id: "x".into(),
-            credential: "default".into(),
+            text: RowText::new(Texts {
+                id: "x",
+                credential: "default",
+                ..Texts::default()
+            }),
             ..Row::default()
         };
         let json = row.to_json();
@@ -168,5 +249,25 @@ mod tests {
         }
         assert_eq!(json["costUsd"], Value::Null);
         assert_eq!(json["client"], Value::Null);
+        assert_eq!(json["id"], "x");
+    }
+
+    #[test]
+    fn text_fields_come_back_as_given() {
+        let given = Texts {
+            id: "0193-id",
+            domain: "a.example",
+            client: None,
+            credential: "default",
+            method: "POST",
+            path: "/v1/messages?beta=true",
+            model: Some(""),
+            session_id: Some("s-1"),
+            error: None,
+        };
+        let text = RowText::new(given);
+        assert_eq!(text.get(), given);
+        assert_eq!(text.all.capacity(), text.all.len(), "one exact allocation");
+        assert_eq!(RowText::default().get(), Texts::default());
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use rusqlite::{params_from_iter, types::Value as Sql, Connection, OptionalExtension};
 
-use super::row::{class_name, Bodies, Row};
+use super::row::{class_name, Bodies, Row, RowText, Texts};
+use super::sqlite_insert::RowInsert;
 use super::store::{RequestFilter, Store, UsageLine, UsageQuery, COLUMNS, USAGE_SUMS};
+use crate::request_id::v7_millis;
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
 const MIGRATIONS: &[&str] = &[
@@ -43,10 +45,57 @@ const MIGRATIONS: &[&str] = &[
         request BLOB,
         response BLOB
     );",
+    // 3: no unique index on the request id. Keeping it cost the writer a third of its
+    // time per row; a row is found through the time its id carries (`ts_ms`, indexed),
+    // and a batch is never written twice here (a failed transaction leaves nothing).
+    // Bodies go first: dropping `requests` under their foreign key would cascade.
+    "CREATE TABLE bodies_3 (id TEXT PRIMARY KEY, request BLOB, response BLOB);
+    INSERT INTO bodies_3 SELECT id, request, response FROM bodies;
+    DROP TABLE bodies;
+    ALTER TABLE bodies_3 RENAME TO bodies;
+    CREATE TABLE requests_3 (
+        id TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        domain TEXT NOT NULL,
+        client TEXT,
+        credential TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        model TEXT,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ttfb_ms INTEGER,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_creation_input_tokens INTEGER NOT NULL,
+        cache_read_input_tokens INTEGER NOT NULL,
+        tool_calls INTEGER NOT NULL,
+        cost_usd REAL,
+        session_id TEXT,
+        request_class TEXT,
+        bytes_in INTEGER,
+        bytes_out INTEGER NOT NULL,
+        error TEXT
+    );
+    INSERT INTO requests_3 SELECT * FROM requests ORDER BY ts_ms;
+    DROP TABLE requests;
+    ALTER TABLE requests_3 RENAME TO requests;
+    CREATE INDEX requests_ts ON requests (ts_ms);",
 ];
+
+/// Rows one insert statement carries: one statement per row spent more of the writer's
+/// time starting and finishing statements than storing rows.
+const ROWS_PER_INSERT: usize = 16;
+/// Ms either side of the time in a request's id within which its row is looked for (rows
+/// written before migration 3 took their time from the clock, within a ms or two of it).
+const ID_TIME_SLACK_MS: u64 = 1000;
 
 /// An open ledger file.
 pub struct Sqlite {
+    /// The writer's inserts, prepared on its first batch: of [`ROWS_PER_INSERT`] rows,
+    /// and of one. Declared before `conn`, so they are finalized before it closes.
+    inserts: Option<(RowInsert, RowInsert)>,
     conn: Connection,
 }
 
@@ -59,12 +108,13 @@ impl Sqlite {
             .map_err(|e| e.to_string())?;
         // WAL: readers and the writer do not block each other; NORMAL: a commit is
         // durable at the next checkpoint, and the file is never corrupt.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(|e| e.to_string())?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| e.to_string())?;
         migrate(&mut conn)?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite {
+            inserts: None,
+            conn,
+        })
     }
 }
 
@@ -110,15 +160,20 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let ou = |i: usize| -> rusqlite::Result<Option<u64>> {
         Ok(r.get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
     };
+    let text = |i: usize| r.get_ref(i).map(|v| v.as_str_or_null().ok().flatten());
     Ok(Row {
-        id: r.get(0)?,
+        text: RowText::new(Texts {
+            id: text(0)?.unwrap_or(""),
+            domain: text(2)?.unwrap_or(""),
+            client: text(3)?,
+            credential: text(4)?.unwrap_or(""),
+            method: text(5)?.unwrap_or(""),
+            path: text(6)?.unwrap_or(""),
+            model: text(7)?,
+            session_id: text(18)?,
+            error: text(22)?,
+        }),
         at_ms: u(1)?,
-        domain: r.get(2)?,
-        client: r.get(3)?,
-        credential: r.get(4)?,
-        method: r.get(5)?,
-        path: r.get(6)?,
-        model: r.get(7)?,
         stream: r.get::<_, i64>(8)? != 0,
         status: u(9)? as u16,
         duration_ms: u(10)?,
@@ -129,26 +184,32 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         cache_read_input_tokens: u(15)?,
         tool_calls: u(16)?,
         cost_usd: r.get(17)?,
-        session_id: r.get(18)?,
         request_class: class_name(r.get::<_, Option<String>>(19)?.as_deref()),
         bytes_in: ou(20)?,
         bytes_out: u(21)?,
-        error: r.get(22)?,
         bodies: None,
     })
 }
 
 impl Store for Sqlite {
     fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+        if self.inserts.is_none() {
+            self.inserts = Some((
+                RowInsert::prepare(&self.conn, ROWS_PER_INSERT)?,
+                RowInsert::prepare(&self.conn, 1)?,
+            ));
+        }
+        let (many, one) = self.inserts.as_mut().expect("prepared above");
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let chunks = rows.chunks_exact(many.rows());
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            many.run(&tx, chunk)?;
+        }
+        for row in rest {
+            one.run(&tx, std::slice::from_ref(row))?;
+        }
         {
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO requests ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) \
-                     ON CONFLICT (id) DO NOTHING"
-                ))
-                .map_err(|e| e.to_string())?;
             let mut bodies = tx
                 .prepare_cached(
                     "INSERT INTO bodies (id, request, response) VALUES (?1, ?2, ?3) \
@@ -156,38 +217,9 @@ impl Store for Sqlite {
                 )
                 .map_err(|e| e.to_string())?;
             for row in rows {
-                // Bound by reference: the row's strings are not copied.
-                let i = |n: u64| n.min(i64::MAX as u64) as i64;
-                insert
-                    .execute(rusqlite::params![
-                        row.id,
-                        i(row.at_ms),
-                        row.domain,
-                        row.client,
-                        row.credential,
-                        row.method,
-                        row.path,
-                        row.model,
-                        row.stream,
-                        row.status,
-                        i(row.duration_ms),
-                        row.ttfb_ms.map(i),
-                        i(row.input_tokens),
-                        i(row.output_tokens),
-                        i(row.cache_creation_input_tokens),
-                        i(row.cache_read_input_tokens),
-                        i(row.tool_calls),
-                        row.cost_usd,
-                        row.session_id,
-                        row.request_class,
-                        row.bytes_in.map(i),
-                        i(row.bytes_out),
-                        row.error,
-                    ])
-                    .map_err(|e| e.to_string())?;
                 if let Some(b) = &row.bodies {
                     bodies
-                        .execute((&row.id, &b.request, &b.response))
+                        .execute((row.texts().id, &b.request, &b.response))
                         .map_err(|e| e.to_string())?;
                 }
             }
@@ -221,11 +253,19 @@ impl Store for Sqlite {
     }
 
     fn request(&mut self, id: &str) -> Result<Option<(Row, Option<Bodies>)>, String> {
+        // Through the time in the id and the time index; an id of another form (none
+        // that nexus makes) is looked for everywhere.
+        let (from, to) = match v7_millis(id) {
+            Some(ms) => (ms.saturating_sub(ID_TIME_SLACK_MS), ms + ID_TIME_SLACK_MS),
+            None => (0, i64::MAX as u64),
+        };
         let row = self
             .conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"),
-                [id],
+                &format!(
+                    "SELECT {COLUMNS} FROM requests WHERE ts_ms BETWEEN ?2 AND ?3 AND id = ?1"
+                ),
+                (id, int(from), int(to)),
                 row_from,
             )
             .optional()
@@ -285,5 +325,128 @@ impl Store for Sqlite {
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::row::Texts;
+    use crate::request_id::RequestIds;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("nexus-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("ledger.db")
+    }
+
+    fn row(ids: &RequestIds, n: u64, bodies: bool) -> Box<Row> {
+        let id = ids.next();
+        Box::new(Row {
+            text: RowText::new(Texts {
+                id: id.as_str(),
+                domain: "a.example",
+                credential: "default",
+                method: "POST",
+                path: "/v1/messages",
+                model: (n % 2 == 0).then_some("claude-sonnet-4-5"),
+                session_id: Some("s-1"),
+                ..Texts::default()
+            }),
+            at_ms: id.unix_ms(),
+            status: 200,
+            input_tokens: n,
+            bodies: bodies.then(|| Bodies {
+                request: vec![1, 2, n as u8],
+                response: vec![3],
+            }),
+            ..Row::default()
+        })
+    }
+
+    #[test]
+    fn rows_in_several_statements_of_a_batch_all_come_back_by_id() {
+        let path = temp_db("batch");
+        let mut db = Sqlite::open(&path).unwrap();
+        let ids = RequestIds::new();
+        // Two full statements and a remainder of single-row ones.
+        let rows: Vec<Box<Row>> = (0..2 * ROWS_PER_INSERT as u64 + 5)
+            .map(|n| row(&ids, n, n % 3 == 0))
+            .collect();
+        db.insert(&rows).unwrap();
+        let listed = db
+            .requests(&RequestFilter {
+                limit: 1000,
+                ..RequestFilter::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), rows.len());
+        for want in &rows {
+            let (got, bodies) = db.request(want.texts().id).unwrap().expect("found by id");
+            assert_eq!(
+                got,
+                Row {
+                    bodies: None,
+                    ..(**want).clone()
+                }
+            );
+            assert_eq!(bodies, want.bodies.clone());
+        }
+        assert_eq!(
+            db.request("01937a2b-4c5d-7abc-8def-0123456789ab").unwrap(),
+            None
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_file_of_schema_two_keeps_its_rows_and_bodies_through_migration_three() {
+        let path = temp_db("migrate");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON; CREATE TABLE schema_version (version INTEGER NOT NULL)",
+            )
+            .unwrap();
+            let tx = conn.transaction().unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                tx.execute_batch(sql).unwrap();
+                tx.execute("INSERT INTO schema_version VALUES (?1)", [i as i64 + 1])
+                    .unwrap();
+            }
+            // A row of before: a v4 id, its time from the clock.
+            tx.execute_batch(&format!(
+                "INSERT INTO requests ({COLUMNS}) VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', \
+                 1795603409987, 'a.example', NULL, 'default', 'POST', '/v1/messages', NULL, 0, \
+                 200, 5, NULL, 10, 20, 0, 0, 0, NULL, NULL, NULL, 0, 0, NULL);
+                 INSERT INTO bodies VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', x'01', x'02');"
+            ))
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut db = Sqlite::open(&path).unwrap();
+        let (row, bodies) = db
+            .request("6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47")
+            .unwrap()
+            .expect("kept");
+        assert_eq!((row.input_tokens, row.output_tokens), (10, 20));
+        assert_eq!(
+            bodies.map(|b| (b.request, b.response)),
+            Some((vec![1], vec![2]))
+        );
+        let version: i64 = db
+            .conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        // New rows go in beside it.
+        db.insert(&[row_for_test()]).unwrap();
+        assert_eq!(db.delete_before(1795603409988).unwrap(), 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    fn row_for_test() -> Box<Row> {
+        row(&RequestIds::new(), 1, true)
     }
 }

@@ -4,8 +4,10 @@ use super::row::{Bodies, Row};
 
 /// A database connection holding the ledger's schema.
 pub trait Store: Send {
-    /// Inserts `rows` in one transaction (bodies already masked and compressed). A row
-    /// whose id is already stored is left as it is, so a batch may be written twice.
+    /// Inserts `rows` in one transaction (bodies already masked and compressed). A batch
+    /// whose transaction failed is written again: an engine that cannot tell whether a
+    /// failed commit went in (a lost PostgreSQL connection) leaves a row whose id is
+    /// already stored as it is.
     fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String>;
     /// Rows newest first, filtered.
     fn requests(&mut self, filter: &RequestFilter) -> Result<Vec<Row>, String>;

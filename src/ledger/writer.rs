@@ -51,6 +51,7 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
+        super::yield_to_workers();
         let mut store: Option<Box<dyn Store>> = None;
         let mut held: VecDeque<Box<Row>> = VecDeque::new();
         let mut flushes: Vec<SyncSender<bool>> = Vec::new();
@@ -235,7 +236,7 @@ mod tests {
             self.0
                 .lock()
                 .unwrap()
-                .extend(rows.iter().map(|r| r.id.clone()));
+                .extend(rows.iter().map(|r| r.texts().id.to_string()));
             Ok(())
         }
         fn requests(&mut self, _: &RequestFilter) -> Result<Vec<Row>, String> {
@@ -279,7 +280,10 @@ mod tests {
 
     fn row(n: usize) -> Msg {
         Msg::Row(Box::new(Row {
-            id: n.to_string(),
+            text: crate::ledger::RowText::new(crate::ledger::Texts {
+                id: &n.to_string(),
+                ..Default::default()
+            }),
             ..Row::default()
         }))
     }

@@ -1,10 +1,10 @@
 //! What the ledger keeps of a forwarded request: the notes a [`super::Report`] takes for
 //! it on the way, and the [`Row`] they make when the request ends.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::http::request::{BodyFraming, RequestHead};
-use crate::ledger::row::{cost_usd, Bodies, Row};
+use crate::ledger::row::{cost_usd, Bodies, Row, RowText, Texts};
 use crate::request_id::RequestId;
 use crate::stats::RequestRecord;
 use crate::usage::{RequestClass, RequestKind};
@@ -73,12 +73,8 @@ pub struct Ended<'a> {
 
 /// The ledger's row.
 pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
-    let begun = SystemTime::now()
-        .checked_sub(e.duration)
-        .unwrap_or(SystemTime::now());
-    let at_ms = begun
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    // The time in the request's id: the ledger finds a row by its id through it.
+    let at_ms = e.request_id.unix_ms();
     let bytes_in = match e.head.framing {
         BodyFraming::None => Some(0),
         BodyFraming::Length(n) => Some(n),
@@ -89,16 +85,21 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
         request: notes.request_body.unwrap_or_default(),
         response: notes.response_body.unwrap_or_default(),
     });
-    let row = Row {
-        id: e.request_id.to_string(),
+    let session_id = notes.session.as_deref().filter(|s| !s.is_empty());
+    Row {
+        text: RowText::new(Texts {
+            id: e.request_id.as_str(),
+            domain: e.domain,
+            client: None,
+            // Until credential pools exist every domain has one credential, named so.
+            credential: "default",
+            method: e.method,
+            path: e.head.path(),
+            model: e.model,
+            session_id: session_id.or_else(|| e.class.and_then(|c| c.user_id.as_deref())),
+            error: e.error,
+        }),
         at_ms,
-        domain: e.domain.to_string(),
-        client: None,
-        // Until credential pools exist every domain has one credential, named so.
-        credential: "default".to_string(),
-        method: e.method.to_string(),
-        path: e.head.path().to_string(),
-        model: e.model.map(str::to_string),
         stream: e.class.is_some_and(|c| c.stream),
         status: e.status,
         duration_ms: e.duration.as_millis() as u64,
@@ -109,10 +110,6 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
         cache_read_input_tokens: r.cache_read_input_tokens,
         tool_calls: r.tool_calls,
         cost_usd: cost_usd(r.cost()),
-        session_id: notes
-            .session
-            .filter(|s| !s.is_empty())
-            .or_else(|| e.class.and_then(|c| c.user_id.clone())),
         request_class: e.class.and_then(|c| match c.kind {
             RequestKind::QueryEvaluation => Some("query_evaluation"),
             RequestKind::Inference => Some("inference"),
@@ -121,10 +118,8 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
         }),
         bytes_in,
         bytes_out: notes.response_len,
-        error: e.error.map(str::to_string),
         bodies,
-    };
-    row
+    }
 }
 
 #[cfg(test)]
