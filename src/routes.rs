@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use crate::client_setup;
 use crate::credentials::{client_keys, ClientCredentials};
+use crate::http::basic_auth;
 use crate::http::error::{error_body, ErrorReply};
 use crate::http::request::{Method, RequestHead};
 use crate::ledger::api as ledger_api;
@@ -89,8 +90,9 @@ impl Reply {
 }
 
 /// The 401 a request to a guarded route gets without `NEXUS_ADMIN_KEY`; `None` when the
-/// route is open, or the key was presented (`Authorization: Bearer` or `x-api-key`,
-/// compared in constant time).
+/// route is open, or the key was presented (`Authorization: Bearer` or `x-api-key`, or
+/// as the password of `Authorization: Basic` — what a browser sends for the dashboard and
+/// its fetches once its user typed the key in; compared in constant time).
 pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option<Reply> {
     let key = shared.config.admin_key.as_ref()?;
     let guarded = matches!(
@@ -101,14 +103,22 @@ pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option
         x_api_key: head.x_api_key.as_deref(),
         authorization: head.authorization.as_deref(),
     };
-    if !guarded || client_keys::accepted(std::slice::from_ref(key), presented) {
+    let basic = head.authorization.as_deref().and_then(basic_auth::password);
+    let by_basic = basic
+        .as_ref()
+        .is_some_and(|p| client_keys::constant_time_eq(p.as_bytes(), key.as_bytes()));
+    if !guarded || client_keys::accepted(std::slice::from_ref(key), presented) || by_basic {
         return None;
     }
-    let message = match client_keys::any_presented(presented) {
+    let message = match client_keys::any_presented(presented) || basic.is_some() {
         true => "the admin key presented is not valid",
-        false => "this endpoint requires the admin key (NEXUS_ADMIN_KEY) as x-api-key or Authorization: Bearer",
+        false => "this endpoint requires the admin key (NEXUS_ADMIN_KEY) as x-api-key, Authorization: Bearer, or the password of Authorization: Basic",
     };
-    Some(Reply::error(&ErrorReply::new(401, message)))
+    // The challenge lets a browser ask for the key and then send it with every request.
+    Some(
+        Reply::error(&ErrorReply::new(401, message))
+            .header("www-authenticate", basic_auth::CHALLENGE),
+    )
 }
 
 /// Answers `GET /api/*` from the ledger. The query runs on the ledger's own thread; this
