@@ -19,8 +19,11 @@ pub enum Route {
     TokenStats,
     /// `GET /metrics`: Prometheus text format.
     Metrics,
-    /// `GET /dashboard`: the live stats page (polls `/token-stats`).
+    /// `GET /dashboard`: the live stats page (polls `/token-stats`), the history view
+    /// and a request's page (the views are chosen by the URL's fragment, in the page).
     Dashboard,
+    /// `GET /dashboard/<name>.js`: the page's scripts (see [`DASHBOARD_SCRIPTS`]).
+    DashboardScript,
     /// `GET /client-setup/:filename`: a file from `CLIENT_SETUP_DIR`.
     ClientSetup,
     /// `GET /api/*`: the ledger's JSON API (answered by [`answer_api`]).
@@ -40,6 +43,7 @@ pub fn route(head: &RequestHead) -> Route {
         "/token-stats" => Route::TokenStats,
         "/metrics" => Route::Metrics,
         "/dashboard" => Route::Dashboard,
+        path if path.starts_with(DASHBOARD_SCRIPT_PREFIX) => Route::DashboardScript,
         path if path.starts_with(client_setup::ROUTE_PREFIX) => Route::ClientSetup,
         path if path.starts_with(ledger_api::PREFIX) => Route::Api,
         path if path.starts_with("/v1/") => return Route::Proxy,
@@ -97,7 +101,7 @@ pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option
     let key = shared.config.admin_key.as_ref()?;
     let guarded = matches!(
         route,
-        Route::TokenStats | Route::Metrics | Route::Dashboard | Route::Api
+        Route::TokenStats | Route::Metrics | Route::Dashboard | Route::DashboardScript | Route::Api
     );
     let presented = ClientCredentials {
         x_api_key: head.x_api_key.as_deref(),
@@ -161,6 +165,18 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
             .header("cache-control", "no-cache")
             .header("content-security-policy", DASHBOARD_CSP)
             .header("x-content-type-options", "nosniff"),
+        Route::DashboardScript => {
+            let name = &head.path()[DASHBOARD_SCRIPT_PREFIX.len()..];
+            match DASHBOARD_SCRIPTS.iter().find(|(n, _)| *n == name) {
+                Some((_, script)) => Reply::ok("text/javascript; charset=utf-8", script.as_bytes())
+                    .header("cache-control", "no-cache")
+                    .header("x-content-type-options", "nosniff"),
+                None => Reply::error(&ErrorReply::new(
+                    404,
+                    format!("no dashboard script {name:?}"),
+                )),
+            }
+        }
         Route::ClientSetup => {
             let raw = &head.path()[client_setup::ROUTE_PREFIX.len()..];
             match client_setup::load(&shared.config.client_setup_dir, raw) {
@@ -188,8 +204,21 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
 /// The live stats page: one self-contained file, no external assets, no build step.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
-/// The page may talk to nexus itself and nothing else; inline script and style only.
-const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+/// Where the page's scripts are served.
+const DASHBOARD_SCRIPT_PREFIX: &str = "/dashboard/";
+
+/// The page's scripts beyond the live view's (inline in the page), compiled in as well:
+/// one file per job, so the history view and a request's page read on their own.
+const DASHBOARD_SCRIPTS: &[(&str, &str)] = &[
+    ("page.js", include_str!("dashboard/page.js")),
+    ("history.js", include_str!("dashboard/history.js")),
+    ("conversation.js", include_str!("dashboard/conversation.js")),
+    ("request.js", include_str!("dashboard/request.js")),
+];
+
+/// The page may talk to nexus itself and nothing else; its own scripts (inline and from
+/// nexus) and inline style only.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
