@@ -82,7 +82,8 @@ window.nexusPage = (function () {
 
   // Shows the view the fragment names (the live one by default) and hides the others.
   function route() {
-    const hash = decodeURIComponent(location.hash.replace(/^#/, ""));
+    let hash = location.hash.replace(/^#/, "");
+    try { hash = decodeURIComponent(hash); } catch (e) { /* a stray %: keep it as typed */ }
     const [name, ...rest] = hash.split("/");
     const view = views[name] ? name : "live";
     for (const node of document.querySelectorAll("[data-view]")) {
