@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use crate::client_setup;
 use crate::credentials::{client_keys, ClientCredentials};
+use crate::http::basic_auth;
 use crate::http::error::{error_body, ErrorReply};
 use crate::http::request::{Method, RequestHead};
 use crate::ledger::api as ledger_api;
@@ -18,8 +19,11 @@ pub enum Route {
     TokenStats,
     /// `GET /metrics`: Prometheus text format.
     Metrics,
-    /// `GET /dashboard`: the live stats page (polls `/token-stats`).
+    /// `GET /dashboard`: the live stats page (polls `/token-stats`), the history view
+    /// and a request's page (the views are chosen by the URL's fragment, in the page).
     Dashboard,
+    /// `GET /dashboard/<name>.js`: the page's scripts (see [`DASHBOARD_SCRIPTS`]).
+    DashboardScript,
     /// `GET /client-setup/:filename`: a file from `CLIENT_SETUP_DIR`.
     ClientSetup,
     /// `GET /api/*`: the ledger's JSON API (answered by [`answer_api`]).
@@ -39,6 +43,7 @@ pub fn route(head: &RequestHead) -> Route {
         "/token-stats" => Route::TokenStats,
         "/metrics" => Route::Metrics,
         "/dashboard" => Route::Dashboard,
+        path if path.starts_with(DASHBOARD_SCRIPT_PREFIX) => Route::DashboardScript,
         path if path.starts_with(client_setup::ROUTE_PREFIX) => Route::ClientSetup,
         path if path.starts_with(ledger_api::PREFIX) => Route::Api,
         path if path.starts_with("/v1/") => return Route::Proxy,
@@ -89,26 +94,35 @@ impl Reply {
 }
 
 /// The 401 a request to a guarded route gets without `NEXUS_ADMIN_KEY`; `None` when the
-/// route is open, or the key was presented (`Authorization: Bearer` or `x-api-key`,
-/// compared in constant time).
+/// route is open, or the key was presented (`Authorization: Bearer` or `x-api-key`, or
+/// as the password of `Authorization: Basic` — what a browser sends for the dashboard and
+/// its fetches once its user typed the key in; compared in constant time).
 pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option<Reply> {
     let key = shared.config.admin_key.as_ref()?;
     let guarded = matches!(
         route,
-        Route::TokenStats | Route::Metrics | Route::Dashboard | Route::Api
+        Route::TokenStats | Route::Metrics | Route::Dashboard | Route::DashboardScript | Route::Api
     );
     let presented = ClientCredentials {
         x_api_key: head.x_api_key.as_deref(),
         authorization: head.authorization.as_deref(),
     };
-    if !guarded || client_keys::accepted(std::slice::from_ref(key), presented) {
+    let basic = head.authorization.as_deref().and_then(basic_auth::password);
+    let by_basic = basic
+        .as_ref()
+        .is_some_and(|p| client_keys::constant_time_eq(p.as_bytes(), key.as_bytes()));
+    if !guarded || client_keys::accepted(std::slice::from_ref(key), presented) || by_basic {
         return None;
     }
-    let message = match client_keys::any_presented(presented) {
+    let message = match client_keys::any_presented(presented) || basic.is_some() {
         true => "the admin key presented is not valid",
-        false => "this endpoint requires the admin key (NEXUS_ADMIN_KEY) as x-api-key or Authorization: Bearer",
+        false => "this endpoint requires the admin key (NEXUS_ADMIN_KEY) as x-api-key, Authorization: Bearer, or the password of Authorization: Basic",
     };
-    Some(Reply::error(&ErrorReply::new(401, message)))
+    // The challenge lets a browser ask for the key and then send it with every request.
+    Some(
+        Reply::error(&ErrorReply::new(401, message))
+            .header("www-authenticate", basic_auth::CHALLENGE),
+    )
 }
 
 /// Answers `GET /api/*` from the ledger. The query runs on the ledger's own thread; this
@@ -151,6 +165,18 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
             .header("cache-control", "no-cache")
             .header("content-security-policy", DASHBOARD_CSP)
             .header("x-content-type-options", "nosniff"),
+        Route::DashboardScript => {
+            let name = &head.path()[DASHBOARD_SCRIPT_PREFIX.len()..];
+            match DASHBOARD_SCRIPTS.iter().find(|(n, _)| *n == name) {
+                Some((_, script)) => Reply::ok("text/javascript; charset=utf-8", script.as_bytes())
+                    .header("cache-control", "no-cache")
+                    .header("x-content-type-options", "nosniff"),
+                None => Reply::error(&ErrorReply::new(
+                    404,
+                    format!("no dashboard script {name:?}"),
+                )),
+            }
+        }
         Route::ClientSetup => {
             let raw = &head.path()[client_setup::ROUTE_PREFIX.len()..];
             match client_setup::load(&shared.config.client_setup_dir, raw) {
@@ -178,8 +204,21 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
 /// The live stats page: one self-contained file, no external assets, no build step.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
-/// The page may talk to nexus itself and nothing else; inline script and style only.
-const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+/// Where the page's scripts are served.
+const DASHBOARD_SCRIPT_PREFIX: &str = "/dashboard/";
+
+/// The page's scripts beyond the live view's (inline in the page), compiled in as well:
+/// one file per job, so the history view and a request's page read on their own.
+const DASHBOARD_SCRIPTS: &[(&str, &str)] = &[
+    ("page.js", include_str!("dashboard/page.js")),
+    ("history.js", include_str!("dashboard/history.js")),
+    ("conversation.js", include_str!("dashboard/conversation.js")),
+    ("request.js", include_str!("dashboard/request.js")),
+];
+
+/// The page may talk to nexus itself and nothing else; its own scripts (inline and from
+/// nexus) and inline style only.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 

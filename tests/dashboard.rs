@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use browser::{png_size, require_chromium, Browser};
+use browser::{grouped, png_size, require_chromium, Browser};
 use common::*;
 use serde_json::{json, Value};
 
@@ -205,19 +205,6 @@ fn expected(calls: &[Call]) -> BTreeMap<&'static str, BTreeMap<&'static str, u64
 
 fn all_tokens(calls: &[Call]) -> u64 {
     calls.iter().map(|c| c.usage.iter().sum::<u64>()).sum()
-}
-
-/// en-US thousands separators, as the page formats numbers.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 fn wait_for_requests(nexus: &Nexus, total: u64) -> Value {
@@ -512,12 +499,42 @@ fn dashboard_is_one_self_contained_page() {
     let html = response.text();
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("/token-stats"));
+    // Its scripts are nexus's own, served beside it; nothing else is loaded.
+    let scripts = ["page.js", "history.js", "conversation.js", "request.js"];
+    let mut own = html.clone();
+    for name in scripts {
+        let tag = format!("<script src=\"/dashboard/{name}\"></script>");
+        assert!(own.contains(&tag), "{tag} missing");
+        own = own.replace(&tag, "");
+    }
     for external in ["<link", " src=", "@import", "url(", "https://", "//cdn"] {
         assert!(
-            !html.contains(external),
+            !own.contains(external),
             "the page references an external asset: {external}"
         );
     }
+    for name in scripts {
+        let script = nexus.request(&Request::get(&format!("/dashboard/{name}")));
+        assert_eq!(script.status, 200, "{name}");
+        assert_eq!(
+            script.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        let text = script.text();
+        assert!(text.contains("\"use strict\";"), "{name}");
+        for external in [
+            "import(",
+            "importScripts",
+            "https://",
+            "//cdn",
+            ".innerHTML",
+            "eval(",
+        ] {
+            assert!(!text.contains(external), "{name} has {external}");
+        }
+    }
+    let missing = nexus.request(&Request::get("/dashboard/other.js"));
+    assert_anthropic_error(&missing, 404, "not_found_error");
 
     let mut client = nexus.client();
     let head = client.request(&Request::new("HEAD", "/dashboard"));

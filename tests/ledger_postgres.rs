@@ -30,6 +30,7 @@ fn every_request_leaves_a_row_that_survives_a_restart() {
     eprintln!("rows readable {waited:?} after the last response");
     assert_rows(&nexus, &sent, since);
     assert_usage(&nexus, 1);
+    assert_split_and_range(&nexus, 1, &sent);
 
     let sent_two = traffic(&nexus, "two");
     nexus.terminate(Duration::from_secs(15));

@@ -32,6 +32,7 @@ fn every_request_leaves_a_row_that_survives_a_restart() {
     eprintln!("rows readable {waited:?} after the last response");
     assert_rows(&nexus, &sent, since);
     assert_usage(&nexus, 1);
+    assert_split_and_range(&nexus, 1, &sent);
 
     // Filters.
     let (_, a) = api(&nexus, &format!("/api/requests?domain={DOMAIN_A}"), None);
@@ -102,27 +103,61 @@ fn the_admin_key_guards_the_api_the_dashboard_and_the_figures() {
     ] {
         for presented in [
             None,
-            Some("Bearer wrong"),
-            Some("Bearer nx-admin-012345678"),
+            Some("Bearer wrong".to_string()),
+            Some("Bearer nx-admin-012345678".to_string()),
+            Some(basic("admin", "nx-admin-012345678")),
+            Some(basic(key, "")),
         ] {
             let mut request = Request::get(path);
-            if let Some(value) = presented {
+            if let Some(value) = &presented {
                 request = request.header("authorization", value);
             }
             let response = nexus.request(&request);
             assert_anthropic_error(&response, 401, "authentication_error");
+            // A browser asks its user for the key, then sends it with every request.
+            assert_eq!(
+                response.header("www-authenticate"),
+                Some(r#"Basic realm="nexus admin", charset="UTF-8""#),
+                "{path} {presented:?}"
+            );
         }
         let by_bearer =
             nexus.request(&Request::get(path).header("authorization", &format!("Bearer {key}")));
         assert_eq!(by_bearer.status, 200, "{path}: {}", by_bearer.text());
         let by_header = nexus.request(&Request::get(path).header("x-api-key", key));
         assert_eq!(by_header.status, 200, "{path}");
+        // The key as a Basic password, whatever the user name (what a browser sends).
+        for user in ["admin", ""] {
+            let by_basic =
+                nexus.request(&Request::get(path).header("authorization", &basic(user, key)));
+            assert_eq!(by_basic.status, 200, "{path} as {user:?}");
+        }
     }
     let (status, listed) = api(&nexus, "/api/requests", Some(key));
     assert_eq!(status, 200);
     assert_eq!(listed["requests"].as_array().unwrap().len(), sent.len());
     // Health and the proxy itself stay open.
     assert_eq!(nexus.request(&Request::get("/")).status, 200);
+}
+
+/// `Authorization: Basic` for `user:password`.
+fn basic(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = format!("{user}:{password}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(match i <= chunk.len() {
+                true => ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize] as char,
+                false => '=',
+            });
+        }
+    }
+    out
 }
 
 fn wait_for_rows_with_key(nexus: &Nexus, rows: u64, key: &str) {

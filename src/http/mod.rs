@@ -2,6 +2,7 @@
 //! own, so a byte can be relayed the moment it arrives (no monoio-http: its client reads
 //! chunked bodies to the end and its encoder holds chunks back, both fatal to SSE).
 
+pub mod basic_auth;
 pub mod chunked;
 pub mod digits;
 pub mod error;

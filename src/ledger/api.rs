@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::query::{Answer, Query};
 use super::row::parse_iso;
-use super::store::{Group, RequestFilter, UsageQuery};
+use super::store::{Group, RequestFilter, UsageLine, UsageQuery};
 use super::Ledger;
 use crate::http::error::ErrorReply;
 use crate::stats::now_ms;
@@ -46,6 +46,20 @@ pub fn parse(path: &str, query: &str, now: u64) -> Result<Query, ErrorReply> {
             .filter(|v| !v.is_empty())
     };
     let bad = |what: String| ErrorReply::new(400, what);
+    let time = |name: &str| match get(name) {
+        None => Ok(None),
+        Some(v) => parse_iso(&v)
+            .map(Some)
+            .ok_or_else(|| bad(format!("{name} must be an ISO 8601 time, not {v:?}"))),
+    };
+    let grouping = |name: &str| match get(name) {
+        None => Ok(None),
+        Some(v) => Group::parse(&v).map(Some).ok_or_else(|| {
+            bad(format!(
+                "{name} must be hour, day, model, domain, client or credential, not {v:?}"
+            ))
+        }),
+    };
     match path {
         "/api/requests" => {
             let limit = match get("limit") {
@@ -68,28 +82,26 @@ pub fn parse(path: &str, query: &str, now: u64) -> Result<Query, ErrorReply> {
                 client: get("client"),
                 model: get("model"),
                 status,
+                from_ms: time("from")?,
+                to_ms: time("to")?,
             }))
         }
         "/api/usage" => {
-            let time = |name: &str, default: u64| match get(name) {
-                None => Ok(default),
-                Some(v) => parse_iso(&v)
-                    .ok_or_else(|| bad(format!("{name} must be an ISO 8601 time, not {v:?}"))),
-            };
-            let to = time("to", now + 1)?;
-            let from = time("from", to.saturating_sub(DEFAULT_RANGE_MS))?;
-            let group = match get("group") {
-                None => Group::Day,
-                Some(v) => Group::parse(&v).ok_or_else(|| {
-                    bad(format!(
-                        "group must be hour, day, model, domain, client or credential, not {v:?}"
-                    ))
-                })?,
-            };
+            let to = time("to")?.unwrap_or(now + 1);
+            let from = time("from")?.unwrap_or(to.saturating_sub(DEFAULT_RANGE_MS));
+            let group = grouping("group")?.unwrap_or(Group::Day);
+            let split = grouping("split")?;
+            if let Some(s) = split.filter(|&s| s.is_time() || s == group) {
+                return Err(bad(format!(
+                    "split must be model, domain, client or credential, and not the group \
+                     itself (group {group:?}, split {s:?})"
+                )));
+            }
             Ok(Query::Usage(UsageQuery {
                 from_ms: from,
                 to_ms: to,
                 group,
+                split,
             }))
         }
         _ => match path.strip_prefix("/api/requests/") {
@@ -121,18 +133,27 @@ pub fn render(answer: Answer) -> Result<Vec<u8>, ErrorReply> {
             Value::Object(object)
         }
         Answer::Usage(lines) => json!({
-            "usage": lines.iter().map(|l| json!({
-                "key": l.key,
-                "requestCount": l.requests,
-                "inputTokens": l.input_tokens,
-                "outputTokens": l.output_tokens,
-                "cacheCreationInputTokens": l.cache_creation_input_tokens,
-                "cacheReadInputTokens": l.cache_read_input_tokens,
-                "costUsd": l.cost_usd,
-            })).collect::<Vec<_>>()
+            "usage": lines.iter().map(usage_json).collect::<Vec<_>>()
         }),
     };
     Ok(serde_json::to_vec(&value).expect("a JSON value always serializes"))
+}
+
+/// One `/api/usage` line; `split` only when the query asked for one.
+fn usage_json(line: &UsageLine) -> Value {
+    let mut v = json!({
+        "key": line.key,
+        "requestCount": line.requests,
+        "inputTokens": line.input_tokens,
+        "outputTokens": line.output_tokens,
+        "cacheCreationInputTokens": line.cache_creation_input_tokens,
+        "cacheReadInputTokens": line.cache_read_input_tokens,
+        "costUsd": line.cost_usd,
+    });
+    if let Some(split) = &line.split {
+        v["split"] = split.as_str().into();
+    }
+    v
 }
 
 /// `a=1&b=x%20y` → pairs, percent- and `+`-decoded.
@@ -193,6 +214,8 @@ mod tests {
                 client: None,
                 model: Some("claude-x".into()),
                 status: Some(200),
+                from_ms: None,
+                to_ms: None,
             })
         );
         let Query::Requests(f) = parse("/api/requests", "", NOW).unwrap() else {
@@ -232,6 +255,7 @@ mod tests {
                 from_ms: 1_795_564_800_000,
                 to_ms: 1_795_651_200_000,
                 group: Group::Model,
+                split: None,
             })
         );
         let Query::Usage(d) = parse("/api/usage", "", NOW).unwrap() else {
@@ -249,6 +273,82 @@ mod tests {
             parse("/api/usage", "from=monday", NOW).unwrap_err().status,
             400
         );
+    }
+
+    #[test]
+    fn requests_in_a_time_range() {
+        let Query::Requests(f) = parse(
+            "/api/requests",
+            "from=2026-11-25&to=2026-11-26T00%3A00%3A00Z&domain=a",
+            NOW,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (f.from_ms, f.to_ms, f.domain.as_deref()),
+            (Some(1_795_564_800_000), Some(1_795_651_200_000), Some("a"))
+        );
+        let Query::Requests(open) = parse("/api/requests", "to=2026-11-26", NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!((open.from_ms, open.to_ms), (None, Some(1_795_651_200_000)));
+        assert_eq!(
+            parse("/api/requests", "from=last+week", NOW)
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn usage_split_within_each_group() {
+        let Query::Usage(q) = parse("/api/usage", "group=day&split=model", NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.group, q.split), (Group::Day, Some(Group::Model)));
+        let Query::Usage(q) = parse("/api/usage", "split=client", NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.group, q.split), (Group::Day, Some(Group::Client)));
+        // A split by time, or by what is already the group, says nothing more.
+        for bad in [
+            "split=day",
+            "split=hour",
+            "group=model&split=model",
+            "split=week",
+        ] {
+            assert_eq!(
+                parse("/api/usage", bad, NOW).unwrap_err().status,
+                400,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_lines_carry_the_split_only_when_asked() {
+        let line = UsageLine {
+            key: "2026-11-25".into(),
+            requests: 2,
+            input_tokens: 10,
+            cost_usd: Some(0.5),
+            ..UsageLine::default()
+        };
+        let split = UsageLine {
+            split: Some("claude-x".into()),
+            ..line.clone()
+        };
+        let body = render(Answer::Usage(vec![line, split])).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["usage"][0],
+            json!({"key": "2026-11-25", "requestCount": 2, "inputTokens": 10,
+                "outputTokens": 0, "cacheCreationInputTokens": 0, "cacheReadInputTokens": 0,
+                "costUsd": 0.5})
+        );
+        assert_eq!(v["usage"][1]["split"], "claude-x");
+        assert_eq!(v["usage"][1]["key"], "2026-11-25");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
-use super::store::{RequestFilter, Store, UsageLine, UsageQuery, COLUMNS, USAGE_SUMS};
+use super::store::{FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS};
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
 const MIGRATIONS: &[&str] = &[
@@ -206,24 +206,19 @@ impl Store for Postgres {
     }
 
     fn requests(&mut self, f: &RequestFilter) -> Result<Vec<Row>, String> {
-        let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE TRUE");
-        let status = f.status.map(i32::from);
-        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (column, value) in [
-            ("domain", &f.domain),
-            ("client", &f.client),
-            ("model", &f.model),
-        ] {
-            if let Some(v) = value {
-                args.push(v);
-                sql.push_str(&format!(" AND {column} = ${}", args.len()));
-            }
-        }
-        if let Some(s) = &status {
-            args.push(s);
-            sql.push_str(&format!(" AND status = ${}", args.len()));
-        }
-        sql.push_str(&format!(" ORDER BY ts_ms DESC, id LIMIT {}", f.limit));
+        let sql = f.sql(|n| format!("${n}"));
+        let values: Vec<Box<dyn ToSql + Sync>> = f
+            .conditions()
+            .into_iter()
+            .map(|(_, v)| -> Box<dyn ToSql + Sync> {
+                match v {
+                    FilterValue::Text(t) => Box::new(t.to_string()),
+                    FilterValue::Status(n) => Box::new(n),
+                    FilterValue::Time(n) => Box::new(n),
+                }
+            })
+            .collect();
+        let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
         let rows = self.client.query(&sql, &args).map_err(|e| e.to_string())?;
         Ok(rows.iter().map(row_from).collect())
     }
@@ -252,14 +247,9 @@ impl Store for Postgres {
     }
 
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, String> {
-        let key = q.group.sql();
-        let sql = format!(
-            "SELECT {key} AS k, {USAGE_SUMS} FROM requests WHERE ts_ms >= $1 AND ts_ms < $2 \
-             GROUP BY k ORDER BY MIN(ts_ms)"
-        );
         let rows = self
             .client
-            .query(&sql, &[&int(q.from_ms), &int(q.to_ms)])
+            .query(&q.sql("$1", "$2"), &[&int(q.from_ms), &int(q.to_ms)])
             .map_err(|e| e.to_string())?;
         Ok(rows
             .iter()
@@ -267,12 +257,13 @@ impl Store for Postgres {
                 let u = |i: usize| r.get::<_, i64>(i).max(0) as u64;
                 UsageLine {
                     key: q.group.key(r.get(0)),
-                    requests: u(1),
-                    input_tokens: u(2),
-                    output_tokens: u(3),
-                    cache_creation_input_tokens: u(4),
-                    cache_read_input_tokens: u(5),
-                    cost_usd: r.get(6),
+                    split: r.get(1),
+                    requests: u(2),
+                    input_tokens: u(3),
+                    output_tokens: u(4),
+                    cache_creation_input_tokens: u(5),
+                    cache_read_input_tokens: u(6),
+                    cost_usd: r.get(7),
                 }
             })
             .collect())

@@ -7,7 +7,7 @@ use rusqlite::{params_from_iter, types::Value as Sql, Connection, OptionalExtens
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::sqlite_insert::RowInsert;
-use super::store::{RequestFilter, Store, UsageLine, UsageQuery, COLUMNS, USAGE_SUMS};
+use super::store::{FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS};
 use crate::request_id::v7_millis;
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
@@ -228,23 +228,12 @@ impl Store for Sqlite {
     }
 
     fn requests(&mut self, f: &RequestFilter) -> Result<Vec<Row>, String> {
-        let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1");
-        let mut args: Vec<Sql> = Vec::new();
-        for (column, value) in [
-            ("domain", &f.domain),
-            ("client", &f.client),
-            ("model", &f.model),
-        ] {
-            if let Some(v) = value {
-                args.push(Sql::Text(v.clone()));
-                sql.push_str(&format!(" AND {column} = ?{}", args.len()));
-            }
-        }
-        if let Some(status) = f.status {
-            args.push(Sql::Integer(status.into()));
-            sql.push_str(&format!(" AND status = ?{}", args.len()));
-        }
-        sql.push_str(&format!(" ORDER BY ts_ms DESC, id LIMIT {}", f.limit));
+        let sql = f.sql(|n| format!("?{n}"));
+        let args = f.conditions().into_iter().map(|(_, v)| match v {
+            FilterValue::Text(t) => Sql::Text(t.to_string()),
+            FilterValue::Status(n) => Sql::Integer(n.into()),
+            FilterValue::Time(n) => Sql::Integer(n),
+        });
         let mut stmt = self.conn.prepare(&sql).map_err(|e| e.to_string())?;
         let rows = stmt
             .query_map(params_from_iter(args), row_from)
@@ -289,24 +278,23 @@ impl Store for Sqlite {
     }
 
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, String> {
-        let key = q.group.sql();
-        let sql = format!(
-            "SELECT {key} AS k, {USAGE_SUMS} FROM requests WHERE ts_ms >= ?1 AND ts_ms < ?2 \
-             GROUP BY k ORDER BY MIN(ts_ms)"
-        );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| e.to_string())?;
+        let mut stmt = self
+            .conn
+            .prepare(&q.sql("?1", "?2"))
+            .map_err(|e| e.to_string())?;
         let lines = stmt
             .query_map([int(q.from_ms), int(q.to_ms)], |r| {
                 let u =
                     |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
                 Ok(UsageLine {
                     key: q.group.key(r.get(0)?),
-                    requests: u(1)?,
-                    input_tokens: u(2)?,
-                    output_tokens: u(3)?,
-                    cache_creation_input_tokens: u(4)?,
-                    cache_read_input_tokens: u(5)?,
-                    cost_usd: r.get(6)?,
+                    split: r.get(1)?,
+                    requests: u(2)?,
+                    input_tokens: u(3)?,
+                    output_tokens: u(4)?,
+                    cache_creation_input_tokens: u(5)?,
+                    cache_read_input_tokens: u(6)?,
+                    cost_usd: r.get(7)?,
                 })
             })
             .map_err(|e| e.to_string())?;
@@ -332,6 +320,7 @@ impl Store for Sqlite {
 mod tests {
     use super::*;
     use crate::ledger::row::Texts;
+    use crate::ledger::store::Group;
     use crate::request_id::RequestIds;
 
     fn temp_db(name: &str) -> std::path::PathBuf {
@@ -448,5 +437,122 @@ mod tests {
 
     fn row_for_test() -> Box<Row> {
         row(&RequestIds::new(), 1, true)
+    }
+
+    const DAY: u64 = 86_400_000;
+    /// 2026-11-25T00:00:00Z.
+    const T0: u64 = 1_795_564_800_000;
+
+    fn usage_row(
+        id: &str,
+        at_ms: u64,
+        domain: &str,
+        model: &str,
+        input: u64,
+        cost: f64,
+    ) -> Box<Row> {
+        Box::new(Row {
+            text: RowText::new(Texts {
+                id,
+                domain,
+                credential: "default",
+                method: "POST",
+                path: "/v1/messages",
+                model: Some(model),
+                ..Texts::default()
+            }),
+            at_ms,
+            status: if id.starts_with("err") { 429 } else { 200 },
+            input_tokens: input,
+            output_tokens: input * 2,
+            cost_usd: Some(cost),
+            ..Row::default()
+        })
+    }
+
+    /// Two days, two models, two domains.
+    fn ledger() -> Sqlite {
+        let mut db = Sqlite::open(Path::new(":memory:")).unwrap();
+        db.insert(&[
+            usage_row("a1", T0 + 1_000, "a.example", "sonnet", 10, 0.25),
+            usage_row("a2", T0 + 2_000, "a.example", "haiku", 20, 0.5),
+            usage_row("err3", T0 + 3_000, "b.example", "sonnet", 0, 0.0),
+            usage_row("b4", T0 + DAY + 1_000, "b.example", "sonnet", 40, 1.0),
+        ])
+        .unwrap();
+        db
+    }
+
+    fn filter(from_ms: Option<u64>, to_ms: Option<u64>) -> RequestFilter {
+        RequestFilter {
+            limit: 100,
+            from_ms,
+            to_ms,
+            ..RequestFilter::default()
+        }
+    }
+
+    fn ids(rows: Vec<Row>) -> Vec<String> {
+        rows.iter().map(|r| r.texts().id.to_string()).collect()
+    }
+
+    #[test]
+    fn requests_within_a_range_newest_first() {
+        let mut db = ledger();
+        assert_eq!(
+            ids(db.requests(&filter(None, None)).unwrap()),
+            ["b4", "err3", "a2", "a1"]
+        );
+        // [from, to): the first day only, then from its third request on.
+        assert_eq!(
+            ids(db.requests(&filter(Some(T0), Some(T0 + DAY))).unwrap()),
+            ["err3", "a2", "a1"]
+        );
+        assert_eq!(
+            ids(db.requests(&filter(Some(T0 + 3_000), None)).unwrap()),
+            ["b4", "err3"]
+        );
+        assert_eq!(
+            ids(db.requests(&filter(None, Some(T0 + 2_000))).unwrap()),
+            ["a1"]
+        );
+        // With the other filters.
+        let f = RequestFilter {
+            model: Some("sonnet".into()),
+            status: Some(200),
+            ..filter(Some(T0), None)
+        };
+        assert_eq!(ids(db.requests(&f).unwrap()), ["b4", "a1"]);
+    }
+
+    #[test]
+    fn usage_per_day_split_by_model() {
+        let mut db = ledger();
+        let q = UsageQuery {
+            from_ms: T0,
+            to_ms: T0 + 2 * DAY,
+            group: Group::Day,
+            split: Some(Group::Model),
+        };
+        let lines: Vec<_> = db
+            .usage(&q)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key, l.split, l.requests, l.input_tokens, l.cost_usd))
+            .collect();
+        let s = |t: &str| Some(t.to_string());
+        assert_eq!(
+            lines,
+            [
+                ("2026-11-25".into(), s("sonnet"), 2, 10, Some(0.25)),
+                ("2026-11-25".into(), s("haiku"), 1, 20, Some(0.5)),
+                ("2026-11-26".into(), s("sonnet"), 1, 40, Some(1.0)),
+            ]
+        );
+        // Without a split: the same days, summed, and no split value.
+        let days = db.usage(&UsageQuery { split: None, ..q }).unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!((days[0].requests, days[0].input_tokens), (3, 30));
+        assert_eq!(days[0].split, None);
     }
 }

@@ -27,14 +27,90 @@ pub struct RequestFilter {
     pub client: Option<String>,
     pub model: Option<String>,
     pub status: Option<u16>,
+    /// Rows that began at or after this (ms since the epoch).
+    pub from_ms: Option<u64>,
+    /// Rows that began before this.
+    pub to_ms: Option<u64>,
 }
 
-/// `GET /api/usage`: `[from, to)` in ms since the epoch, and the grouping.
+impl RequestFilter {
+    /// The `WHERE` conditions (a column and its comparison) and their values, in order,
+    /// for an engine to number as its placeholders (`?N` or `$N`): the same filter reads
+    /// the same in both.
+    pub fn conditions(&self) -> Vec<(&'static str, FilterValue<'_>)> {
+        let mut out = Vec::new();
+        for (condition, value) in [
+            ("domain =", &self.domain),
+            ("client =", &self.client),
+            ("model =", &self.model),
+        ] {
+            if let Some(v) = value {
+                out.push((condition, FilterValue::Text(v)));
+            }
+        }
+        if let Some(status) = self.status {
+            out.push(("status =", FilterValue::Status(status.into())));
+        }
+        if let Some(from) = self.from_ms {
+            out.push(("ts_ms >=", FilterValue::Time(clamp(from))));
+        }
+        if let Some(to) = self.to_ms {
+            out.push(("ts_ms <", FilterValue::Time(clamp(to))));
+        }
+        out
+    }
+
+    /// `SELECT … WHERE …` for these filters, newest first, `placeholder(n)` naming the
+    /// n-th value (1-based) as the engine writes it.
+    pub fn sql(&self, placeholder: impl Fn(usize) -> String) -> String {
+        let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1");
+        for (i, (condition, _)) in self.conditions().iter().enumerate() {
+            sql.push_str(&format!(" AND {condition} {}", placeholder(i + 1)));
+        }
+        sql.push_str(&format!(" ORDER BY ts_ms DESC, id LIMIT {}", self.limit));
+        sql
+    }
+}
+
+/// A filter's value, typed as its column is (PostgreSQL binds INTEGER and BIGINT apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterValue<'a> {
+    Text(&'a str),
+    /// The INTEGER `status`.
+    Status(i32),
+    /// The BIGINT `ts_ms`.
+    Time(i64),
+}
+
+/// ms as the BIGINT columns hold them.
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+/// `GET /api/usage`: `[from, to)` in ms since the epoch, the grouping, and optionally a
+/// second grouping within each group (`split`: e.g. each day by model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageQuery {
     pub from_ms: u64,
     pub to_ms: u64,
     pub group: Group,
+    pub split: Option<Group>,
+}
+
+impl UsageQuery {
+    /// `SELECT key, [split,] sums …` over `[$from, $to)`; `from` and `to` are the
+    /// engine's first two placeholders.
+    pub fn sql(&self, from: &str, to: &str) -> String {
+        let key = self.group.sql();
+        let (split, by) = match self.split {
+            Some(s) => (format!("{} AS s, ", s.sql()), "k, s"),
+            None => ("NULL AS s, ".to_string(), "k"),
+        };
+        format!(
+            "SELECT {key} AS k, {split}{USAGE_SUMS} FROM requests \
+             WHERE ts_ms >= {from} AND ts_ms < {to} GROUP BY {by} ORDER BY MIN(ts_ms), {by}"
+        )
+    }
 }
 
 /// What `/api/usage` groups by.
@@ -49,6 +125,11 @@ pub enum Group {
 }
 
 impl Group {
+    /// Whether this groups by time (only the other kinds split a group).
+    pub fn is_time(self) -> bool {
+        matches!(self, Group::Hour | Group::Day)
+    }
+
     /// Parses the `group` parameter.
     pub fn parse(name: &str) -> Option<Group> {
         Some(match name {
@@ -95,6 +176,8 @@ impl Group {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageLine {
     pub key: String,
+    /// The split's value, when the query has a split.
+    pub split: Option<String>,
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -111,7 +194,7 @@ pub const COLUMNS: &str = "id, ts_ms, domain, client, credential, method, path, 
      request_class, bytes_in, bytes_out, error";
 
 /// `SUM`s of one usage group, after the key.
-pub const USAGE_SUMS: &str = "COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
+const USAGE_SUMS: &str = "COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
      CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), \
      CAST(COALESCE(SUM(cache_creation_input_tokens), 0) AS BIGINT), \
      CAST(COALESCE(SUM(cache_read_input_tokens), 0) AS BIGINT), SUM(cost_usd)";
@@ -129,5 +212,63 @@ mod tests {
         assert_eq!(Group::Day.key("20782".into()), "2026-11-25");
         assert_eq!(Group::Model.key("claude".into()), "claude");
         assert_eq!(Group::parse("week"), None);
+    }
+
+    #[test]
+    fn filters_read_the_same_in_either_placeholder_style() {
+        let f = RequestFilter {
+            limit: 7,
+            model: Some("m".into()),
+            status: Some(429),
+            from_ms: Some(5),
+            to_ms: Some(9),
+            ..RequestFilter::default()
+        };
+        assert_eq!(
+            f.sql(|n| format!("${n}")),
+            format!(
+                "SELECT {COLUMNS} FROM requests WHERE 1 = 1 AND model = $1 AND status = $2 \
+                 AND ts_ms >= $3 AND ts_ms < $4 ORDER BY ts_ms DESC, id LIMIT 7"
+            )
+        );
+        let values: Vec<_> = f.conditions().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            values,
+            [
+                FilterValue::Text("m"),
+                FilterValue::Status(429),
+                FilterValue::Time(5),
+                FilterValue::Time(9)
+            ]
+        );
+        let none = RequestFilter {
+            limit: 1,
+            ..RequestFilter::default()
+        };
+        assert!(none
+            .sql(|n| format!("?{n}"))
+            .contains("WHERE 1 = 1 ORDER BY"));
+    }
+
+    #[test]
+    fn usage_groups_by_the_split_too() {
+        let q = UsageQuery {
+            from_ms: 0,
+            to_ms: 1,
+            group: Group::Day,
+            split: Some(Group::Client),
+        };
+        let sql = q.sql("$1", "$2");
+        assert!(sql.contains("COALESCE(client, '') AS s"), "{sql}");
+        assert!(
+            sql.contains("GROUP BY k, s ORDER BY MIN(ts_ms), k, s"),
+            "{sql}"
+        );
+        let plain = UsageQuery { split: None, ..q }.sql("?1", "?2");
+        assert!(plain.contains("NULL AS s"), "{plain}");
+        assert!(
+            plain.contains("WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY k "),
+            "{plain}"
+        );
     }
 }

@@ -331,6 +331,19 @@ impl Drop for Browser {
     }
 }
 
+/// en-US thousands separators, as the dashboard formats numbers.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// Standard base64 (with padding), as DevTools sends binary data.
 pub fn base64_decode(text: &str) -> Vec<u8> {
     fn value(c: u8) -> u32 {

@@ -376,6 +376,63 @@ pub fn assert_usage(nexus: &Nexus, runs: u64) {
     }
 }
 
+/// `/api/usage?group=day&split=domain` splits today's line by domain with the same sums
+/// as [`expected_usage`]; `/api/requests` with `from`/`to` keeps to the range.
+pub fn assert_split_and_range(nexus: &Nexus, runs: u64, sent: &[Sent]) {
+    let (status, usage) = api(nexus, "/api/usage?group=day&split=domain", None);
+    assert_eq!(status, 200, "{usage}");
+    let lines = usage["usage"].as_array().unwrap();
+    let today = &now_iso()[..10];
+    for (domain, requests, [input, output, cache_creation, cache_read]) in expected_usage(runs) {
+        let line = lines
+            .iter()
+            .find(|l| l["split"] == domain)
+            .unwrap_or_else(|| panic!("no line split for {domain}: {usage}"));
+        assert_eq!(line["key"], today, "{usage}");
+        for (field, want) in [
+            ("requestCount", requests),
+            ("inputTokens", input),
+            ("outputTokens", output),
+            ("cacheCreationInputTokens", cache_creation),
+            ("cacheReadInputTokens", cache_read),
+        ] {
+            assert_eq!(line[field], want, "{field} of {domain}: {usage}");
+        }
+    }
+    // The rows from the second of `sent` on: `from` is inclusive, `to` exclusive.
+    let (_, listed) = api(nexus, "/api/requests?limit=1000", None);
+    let rows = listed["requests"].as_array().unwrap();
+    let stamp = |id: &str| {
+        let row = rows.iter().find(|r| r["id"] == id).unwrap();
+        row["timestamp"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (stamp(&sent[0].id), stamp(&sent[1].id));
+    let (_, from) = api(
+        nexus,
+        &format!("/api/requests?limit=1000&from={second}"),
+        None,
+    );
+    let from: Vec<&Value> = from["requests"].as_array().unwrap().iter().collect();
+    assert!(from
+        .iter()
+        .all(|r| r["timestamp"].as_str() >= Some(&second)));
+    assert!(from.iter().any(|r| r["id"] == sent[1].id.as_str()));
+    if first < second {
+        assert!(!from.iter().any(|r| r["id"] == sent[0].id.as_str()));
+    }
+    let (_, to) = api(nexus, &format!("/api/requests?limit=1000&to={first}"), None);
+    assert!(
+        !to["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == sent[0].id.as_str()),
+        "to is exclusive: {to}"
+    );
+    let (_, none) = api(nexus, "/api/requests?to=2000-01-01", None);
+    assert_eq!(none["requests"], json!([]));
+}
+
 /// ms since the epoch now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
