@@ -31,7 +31,7 @@ impl RowInsert {
     pub fn prepare(conn: &Connection, rows: usize) -> Result<RowInsert, String> {
         let one = format!("({})", vec!["?"; ROW_COLUMNS as usize].join(", "));
         let sql = format!(
-            "INSERT INTO requests ({COLUMNS}) VALUES {}",
+            "INSERT OR FAIL INTO requests ({COLUMNS}) VALUES {}",
             vec![one; rows].join(", ")
         );
         let sql = CString::new(sql).expect("no NUL in SQL text");
