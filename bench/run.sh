@@ -3,11 +3,12 @@
 # nginx in front of it, on 127.0.0.1, workload after workload. Prints a table and writes
 # bench/RESULTS.md. How to run and how to read it: bench/README.md.
 #
-#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nginx] [--no-install] [--oha]
+#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nexus-nodb,nginx] [--no-install] [--oha]
 #
 # Targets: direct (the mock upstream alone), floor (bench/floor_relay.rs: the leanest relay
 # monoio allows, W1/W2 only, to show what the machine costs before nexus does any work),
-# nexus, nginx.
+# nexus (its defaults: the SQLite ledger on), nexus-nodb (NEXUS_DB=off, W1/W2 only: what
+# the ledger costs), nginx.
 #
 # Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (1: workers of nexus,
 # nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
@@ -46,7 +47,7 @@ for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENC
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
 done
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
-TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nginx}
+TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nginx}
 INSTALL=1
 WITH_OHA=0
 while [[ $# -gt 0 ]]; do
@@ -232,7 +233,7 @@ OHA_BIN=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 
 log "building nexus and the bench programs (release)"
 cargo build --release --locked --bin nexus --example mock_upstream --example open_streams \
-    --example usage_throughput --example floor_relay >&2 \
+    --example usage_throughput --example floor_relay --example ledger_writer >&2 \
     || die "cargo build failed"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 NEXUS_BIN=$TARGET_DIR/release/nexus
@@ -240,6 +241,7 @@ MOCK_BIN=$TARGET_DIR/release/examples/mock_upstream
 STREAMS_BIN=$TARGET_DIR/release/examples/open_streams
 FLOOR_BIN=$TARGET_DIR/release/examples/floor_relay
 PARSERS_BIN=$TARGET_DIR/release/examples/usage_throughput
+LEDGER_BIN=$TARGET_DIR/release/examples/ledger_writer
 
 # ---------------------------------------------------------------- limits
 HARD_NOFILE=$(ulimit -Hn)
@@ -317,13 +319,14 @@ start_target() {
             wait_ready "$TARGET_MAIN" "$WORK/floor.$RUN_SEQ.log" "$FLOOR_PORT" "floor relay" "listening on 127.0.0.1:$FLOOR_PORT"
             TARGET_PIDS=("$TARGET_MAIN")
             ;;
-        nexus)
+        nexus|nexus-nodb)
             TARGET_PORT=$NEXUS_PORT
-            local logf="$WORK/nexus.$RUN_SEQ.log"
+            local logf="$WORK/$target.$RUN_SEQ.log" db=sqlite:nexus.db
+            [[ $target == nexus-nodb ]] && db=off
             (
                 cd "$WORK"   # no stray .env or credentials/ from the checkout
                 exec env UPSTREAM_URL="http://127.0.0.1:$UPORT" CLAUDE_API_KEY=sk-ant-api03-bench \
-                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" \
+                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" NEXUS_DB=$db \
                     "$NEXUS_BIN" -p "$NEXUS_PORT" -H 127.0.0.1 -w "$WORKERS"
             ) >"$logf" 2>&1 &
             TARGET_MAIN=$!
@@ -369,7 +372,7 @@ stop_target() {
     for pid in "${TARGET_PIDS[@]}"; do stop_pid "$pid"; done
     local logf=""
     case "$target" in
-        nexus) logf="$WORK/nexus.$RUN_SEQ.log" ;;
+        nexus|nexus-nodb) logf="$WORK/$target.$RUN_SEQ.log" ;;
         nginx) logf="$WORK/nginx.$RUN_SEQ/error.log" ;;
         floor) logf="$WORK/floor.$RUN_SEQ.log" ;;
     esac
@@ -636,7 +639,7 @@ round_order() {
 W4_PENDING=()
 if has "$ONLY" W4; then
     for target in "${TARGET_LIST[@]}"; do
-        [[ $target == floor ]] || W4_PENDING+=("$target")
+        [[ $target == floor || $target == nexus-nodb ]] || W4_PENDING+=("$target")
     done
 fi
 w4_next() {
@@ -673,8 +676,8 @@ for spec in "${WORKLOADS[@]}"; do
             tag=""
         fi
         for target in "${order[@]}"; do
-            # The floor is a calibration for the hot path: W1 and W2 only.
-            [[ $target == floor && $w != W1 && $w != W2 ]] && continue
+            # The floor and nexus without its ledger calibrate the hot path: W1 and W2 only.
+            [[ ( $target == floor || $target == nexus-nodb ) && $w != W1 && $w != W2 ]] && continue
             start_target "$target"
             wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape" ${tag:+"$tag"}
             # oha is a second opinion, once per target: in the first round only.
@@ -920,6 +923,27 @@ report() {
             echo "| $w | $(ratio "$w-oha|nexus|rps" "$w-oha|floor|rps") | $(ratio "$w-oha|nexus|cpu" "$w-oha|floor|cpu") | $(ratio "$w-oha|nexus|rps" "$w-oha|nginx|rps") | $(ratio "$w-oha|nexus|cpu" "$w-oha|nginx|cpu") |"
         done
     fi
+    if has "$TARGETS" nexus && has "$TARGETS" nexus-nodb && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        echo
+        echo "## The ledger's cost"
+        echo
+        echo "nexus at its defaults (the SQLite ledger writing a row per request) against the same build with \`NEXUS_DB=off\`, from the same interleaved rounds; in brackets the lowest and highest ratio of a single round."
+        echo
+        echo "| workload | req/s | (rounds) | CPU/req | (rounds) |"
+        echo "|---|---:|---:|---:|---:|"
+        for w in W1 W2; do
+            has "$ONLY" "$w" || continue
+            echo "| $w | $(ratio "$w|nexus|rps" "$w|nexus-nodb|rps") | $(round_range "$w" rps nexus nexus-nodb) | $(ratio "$w|nexus|cpu" "$w|nexus-nodb|cpu") | $(round_range "$w" cpu nexus nexus-nodb) |"
+        done
+        if [[ -n "${LEDGER_WRITER:-}" ]]; then
+            echo
+            echo "The writer thread alone (\`bench/ledger_writer.rs\`: the SQLite engine writing W1-like rows in the writer's batches, one core, no other load):"
+            echo
+            echo '```'
+            echo "$LEDGER_WRITER"
+            echo '```'
+        fi
+    fi
     if [[ -n "${PARSERS:-}" ]]; then
         echo
         echo "## Usage parsers (one core, no I/O: \`bench/usage_throughput.rs\`)"
@@ -945,6 +969,8 @@ report() {
 
 log "measuring the usage parsers"
 PARSERS=$(timeout 120 "$PARSERS_BIN" 2>&1) || note "usage_throughput failed: $PARSERS"
+log "measuring the ledger's writer"
+LEDGER_WRITER=$(cd "$WORK" && timeout 120 "$LEDGER_BIN" 2>&1) || note "ledger_writer failed: $LEDGER_WRITER"
 report >"$WORK/RESULTS.md"
 # Keep the soak section (bench/soak.sh writes it; this script does not re-run it).
 if [[ -f "$ROOT/bench/RESULTS.md" ]] && grep -q "<!-- soak:begin -->" "$ROOT/bench/RESULTS.md"; then
