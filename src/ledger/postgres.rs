@@ -1,6 +1,8 @@
 //! The fleet's engine: the same schema in PostgreSQL, through the blocking `postgres`
 //! client (on the writer and query threads only, never on a worker).
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use postgres::types::ToSql;
@@ -52,6 +54,16 @@ const MIGRATION_LOCK: i64 = 0x6e65_7875_735f_6c67;
 /// writer this, never a request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// Bound on the whole start-up (TCP, handshake, migrations). `connect_timeout` bounds only
+/// the TCP connect: a server that accepts and never answers would otherwise hold the
+/// writer, and every row after, for as long as it keeps the socket open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Start-ups that outlived [`OPEN_TIMEOUT`] and still hang, at most: past this no new one
+/// starts until one of them ends (each holds a thread).
+const HUNG_MAX: usize = 4;
+
+/// Start-ups still running after their caller gave up on them.
+static HUNG: AtomicUsize = AtomicUsize::new(0);
 
 /// A connection to the ledger's PostgreSQL database.
 pub struct Postgres {
@@ -59,8 +71,46 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects and runs the migrations the database lacks.
+    /// Connects and runs the migrations the database lacks, within [`OPEN_TIMEOUT`].
     pub fn open(url: &str) -> Result<Postgres, String> {
+        Postgres::open_within(url, OPEN_TIMEOUT)
+    }
+
+    /// [`Postgres::open`] on a thread of its own, given up on after `limit` (the thread
+    /// ends when the server answers or drops the connection; the connection is closed).
+    fn open_within(url: &str, limit: Duration) -> Result<Postgres, String> {
+        if HUNG.load(Relaxed) >= HUNG_MAX {
+            return Err(format!(
+                "{HUNG_MAX} earlier connection attempts still wait for the server to answer"
+            ));
+        }
+        // A rendezvous: a start-up's result is either taken here or, once this side has
+        // given up (and counted it hung), refused, which tells the thread to uncount it.
+        let (tx, rx) = mpsc::sync_channel(0);
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("nexus-ledger-connect".into())
+            .spawn(move || {
+                if tx.send(Postgres::open_now(&url)).is_err() {
+                    HUNG.fetch_sub(1, Relaxed);
+                }
+            })
+            .map_err(|e| format!("starting a connection thread: {e}"))?;
+        match rx.recv_timeout(limit) {
+            Ok(opened) => opened,
+            Err(RecvTimeoutError::Disconnected) => Err("the connection thread failed".into()),
+            Err(RecvTimeoutError::Timeout) => {
+                HUNG.fetch_add(1, Relaxed);
+                drop(rx);
+                Err(format!(
+                    "the server did not finish the start-up within {} s",
+                    limit.as_secs_f32()
+                ))
+            }
+        }
+    }
+
+    fn open_now(url: &str) -> Result<Postgres, String> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e: postgres::Error| format!("invalid NEXUS_DB: {e}"))?;
@@ -274,5 +324,40 @@ impl Store for Postgres {
         self.client
             .execute("DELETE FROM requests WHERE ts_ms < $1", &[&int(ms)])
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    #[test]
+    fn a_server_that_accepts_and_never_answers_is_given_up_on_and_its_attempt_ends_with_it() {
+        // Bound but never accepting: the kernel completes the TCP handshake, and nothing
+        // ever answers PostgreSQL's start-up message.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "postgres://nexus@127.0.0.1:{}/nexus",
+            silent.local_addr().unwrap().port()
+        );
+        let started = Instant::now();
+        let err = Postgres::open_within(&url, Duration::from_millis(300))
+            .err()
+            .expect("no server answered");
+        assert!(err.contains("did not finish the start-up"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(HUNG.load(Relaxed), 1);
+        // The listener goes, its queued connection is reset, and the attempt ends.
+        drop(silent);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while HUNG.load(Relaxed) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned attempt never ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
