@@ -148,7 +148,7 @@ fn usage_json(line: &UsageLine) -> Value {
         "outputTokens": line.output_tokens,
         "cacheCreationInputTokens": line.cache_creation_input_tokens,
         "cacheReadInputTokens": line.cache_read_input_tokens,
-        "costUsd": line.cost_usd,
+        "costUsd": super::row::usd_json(line.cost),
     });
     if let Some(split) = &line.split {
         v["split"] = split.as_str().into();
@@ -332,7 +332,7 @@ mod tests {
             key: "2026-11-25".into(),
             requests: 2,
             input_tokens: 10,
-            cost_usd: Some(0.5),
+            cost: Some(crate::cost::Usd(500_000_000_000)),
             ..UsageLine::default()
         };
         let split = UsageLine {

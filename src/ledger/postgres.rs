@@ -9,7 +9,10 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
-use super::store::{FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS};
+use super::store::{
+    summed_cost, FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS,
+};
+use crate::cost::Usd;
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
 const MIGRATIONS: &[&str] = &[
@@ -46,6 +49,10 @@ const MIGRATIONS: &[&str] = &[
         request BYTEA,
         response BYTEA
     );",
+    // 3: costs in integer picodollars, so that sums are exact.
+    "ALTER TABLE requests ADD COLUMN cost_picos BIGINT;
+    UPDATE requests SET cost_picos = ROUND(cost_usd * 1e12)::BIGINT;
+    ALTER TABLE requests DROP COLUMN cost_usd;",
 ];
 
 /// Serialises migrations between processes starting at once (any constant will do).
@@ -180,7 +187,7 @@ fn row_from(r: &postgres::Row) -> Row {
         cache_creation_input_tokens: u(14),
         cache_read_input_tokens: u(15),
         tool_calls: u(16),
-        cost_usd: r.get(17),
+        cost: r.get::<_, Option<i64>>(17).map(|p| Usd(p.max(0) as u128)),
         request_class: class_name(r.get::<_, Option<String>>(19).as_deref()),
         bytes_in: ou(20),
         bytes_out: u(21),
@@ -221,6 +228,7 @@ impl Store for Postgres {
             let bytes_in = row.bytes_in.map(int);
             let class = row.request_class;
             let t = row.texts();
+            let cost = row.cost.map(|usd| i64::try_from(usd.0).unwrap_or(i64::MAX));
             let params: [&(dyn ToSql + Sync); 23] = [
                 &t.id,
                 &nums[0],
@@ -239,7 +247,7 @@ impl Store for Postgres {
                 &nums[4],
                 &nums[5],
                 &nums[6],
-                &row.cost_usd,
+                &cost,
                 &t.session_id,
                 &class,
                 &bytes_in,
@@ -313,7 +321,7 @@ impl Store for Postgres {
                     output_tokens: u(4),
                     cache_creation_input_tokens: u(5),
                     cache_read_input_tokens: u(6),
-                    cost_usd: r.get(7),
+                    cost: summed_cost(r.get(7), r.get(8)),
                 }
             })
             .collect())

@@ -2,6 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::cost::Usd;
+
 /// One request that reached the proxy path, however it ended.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
@@ -20,8 +22,9 @@ pub struct Row {
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
     pub tool_calls: u64,
-    /// USD; none when unpriced (see [`cost_usd`]).
-    pub cost_usd: Option<f64>,
+    /// The exact cost; none when the model has no price — never a guess. Stored as
+    /// integer picodollars, so that sums over the ledger are exact.
+    pub cost: Option<Usd>,
     /// `query_evaluation`, `inference`, `none` (Messages requests), or none.
     pub request_class: Option<&'static str>,
     /// Request body bytes, when known (a declared length or a held body).
@@ -129,10 +132,11 @@ pub struct Bodies {
     pub response: Vec<u8>,
 }
 
-/// A request's exact cost (`cost::Usd`, picodollars) as the ledger's USD column holds it;
-/// none when the model has no price — never a guess.
-pub fn cost_usd(cost: Option<crate::cost::Usd>) -> Option<f64> {
-    cost.map(|usd| usd.0 as f64 / crate::cost::PICOS_PER_USD as f64)
+/// An exact cost as the API's `costUsd`: the JSON number nearest to it (read from its
+/// exact decimal form, so it is rounded once), null when unpriced.
+pub fn usd_json(cost: Option<Usd>) -> Value {
+    cost.and_then(|usd| usd.to_string().parse::<f64>().ok())
+        .map_or(Value::Null, Value::from)
 }
 
 /// Formats ms since the epoch as ISO 8601 with milliseconds, UTC.
@@ -174,7 +178,7 @@ impl Row {
             "cacheCreationInputTokens": self.cache_creation_input_tokens,
             "cacheReadInputTokens": self.cache_read_input_tokens,
             "toolCallCount": self.tool_calls,
-            "costUsd": self.cost_usd,
+            "costUsd": usd_json(self.cost),
             "sessionId": t.session_id,
             "timeToFirstByteMs": self.ttfb_ms,
             "requestClass": self.request_class,

@@ -7,7 +7,10 @@ use rusqlite::{params_from_iter, types::Value as Sql, Connection, OptionalExtens
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::sqlite_insert::RowInsert;
-use super::store::{FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS};
+use super::store::{
+    summed_cost, FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS,
+};
+use crate::cost::Usd;
 use crate::request_id::v7_millis;
 
 /// Schema versions, applied in order, each once (recorded in `schema_version`).
@@ -48,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     // 3: no unique index on the request id. Keeping it cost the writer a third of its
     // time per row; a row is found through the time its id carries (`ts_ms`, indexed),
     // and a batch is never written twice here (a failed transaction leaves nothing).
+    // Costs in integer picodollars, so that sums are exact.
     // Bodies go first: dropping `requests` under their foreign key would cascade.
     "CREATE TABLE bodies_3 (id TEXT PRIMARY KEY, request BLOB, response BLOB);
     INSERT INTO bodies_3 SELECT id, request, response FROM bodies;
@@ -71,14 +75,15 @@ const MIGRATIONS: &[&str] = &[
         cache_creation_input_tokens INTEGER NOT NULL,
         cache_read_input_tokens INTEGER NOT NULL,
         tool_calls INTEGER NOT NULL,
-        cost_usd REAL,
+        cost_picos INTEGER,
         session_id TEXT,
         request_class TEXT,
         bytes_in INTEGER,
         bytes_out INTEGER NOT NULL,
         error TEXT
     );
-    INSERT INTO requests_3 SELECT * FROM requests ORDER BY ts_ms;
+    INSERT INTO requests_3 SELECT id, ts_ms, domain, client, credential, method, path, model, stream, status, duration_ms, ttfb_ms, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, tool_calls, CAST(ROUND(cost_usd * 1e12) AS INTEGER), session_id, request_class, bytes_in, bytes_out, error
+        FROM requests ORDER BY ts_ms;
     DROP TABLE requests;
     ALTER TABLE requests_3 RENAME TO requests;
     CREATE INDEX requests_ts ON requests (ts_ms);",
@@ -183,7 +188,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         cache_creation_input_tokens: u(14)?,
         cache_read_input_tokens: u(15)?,
         tool_calls: u(16)?,
-        cost_usd: r.get(17)?,
+        cost: r.get::<_, Option<i64>>(17)?.map(|p| Usd(p.max(0) as u128)),
         request_class: class_name(r.get::<_, Option<String>>(19)?.as_deref()),
         bytes_in: ou(20)?,
         bytes_out: u(21)?,
@@ -294,7 +299,7 @@ impl Store for Sqlite {
                     output_tokens: u(4)?,
                     cache_creation_input_tokens: u(5)?,
                     cache_read_input_tokens: u(6)?,
-                    cost_usd: r.get(7)?,
+                    cost: summed_cost(r.get(7)?, r.get(8)?),
                 })
             })
             .map_err(|e| e.to_string())?;
@@ -404,13 +409,13 @@ mod tests {
                 tx.execute("INSERT INTO schema_version VALUES (?1)", [i as i64 + 1])
                     .unwrap();
             }
-            // A row of before: a v4 id, its time from the clock.
-            tx.execute_batch(&format!(
-                "INSERT INTO requests ({COLUMNS}) VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', \
+            // A row of before: a v4 id, its time from the clock, its cost in USD.
+            tx.execute_batch(
+                "INSERT INTO requests VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', \
                  1795603409987, 'a.example', NULL, 'default', 'POST', '/v1/messages', NULL, 0, \
-                 200, 5, NULL, 10, 20, 0, 0, 0, NULL, NULL, NULL, 0, 0, NULL);
-                 INSERT INTO bodies VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', x'01', x'02');"
-            ))
+                 200, 5, NULL, 10, 20, 0, 0, 0, 0.123456789012, NULL, NULL, 0, 0, NULL);
+                 INSERT INTO bodies VALUES ('6f1c9d2e-7a41-4b8e-9c3f-2d6e8a1b0c47', x'01', x'02');",
+            )
             .unwrap();
             tx.commit().unwrap();
         }
@@ -420,6 +425,7 @@ mod tests {
             .unwrap()
             .expect("kept");
         assert_eq!((row.input_tokens, row.output_tokens), (10, 20));
+        assert_eq!(row.cost, Some(Usd(123_456_789_012)), "USD to picodollars");
         assert_eq!(
             bodies.map(|b| (b.request, b.response)),
             Some((vec![1], vec![2]))
@@ -465,7 +471,7 @@ mod tests {
             status: if id.starts_with("err") { 429 } else { 200 },
             input_tokens: input,
             output_tokens: input * 2,
-            cost_usd: Some(cost),
+            cost: Some(Usd((cost * 1e12).round() as u128)),
             ..Row::default()
         })
     }
@@ -538,7 +544,10 @@ mod tests {
             .usage(&q)
             .unwrap()
             .into_iter()
-            .map(|l| (l.key, l.split, l.requests, l.input_tokens, l.cost_usd))
+            .map(|l| {
+                let usd = l.cost.map(|c| c.0 as f64 / 1e12);
+                (l.key, l.split, l.requests, l.input_tokens, usd)
+            })
             .collect();
         let s = |t: &str| Some(t.to_string());
         assert_eq!(
@@ -554,5 +563,33 @@ mod tests {
         assert_eq!(days.len(), 2);
         assert_eq!((days[0].requests, days[0].input_tokens), (3, 30));
         assert_eq!(days[0].split, None);
+    }
+
+    #[test]
+    fn cost_sums_are_exact_to_the_picodollar_and_do_not_overflow() {
+        let mut db = Sqlite::open(Path::new(":memory:")).unwrap();
+        let priced = |id: &str, picos: u128| {
+            let mut row = usage_row(id, T0 + 1, "a.example", "sonnet", 1, 0.0);
+            row.cost = Some(Usd(picos));
+            row
+        };
+        let mut unpriced = usage_row("u", T0 + 2, "b.example", "mystery", 1, 0.0);
+        unpriced.cost = None;
+        // Two amounts each near the largest a BIGINT holds, and an odd few picodollars.
+        let big = 9_000_000_000_000_000_000u128;
+        db.insert(&[priced("x", big), priced("y", big), priced("z", 3), unpriced])
+            .unwrap();
+        let q = UsageQuery {
+            from_ms: T0,
+            to_ms: T0 + DAY,
+            group: Group::Domain,
+            split: None,
+        };
+        let lines = db.usage(&q).unwrap();
+        let cost = |domain: &str| lines.iter().find(|l| l.key == domain).unwrap().cost;
+        assert_eq!(cost("a.example"), Some(Usd(2 * big + 3)));
+        assert_eq!(cost("b.example"), None, "unpriced stays unpriced, not zero");
+        let (row, _) = db.request("z").unwrap().unwrap();
+        assert_eq!(row.cost, Some(Usd(3)));
     }
 }

@@ -86,7 +86,7 @@ impl RowInsert {
             b.int(Some(row.cache_creation_input_tokens));
             b.int(Some(row.cache_read_input_tokens));
             b.int(Some(row.tool_calls));
-            b.real(row.cost_usd);
+            b.int(row.cost.map(|usd| u64::try_from(usd.0).unwrap_or(u64::MAX)));
             b.text(t.session_id);
             b.text(row.request_class);
             b.int(row.bytes_in);
@@ -157,18 +157,6 @@ impl Binder {
         let rc = unsafe {
             match value {
                 Some(n) => ffi::sqlite3_bind_int64(self.stmt, at, n.min(i64::MAX as u64) as i64),
-                None => ffi::sqlite3_bind_null(self.stmt, at),
-            }
-        };
-        self.ok &= rc == ffi::SQLITE_OK;
-    }
-
-    fn real(&mut self, value: Option<f64>) {
-        let at = self.next();
-        // SAFETY: `stmt` is live; doubles are copied.
-        let rc = unsafe {
-            match value {
-                Some(x) => ffi::sqlite3_bind_double(self.stmt, at, x),
                 None => ffi::sqlite3_bind_null(self.stmt, at),
             }
         };

@@ -1,6 +1,7 @@
 //! What the writer and the query thread ask of a database, whichever engine it is.
 
 use super::row::{Bodies, Row};
+use crate::cost::Usd;
 
 /// A database connection holding the ledger's schema.
 pub trait Store: Send {
@@ -184,20 +185,30 @@ pub struct UsageLine {
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
     /// None when no row of the group is priced.
-    pub cost_usd: Option<f64>,
+    pub cost: Option<Usd>,
 }
 
 /// The columns every read selects, in [`Row`] order (see `row_from`).
 pub const COLUMNS: &str = "id, ts_ms, domain, client, credential, method, path, model, \
      stream, status, duration_ms, ttfb_ms, input_tokens, output_tokens, \
-     cache_creation_input_tokens, cache_read_input_tokens, tool_calls, cost_usd, session_id, \
+     cache_creation_input_tokens, cache_read_input_tokens, tool_calls, cost_picos, session_id, \
      request_class, bytes_in, bytes_out, error";
 
 /// `SUM`s of one usage group, after the key.
 const USAGE_SUMS: &str = "COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
      CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), \
      CAST(COALESCE(SUM(cache_creation_input_tokens), 0) AS BIGINT), \
-     CAST(COALESCE(SUM(cache_read_input_tokens), 0) AS BIGINT), SUM(cost_usd)";
+     CAST(COALESCE(SUM(cache_read_input_tokens), 0) AS BIGINT), \
+     CAST(SUM(cost_picos / 1000000) AS BIGINT), CAST(SUM(cost_picos % 1000000) AS BIGINT)";
+
+/// A group's cost from [`USAGE_SUMS`]' last two sums: whole micro-dollars and the
+/// picodollars below them, summed apart so that neither overflows a BIGINT where the
+/// whole sum could (past $9.2 million); none when no row of the group was priced.
+pub fn summed_cost(micros: Option<i64>, picos: Option<i64>) -> Option<Usd> {
+    let micros = u128::try_from(micros?).unwrap_or(0);
+    let picos = u128::try_from(picos.unwrap_or(0)).unwrap_or(0);
+    Some(Usd(micros * 1_000_000 + picos))
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::request::{BodyFraming, RequestHead};
-use crate::ledger::row::{cost_usd, Bodies, Row, RowText, Texts};
+use crate::ledger::row::{Bodies, Row, RowText, Texts};
 use crate::request_id::RequestId;
 use crate::stats::RequestRecord;
 use crate::usage::{RequestClass, RequestKind};
@@ -109,7 +109,7 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
         cache_creation_input_tokens: r.cache_creation_input_tokens,
         cache_read_input_tokens: r.cache_read_input_tokens,
         tool_calls: r.tool_calls,
-        cost_usd: cost_usd(r.cost()),
+        cost: r.cost(),
         request_class: e.class.and_then(|c| match c.kind {
             RequestKind::QueryEvaluation => Some("query_evaluation"),
             RequestKind::Inference => Some("inference"),

@@ -78,9 +78,10 @@ fn sonnet_picos([input, output, write, read]: [u64; 4]) -> u64 {
     input * 3_000_000 + output * 15_000_000 + write * 3_750_000 + read * 300_000
 }
 
-/// The ledger's `costUsd` for that many picodollars.
+/// The ledger's `costUsd` for that many picodollars: the number nearest the exact amount.
 fn usd(picos: u64) -> f64 {
-    picos as f64 / 1e12
+    let (whole, fraction) = (picos / 1_000_000_000_000, picos % 1_000_000_000_000);
+    format!("{whole}.{fraction:012}").parse().unwrap()
 }
 const JSON_USAGE: [u64; 4] = [5, 7, 0, 0];
 // The stream breaks off after message_start, whose output count is 1.
@@ -363,16 +364,10 @@ pub fn assert_usage(nexus: &Nexus, runs: u64) {
                 "outputTokens": output, "cacheCreationInputTokens": cache_creation,
                 "cacheReadInputTokens": cache_read, "costUsd": null}),
         );
-        // Every request here is at Sonnet 4.5's prices, so the cost follows the tokens;
-        // the database sums doubles, so within a picodollar.
+        // Every request here is at Sonnet 4.5's prices, so the cost follows the tokens,
+        // exactly: the database sums integer picodollars.
         let want = usd(sonnet_picos([input, output, cache_creation, cache_read]));
-        let got = cost
-            .as_f64()
-            .unwrap_or_else(|| panic!("costUsd of {domain}: {cost}"));
-        assert!(
-            (got - want).abs() < 1e-12,
-            "costUsd of {domain}: {got}, want {want}"
-        );
+        assert_eq!(cost, json!(want), "costUsd of {domain}");
     }
 }
 
