@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod client_setup;
+pub mod clients;
 pub mod config;
 pub mod conn;
 pub mod cost;

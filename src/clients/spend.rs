@@ -1,0 +1,215 @@
+//! What a client has spent of one kind (micro-dollars or tokens) over every window,
+//! counted without locks: each counter is one atomic word holding a window tag and an
+//! amount, so a window that has rolled over is reset by the same compare-and-swap that
+//! adds to it, and a read never waits.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::window::{Window, ROLLING_MS};
+
+/// The rolling window is counted in buckets this long: spend leaves it a bucket at a time.
+pub const BUCKET_MS: u64 = 5 * 60 * 1000;
+/// Buckets counted: the current one and the five hours' before it, so that spend counts
+/// for at least five hours (and at most one bucket longer).
+const BUCKETS: usize = (ROLLING_MS / BUCKET_MS) as usize + 1;
+
+/// A counter word: the window's tag above, the amount below.
+const AMOUNT_BITS: u32 = 40;
+const AMOUNT_MAX: u64 = (1 << AMOUNT_BITS) - 1;
+const TAG_BITS: u32 = 64 - AMOUNT_BITS;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+
+/// One window's amount, tagged with the window it counts (a day's, week's or month's
+/// number, or a rolling bucket's). Amounts saturate at 2⁴⁰ (a trillion tokens, or a
+/// million dollars in micro-dollars, in one window).
+#[derive(Debug, Default)]
+struct Tagged(AtomicU64);
+
+impl Tagged {
+    /// Adds `amount` to window `tag`: to what it holds if it holds that window, else
+    /// instead of it — unless it holds a later window (a late add for a past window,
+    /// as restoring from the ledger may make, changes nothing).
+    fn add(&self, tag: u64, amount: u64) {
+        let tag = tag & TAG_MASK;
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |word| {
+            let (held, sum) = (word >> AMOUNT_BITS, word & AMOUNT_MAX);
+            let sum = if held == tag {
+                sum.saturating_add(amount).min(AMOUNT_MAX)
+            } else if later(held, tag) {
+                return None;
+            } else {
+                amount.min(AMOUNT_MAX)
+            };
+            Some(tag << AMOUNT_BITS | sum)
+        });
+    }
+
+    /// The amount of window `tag`; 0 if the counter holds another.
+    fn get(&self, tag: u64) -> u64 {
+        let word = self.0.load(Relaxed);
+        match word >> AMOUNT_BITS == tag & TAG_MASK {
+            true => word & AMOUNT_MAX,
+            false => 0,
+        }
+    }
+}
+
+/// Whether tag `a` is later than tag `b` (tags wrap at 2²⁴: compared as the nearer way
+/// round; a 5-minute bucket's number wraps every 159 years).
+fn later(a: u64, b: u64) -> bool {
+    let ahead = a.wrapping_sub(b) & TAG_MASK;
+    ahead != 0 && ahead < 1 << (TAG_BITS - 1)
+}
+
+/// Spend of one kind over every window.
+#[derive(Debug)]
+pub struct Spend {
+    /// Day, week and month, in [`Window::ALL`] order after the rolling window.
+    calendar: [Tagged; 3],
+    /// Bucket `b` (ms / [`BUCKET_MS`]) is counted in slot `b % BUCKETS`.
+    rolling: [Tagged; BUCKETS],
+}
+
+impl Default for Spend {
+    fn default() -> Self {
+        Spend {
+            calendar: Default::default(),
+            rolling: std::array::from_fn(|_| Tagged::default()),
+        }
+    }
+}
+
+impl Spend {
+    /// Counts `amount` spent at `at_ms` in every window holding that moment.
+    pub fn add(&self, at_ms: u64, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        for window in [Window::Day, Window::Week, Window::Month] {
+            let calendar = window.calendar(at_ms).expect("a calendar window");
+            self.calendar[window.index() - 1].add(calendar.number, amount);
+        }
+        let bucket = at_ms / BUCKET_MS;
+        self.rolling[bucket as usize % BUCKETS].add(bucket, amount);
+    }
+
+    /// What is spent in `window` as of `now_ms`.
+    pub fn spent(&self, window: Window, now_ms: u64) -> u64 {
+        match window.calendar(now_ms) {
+            Some(calendar) => self.calendar[window.index() - 1].get(calendar.number),
+            None => self.buckets(now_ms).map(|(_, amount)| amount).sum(),
+        }
+    }
+
+    /// When what is spent in `window` will be below `limit` again (ms since the epoch):
+    /// the calendar window's end, or when enough of the rolling window's spend has aged
+    /// out of it. `now_ms` if it already is.
+    pub fn frees_at(&self, window: Window, limit: u64, now_ms: u64) -> u64 {
+        let mut spent = self.spent(window, now_ms);
+        if spent < limit {
+            return now_ms;
+        }
+        if let Some(calendar) = window.calendar(now_ms) {
+            return calendar.end_ms;
+        }
+        for (bucket, amount) in self.buckets(now_ms) {
+            spent -= amount;
+            if spent < limit {
+                return (bucket + 1) * BUCKET_MS + ROLLING_MS;
+            }
+        }
+        now_ms
+    }
+
+    /// The rolling window's buckets as of `now_ms`, oldest first: (bucket, amount).
+    fn buckets(&self, now_ms: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let newest = now_ms / BUCKET_MS;
+        (newest + 1 - BUCKETS as u64..=newest)
+            .map(move |bucket| (bucket, self.rolling[bucket as usize % BUCKETS].get(bucket)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::window::{DAY_MS, HOUR_MS};
+
+    /// 2026-12-09T15:30:00Z, a Wednesday.
+    const NOW: u64 = 1_796_830_200_000;
+
+    #[test]
+    fn a_calendar_window_counts_until_it_ends_then_starts_again() {
+        let spend = Spend::default();
+        spend.add(NOW, 300);
+        spend.add(NOW + HOUR_MS, 200);
+        assert_eq!(spend.spent(Window::Day, NOW + HOUR_MS), 500);
+        let midnight = Window::Day.calendar(NOW).unwrap().end_ms;
+        assert_eq!(spend.frees_at(Window::Day, 400, NOW), midnight);
+        assert_eq!(
+            spend.frees_at(Window::Day, 501, NOW),
+            NOW,
+            "under the limit"
+        );
+        // The next day starts from nothing; the week and month go on.
+        assert_eq!(spend.spent(Window::Day, midnight), 0);
+        spend.add(midnight + 1, 50);
+        assert_eq!(spend.spent(Window::Day, midnight + 1), 50);
+        assert_eq!(spend.spent(Window::Week, midnight + 1), 550);
+        assert_eq!(spend.spent(Window::Month, midnight + 1), 550);
+        // A late add for the day before does not reset today's count.
+        spend.add(NOW, 1_000);
+        assert_eq!(spend.spent(Window::Day, midnight + 1), 50);
+    }
+
+    #[test]
+    fn the_rolling_window_frees_spend_as_it_ages_out() {
+        let spend = Spend::default();
+        let t0 = NOW - NOW % BUCKET_MS;
+        spend.add(t0, 100);
+        spend.add(t0 + HOUR_MS, 100);
+        spend.add(t0 + 2 * HOUR_MS, 100);
+        let now = t0 + 3 * HOUR_MS;
+        assert_eq!(spend.spent(Window::FiveHours, now), 300);
+        // Below 250 once the first 100 ages out: five hours after its bucket ends.
+        let frees = spend.frees_at(Window::FiveHours, 250, now);
+        assert_eq!(frees, t0 + BUCKET_MS + ROLLING_MS);
+        assert_eq!(spend.spent(Window::FiveHours, frees), 200);
+        assert_eq!(spend.spent(Window::FiveHours, frees - 1), 300);
+        // Below 150 once the second has gone too.
+        assert_eq!(
+            spend.frees_at(Window::FiveHours, 150, now),
+            t0 + HOUR_MS + BUCKET_MS + ROLLING_MS
+        );
+        // Long after, nothing is left, and a slot reused by a new bucket starts afresh.
+        let later = t0 + DAY_MS;
+        assert_eq!(spend.spent(Window::FiveHours, later), 0);
+        spend.add(later, 7);
+        assert_eq!(spend.spent(Window::FiveHours, later), 7);
+    }
+
+    #[test]
+    fn adds_from_many_threads_are_all_counted() {
+        let spend = std::sync::Arc::new(Spend::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let spend = std::sync::Arc::clone(&spend);
+                std::thread::spawn(move || (0..10_000).for_each(|_| spend.add(NOW, 3)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        for w in Window::ALL {
+            assert_eq!(spend.spent(w, NOW), 120_000, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn amounts_saturate_and_tags_compare_across_the_wrap() {
+        let t = Tagged::default();
+        t.add(5, AMOUNT_MAX - 1);
+        t.add(5, 10);
+        assert_eq!(t.get(5), AMOUNT_MAX);
+        assert!(later(1, TAG_MASK), "0x000001 comes after 0xffffff");
+        assert!(!later(TAG_MASK, 1));
+        assert!(!later(3, 3));
+    }
+}
