@@ -3,9 +3,13 @@
 //!
 //! - [`file`]: the clients file; [`pattern`]: the `domains`/`models` patterns;
 //! - [`window`]: the `5h` rolling and the UTC `day`/`week`/`month` windows;
-//! - [`spend`]: spend per window, in lock-free tagged counters.
+//! - [`spend`]: spend per window, in lock-free tagged counters;
+//! - [`client`]: a client at run time: the check before the upstream, its figures;
+//! - [`set`]: one version of the file's clients, found by key, state kept by name.
 
+pub mod client;
 pub mod file;
 pub mod pattern;
+pub mod set;
 pub mod spend;
 pub mod window;

@@ -121,10 +121,17 @@ impl Spend {
         now_ms
     }
 
+    /// When the oldest spend still in the rolling window leaves it; none if it is empty.
+    pub fn oldest_leaves_at(&self, now_ms: u64) -> Option<u64> {
+        self.buckets(now_ms)
+            .find(|(_, amount)| *amount > 0)
+            .map(|(bucket, _)| (bucket + 1) * BUCKET_MS + ROLLING_MS)
+    }
+
     /// The rolling window's buckets as of `now_ms`, oldest first: (bucket, amount).
     fn buckets(&self, now_ms: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         let newest = now_ms / BUCKET_MS;
-        (newest + 1 - BUCKETS as u64..=newest)
+        ((newest + 1).saturating_sub(BUCKETS as u64)..=newest)
             .map(move |bucket| (bucket, self.rolling[bucket as usize % BUCKETS].get(bucket)))
     }
 }

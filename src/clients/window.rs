@@ -51,7 +51,7 @@ impl Window {
             Window::Day => (day, day, day + 1),
             Window::Week => {
                 // 1970-01-01 was a Thursday: Monday-based weekday is (day + 3) % 7.
-                let monday = day - (day + 3) % 7;
+                let monday = day.saturating_sub((day + 3) % 7);
                 ((day + 3) / 7, monday, monday + 7)
             }
             Window::Month => {

@@ -1,0 +1,113 @@
+//! The clients of one version of the file, found by key; a new version keeps each
+//! client's state (spend, requests in flight) by name, so a reload changes limits, never
+//! what was spent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::client::{Client, ClientState};
+use super::file::{digest, ClientSpec, KeyDigest};
+
+/// Every named client, by the digest of its key.
+#[derive(Debug, Default)]
+pub struct ClientSet {
+    by_key: HashMap<KeyDigest, Arc<Client>>,
+    /// In the file's order.
+    in_order: Vec<Arc<Client>>,
+}
+
+impl ClientSet {
+    /// The set for `specs`; a client whose name `previous` has keeps its state.
+    pub fn new(specs: Vec<ClientSpec>, previous: &ClientSet) -> ClientSet {
+        let mut set = ClientSet::default();
+        for spec in specs {
+            let state = previous
+                .named(&spec.name)
+                .map_or_else(Arc::<ClientState>::default, |c| Arc::clone(&c.state));
+            let client = Arc::new(Client { spec, state });
+            set.by_key.insert(client.spec.key, Arc::clone(&client));
+            set.in_order.push(client);
+        }
+        set
+    }
+
+    /// The client whose key is `presented`, if any.
+    pub fn by_key(&self, presented: &str) -> Option<&Arc<Client>> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        self.by_key.get(&digest(presented))
+    }
+
+    pub fn named(&self, name: &str) -> Option<&Arc<Client>> {
+        self.in_order.iter().find(|c| c.name() == name)
+    }
+
+    /// Every client, in the file's order.
+    pub fn all(&self) -> &[Arc<Client>] {
+        &self.in_order
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::client::Used;
+    use crate::clients::file::parse_clients;
+
+    /// 2026-12-09T15:30:00Z.
+    const NOW: u64 = 1_796_830_200_000;
+
+    fn set(json: &str, previous: &ClientSet) -> ClientSet {
+        ClientSet::new(parse_clients(json).unwrap(), previous)
+    }
+
+    #[test]
+    fn clients_are_found_by_plain_or_hashed_key() {
+        let sha_of_test = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let s = set(
+            &format!(
+                r#"{{"clients":[{{"name":"a","key":"nx-a"}},{{"name":"b","keySha256":"{sha_of_test}"}}]}}"#
+            ),
+            &ClientSet::default(),
+        );
+        assert_eq!(s.by_key("nx-a").map(|c| c.name()), Some("a"));
+        assert_eq!(s.by_key("test").map(|c| c.name()), Some("b"));
+        assert!(s.by_key("nx-b").is_none());
+        assert_eq!(s.all().len(), 2);
+        assert!(ClientSet::default().by_key("nx-a").is_none());
+    }
+
+    #[test]
+    fn a_reload_keeps_spend_by_name_and_takes_new_keys_and_limits() {
+        let before = set(
+            r#"{"clients":[{"name":"a","key":"old"}]}"#,
+            &ClientSet::default(),
+        );
+        let a = before.by_key("old").unwrap();
+        a.state.add_spend(
+            NOW,
+            &Used {
+                input_tokens: 7,
+                ..Used::default()
+            },
+        );
+        let after = set(
+            r#"{"clients":[{"name":"a","key":"new","budget":{"tokens":{"day":5}}},
+                           {"name":"b","key":"b"}]}"#,
+            &before,
+        );
+        assert!(after.by_key("old").is_none(), "the old key is gone");
+        let a2 = after.by_key("new").unwrap();
+        assert!(Arc::ptr_eq(&a.state, &a2.state), "same spend");
+        assert!(
+            a2.admit("d", None, NOW + 1).is_err(),
+            "7 tokens of a new 5-token budget"
+        );
+        assert!(!Arc::ptr_eq(&after.named("b").unwrap().state, &a.state));
+    }
+}
