@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod notify;
 pub mod proxy;
+pub mod published;
 pub mod request_id;
 pub mod routes;
 pub(crate) mod scan;

@@ -5,11 +5,13 @@
 //! - [`window`]: the `5h` rolling and the UTC `day`/`week`/`month` windows;
 //! - [`spend`]: spend per window, in lock-free tagged counters;
 //! - [`client`]: a client at run time: the check before the upstream, its figures;
-//! - [`set`]: one version of the file's clients, found by key, state kept by name.
+//! - [`set`]: one version of the file's clients, found by key, state kept by name;
+//! - [`watch`]: the clients in force, re-read from the file as it changes.
 
 pub mod client;
 pub mod file;
 pub mod pattern;
 pub mod set;
 pub mod spend;
+pub mod watch;
 pub mod window;
