@@ -344,7 +344,7 @@ mod tests {
                 credential: "default",
                 method: "POST",
                 path: "/v1/messages",
-                model: (n % 2 == 0).then_some("claude-sonnet-4-5"),
+                model: n.is_multiple_of(2).then_some("claude-sonnet-4-5"),
                 session_id: Some("s-1"),
                 ..Texts::default()
             }),
