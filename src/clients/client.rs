@@ -39,11 +39,11 @@ impl ClientState {
         }
     }
 
-    /// Counts spend made at `at_ms` (a request that ended, or one restored from the
+    /// Counts spend made at `at_ms` (a request that ended, or spend restored from the
     /// ledger at start).
-    pub fn add_spend(&self, at_ms: u64, used: &Used) {
-        self.usd.add(at_ms, used.micro_dollars());
-        self.tokens.add(at_ms, used.tokens());
+    pub fn add_spend(&self, at_ms: u64, tokens: u64, micro_dollars: u64) {
+        self.usd.add(at_ms, micro_dollars);
+        self.tokens.add(at_ms, tokens);
     }
 }
 
@@ -67,11 +67,16 @@ impl Used {
             .saturating_add(self.cache_read_input_tokens)
     }
 
-    /// The cost in micro-dollars, rounded up: a budget never misses a fraction.
+    /// The cost in micro-dollars (see [`micro_dollars`]).
     pub fn micro_dollars(&self) -> u64 {
-        let picos = self.cost.map_or(0, |usd| usd.0);
-        u64::try_from(picos.div_ceil(PICOS_PER_MICRO)).unwrap_or(u64::MAX)
+        micro_dollars(self.cost)
     }
+}
+
+/// A cost in micro-dollars, rounded up: a budget never misses a fraction.
+pub fn micro_dollars(cost: Option<Usd>) -> u64 {
+    let picos = cost.map_or(0, |usd| usd.0);
+    u64::try_from(picos.div_ceil(PICOS_PER_MICRO)).unwrap_or(u64::MAX)
 }
 
 /// Why a request is refused before it goes upstream.
@@ -223,7 +228,7 @@ impl Admitted {
     /// The request ended at `now_ms` having used `used`: it counts now.
     pub fn finish(&self, used: &Used, now_ms: u64) {
         let s = &self.client.state;
-        s.add_spend(now_ms, used);
+        s.add_spend(now_ms, used.tokens(), used.micro_dollars());
         s.requests.fetch_add(1, Relaxed);
         s.input_tokens.fetch_add(used.input_tokens, Relaxed);
         s.output_tokens.fetch_add(used.output_tokens, Relaxed);

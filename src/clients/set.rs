@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::client::{Client, ClientState};
+use super::client::{micro_dollars, Client, ClientState};
 use super::file::{digest, ClientSpec, KeyDigest};
+use super::spend::BUCKET_MS;
+use super::window::{Window, ROLLING_MS};
+use crate::ledger::store::SpendLine;
 
 /// Every named client, by the digest of its key.
 #[derive(Debug, Default)]
@@ -51,12 +54,34 @@ impl ClientSet {
     pub fn is_empty(&self) -> bool {
         self.in_order.is_empty()
     }
+
+    /// Counts spend read back from the ledger (see [`open_windows`]) to the clients of
+    /// those names; a name no longer in the file is skipped.
+    pub fn restore(&self, lines: &[SpendLine]) {
+        for line in lines {
+            if let Some(client) = self.named(&line.client) {
+                client
+                    .state
+                    .add_spend(line.bucket_ms, line.tokens, micro_dollars(line.cost));
+            }
+        }
+    }
+}
+
+/// The span of the ledger that holds spend still counted at `now_ms`: from the start of
+/// the earliest window open then (the month's or the week's, or five hours and a bucket
+/// back) to `now_ms`.
+pub fn open_windows(now_ms: u64) -> (u64, u64) {
+    let calendar_start = |w: Window| w.calendar(now_ms).map_or(now_ms, |c| c.start_ms);
+    let from = calendar_start(Window::Month)
+        .min(calendar_start(Window::Week))
+        .min(now_ms.saturating_sub(ROLLING_MS + BUCKET_MS));
+    (from, now_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::client::Used;
     use crate::clients::file::parse_clients;
 
     /// 2026-12-09T15:30:00Z.
@@ -89,13 +114,7 @@ mod tests {
             &ClientSet::default(),
         );
         let a = before.by_key("old").unwrap();
-        a.state.add_spend(
-            NOW,
-            &Used {
-                input_tokens: 7,
-                ..Used::default()
-            },
-        );
+        a.state.add_spend(NOW, 7, 0);
         let after = set(
             r#"{"clients":[{"name":"a","key":"new","budget":{"tokens":{"day":5}}},
                            {"name":"b","key":"b"}]}"#,
@@ -109,5 +128,46 @@ mod tests {
             "7 tokens of a new 5-token budget"
         );
         assert!(!Arc::ptr_eq(&after.named("b").unwrap().state, &a.state));
+    }
+
+    #[test]
+    fn spend_read_back_from_the_ledger_counts_in_its_windows() {
+        let s = set(
+            r#"{"clients":[{"name":"a","key":"a","budget":{"usd":{"day":1},"tokens":{"5h":100}}}]}"#,
+            &ClientSet::default(),
+        );
+        let (from, to) = open_windows(NOW);
+        assert_eq!(
+            from,
+            crate::ledger::row::parse_iso("2026-12-01").unwrap(),
+            "the month's"
+        );
+        assert_eq!(to, NOW);
+        let line = |client: &str, at: u64, tokens, picos| SpendLine {
+            client: client.into(),
+            bucket_ms: at - at % BUCKET_MS,
+            tokens,
+            cost: Some(crate::cost::Usd(picos)),
+        };
+        s.restore(&[
+            // Yesterday: its tokens count for the month, not for today or the last 5 hours.
+            line("a", NOW - 24 * 3_600_000, 500, 2_000_000_000_000),
+            line("a", NOW - 60_000, 60, 600_000_000_000),
+            line("gone", NOW - 60_000, 1_000, 0),
+        ]);
+        let a = s.named("a").unwrap();
+        let json = a.to_json(NOW);
+        let spent = |kind: &str| {
+            json["budgets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["kind"] == kind)
+                .unwrap()["spent"]
+                .clone()
+        };
+        assert_eq!(spent("usd"), 0.6);
+        assert_eq!(spent("tokens"), 60);
+        assert!(a.admit("d", None, NOW).is_ok());
     }
 }

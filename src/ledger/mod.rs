@@ -48,6 +48,8 @@ pub const HELD_MAX: usize = 100_000;
 pub const BODY_CAP: usize = 1024 * 1024;
 /// Queries waiting for the query thread; past this `/api/*` answers 503.
 const QUERY_QUEUE: usize = 64;
+/// Attempts at reading clients' earlier spend at start (about a minute with backoff).
+const RESTORE_TRIES: u32 = 9;
 
 /// Masks secrets in a body before it is stored (`notify::redact`, passed in by `main`:
 /// the ledger sits below notify).
@@ -198,6 +200,47 @@ impl Ledger {
         }
         done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or(false)
+    }
+
+    /// Reads what named clients spent in `[from_ms, to_ms)` (per `bucket_ms`) on a thread
+    /// of its own and hands it to `deliver`; a database that is away is tried again with
+    /// backoff for about a minute, then given up on (logged). Nothing when the ledger is off.
+    pub fn restore_spend(
+        &self,
+        (from_ms, to_ms): (u64, u64),
+        bucket_ms: u64,
+        deliver: impl FnOnce(Vec<store::SpendLine>) + Send + 'static,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let target = self.target.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nexus-ledger-restore".into())
+            .spawn(move || {
+                yield_to_workers();
+                let mut wait = Duration::from_millis(250);
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match connect(&target).and_then(|mut s| s.spend(from_ms, to_ms, bucket_ms)) {
+                        Ok(lines) => return deliver(lines),
+                        Err(why) if tries >= RESTORE_TRIES => {
+                            return log::warn!(
+                                "ledger: could not read named clients' earlier spend ({why}); \
+                                 budgets count from this start only"
+                            )
+                        }
+                        Err(_) => {
+                            std::thread::sleep(wait);
+                            wait = (wait * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("ledger: could not start reading clients' spend: {e}");
+        }
     }
 
     /// Sends a query to the query thread; `None` when the ledger is off or its queue full.

@@ -10,7 +10,8 @@ use postgres::{Client, NoTls};
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::store::{
-    summed_cost, FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS,
+    spend_sql, summed_cost, FilterValue, RequestFilter, SpendLine, Store, UsageLine, UsageQuery,
+    COLUMNS,
 };
 use crate::cost::Usd;
 
@@ -322,6 +323,34 @@ impl Store for Postgres {
                     cache_creation_input_tokens: u(5),
                     cache_read_input_tokens: u(6),
                     cost: summed_cost(r.get(7), r.get(8)),
+                }
+            })
+            .collect())
+    }
+
+    fn spend(
+        &mut self,
+        from_ms: u64,
+        to_ms: u64,
+        bucket_ms: u64,
+    ) -> Result<Vec<SpendLine>, String> {
+        let bucket = bucket_ms.max(1);
+        let rows = self
+            .client
+            .query(
+                &spend_sql("$1", "$2", bucket),
+                &[&int(from_ms), &int(to_ms)],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let u = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+                SpendLine {
+                    client: r.get(0),
+                    bucket_ms: u(1) * bucket,
+                    tokens: u(2),
+                    cost: summed_cost(r.get(3), r.get(4)),
                 }
             })
             .collect())

@@ -8,7 +8,8 @@ use rusqlite::{params_from_iter, types::Value as Sql, Connection, OptionalExtens
 use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::sqlite_insert::RowInsert;
 use super::store::{
-    summed_cost, FilterValue, RequestFilter, Store, UsageLine, UsageQuery, COLUMNS,
+    spend_sql, summed_cost, FilterValue, RequestFilter, SpendLine, Store, UsageLine, UsageQuery,
+    COLUMNS,
 };
 use crate::cost::Usd;
 use crate::request_id::v7_millis;
@@ -306,6 +307,32 @@ impl Store for Sqlite {
         lines.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 
+    fn spend(
+        &mut self,
+        from_ms: u64,
+        to_ms: u64,
+        bucket_ms: u64,
+    ) -> Result<Vec<SpendLine>, String> {
+        let mut stmt = self
+            .conn
+            .prepare(&spend_sql("?1", "?2", bucket_ms.max(1)))
+            .map_err(|e| e.to_string())?;
+        let lines = stmt
+            .query_map([int(from_ms), int(to_ms)], |r| {
+                let u = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+                };
+                Ok(SpendLine {
+                    client: r.get(0)?,
+                    bucket_ms: u(1)? * bucket_ms,
+                    tokens: u(2)?,
+                    cost: summed_cost(r.get(3)?, r.get(4)?),
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        lines.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
     fn delete_before(&mut self, ms: u64) -> Result<u64, String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         tx.execute(
@@ -325,7 +352,7 @@ impl Store for Sqlite {
 mod tests {
     use super::*;
     use crate::ledger::row::Texts;
-    use crate::ledger::store::Group;
+    use crate::ledger::store::{Group, SpendLine};
     use crate::request_id::RequestIds;
 
     fn temp_db(name: &str) -> std::path::PathBuf {
@@ -563,6 +590,47 @@ mod tests {
         assert_eq!(days.len(), 2);
         assert_eq!((days[0].requests, days[0].input_tokens), (3, 30));
         assert_eq!(days[0].split, None);
+    }
+
+    #[test]
+    fn named_clients_spend_per_bucket() {
+        let mut db = Sqlite::open(Path::new(":memory:")).unwrap();
+        let by = |id: &str, client: Option<&str>, at_ms: u64, input: u64, picos: Option<u128>| {
+            let mut row = usage_row(id, at_ms, "a.example", "sonnet", input, 0.0);
+            row.text = RowText::new(Texts {
+                client,
+                ..row.texts()
+            });
+            row.cost = picos.map(Usd);
+            row
+        };
+        let bucket = 300_000;
+        db.insert(&[
+            by("1", Some("alice"), T0 + 10, 5, Some(7)),
+            by("2", Some("alice"), T0 + 20, 6, None),
+            by("3", Some("alice"), T0 + bucket, 1, Some(1_000_001)),
+            by("4", Some("bob"), T0 + 30, 2, None),
+            by("5", None, T0 + 40, 100, Some(5)),
+            by("6", Some("alice"), T0 - 1, 100, Some(5)),
+        ])
+        .unwrap();
+        let mut lines = db.spend(T0, T0 + DAY, bucket).unwrap();
+        lines.sort_by(|a, b| (&a.client, a.bucket_ms).cmp(&(&b.client, b.bucket_ms)));
+        let line = |client: &str, bucket_ms, tokens, cost: Option<u128>| SpendLine {
+            client: client.into(),
+            bucket_ms,
+            tokens,
+            cost: cost.map(Usd),
+        };
+        // usage_row's output is twice its input.
+        assert_eq!(
+            lines,
+            [
+                line("alice", T0, 33, Some(7)),
+                line("alice", T0 + bucket, 3, Some(1_000_001)),
+                line("bob", T0, 6, None),
+            ]
+        );
     }
 
     #[test]

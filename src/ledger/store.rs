@@ -18,6 +18,10 @@ pub trait Store: Send {
     fn usage(&mut self, query: &UsageQuery) -> Result<Vec<UsageLine>, String>;
     /// Deletes rows (and their bodies) that began before `ms`; returns how many.
     fn delete_before(&mut self, ms: u64) -> Result<u64, String>;
+    /// What named clients spent in `[from_ms, to_ms)`, per client and `bucket_ms`-long
+    /// bucket.
+    fn spend(&mut self, from_ms: u64, to_ms: u64, bucket_ms: u64)
+        -> Result<Vec<SpendLine>, String>;
 }
 
 /// `GET /api/requests` filters.
@@ -186,6 +190,31 @@ pub struct UsageLine {
     pub cache_read_input_tokens: u64,
     /// None when no row of the group is priced.
     pub cost: Option<Usd>,
+}
+
+/// What one named client spent in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendLine {
+    pub client: String,
+    /// The bucket's start, ms since the epoch.
+    pub bucket_ms: u64,
+    /// Every kind of token.
+    pub tokens: u64,
+    /// None when none of its requests was priced.
+    pub cost: Option<Usd>,
+}
+
+/// `SELECT client, bucket, tokens, cost…` of named clients' rows in `[$from, $to)`, in
+/// buckets `bucket_ms` long (`from` and `to` are the engine's first two placeholders).
+pub fn spend_sql(from: &str, to: &str, bucket_ms: u64) -> String {
+    format!(
+        "SELECT client, ts_ms / {bucket_ms} AS b, CAST(SUM(input_tokens + output_tokens + \
+         cache_creation_input_tokens + cache_read_input_tokens) AS BIGINT), \
+         CAST(SUM(cost_picos / 1000000) AS BIGINT), CAST(SUM(cost_picos % 1000000) AS BIGINT) \
+         FROM requests WHERE client IS NOT NULL AND ts_ms >= {from} AND ts_ms < {to} \
+         GROUP BY client, b \
+         ORDER BY b"
+    )
 }
 
 /// The columns every read selects, in [`Row`] order (see `row_from`).

@@ -254,6 +254,14 @@ mod tests {
         fn delete_before(&mut self, _: u64) -> Result<u64, String> {
             Ok(0)
         }
+        fn spend(
+            &mut self,
+            _: u64,
+            _: u64,
+            _: u64,
+        ) -> Result<Vec<crate::ledger::store::SpendLine>, String> {
+            Ok(Vec::new())
+        }
     }
 
     fn start(
