@@ -36,8 +36,10 @@ enum Seen {
 }
 
 impl Clients {
-    /// Reads `path` now (no clients if it does not exist or does not parse).
-    pub fn load(path: &Path) -> (Arc<Clients>, Scanner) {
+    /// Reads `path` now: no clients if it does not exist; an error if it exists and
+    /// cannot be used (starting without the clients it meant to name would leave their
+    /// limits unenforced, and maybe the proxy unguarded).
+    pub fn load(path: &Path) -> Result<(Arc<Clients>, Scanner), String> {
         let clients = Arc::new(Clients {
             path: path.to_path_buf(),
             set: Published::default(),
@@ -48,7 +50,10 @@ impl Clients {
             last_error: None,
         };
         scanner.scan();
-        (clients, scanner)
+        match scanner.last_error.take() {
+            Some(why) => Err(format!("clients file {}: {why}", path.display())),
+            None => Ok((clients, scanner)),
+        }
     }
 
     /// The file, for messages.
@@ -114,6 +119,8 @@ impl Scanner {
             return;
         }
         let current = self.clients.current();
+        // The first read's error is the caller's to report (`Clients::load`).
+        let first = self.seen == Seen::Nothing;
         let parsed = match &seen {
             Seen::Missing | Seen::Nothing => Ok(Vec::new()),
             Seen::Unreadable(why) => Err(why.clone()),
@@ -138,15 +145,15 @@ impl Scanner {
                 self.clients.set.publish(ClientSet::new(specs, &current));
             }
             Err(why) => {
-                if self.last_error.as_deref() != Some(why.as_str()) {
+                if !first && self.last_error.as_deref() != Some(why.as_str()) {
                     log::warn!(
                         "clients: {} cannot be used ({why}); keeping the {} client(s) loaded \
                          before",
                         path.display(),
                         current.all().len()
                     );
-                    self.last_error = Some(why);
                 }
+                self.last_error = Some(why);
             }
         }
     }
@@ -162,7 +169,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("clients.json");
         let _ = std::fs::remove_file(&path);
-        let (clients, mut scanner) = Clients::load(&path);
+        let (clients, mut scanner) = Clients::load(&path).unwrap();
         let local = LocalClients::default();
         assert!(!clients.any(&local), "no file: no clients");
 
@@ -185,6 +192,18 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         scanner.scan();
         assert!(!clients.any(&local), "the file is gone: no named clients");
+
+        // At start, a file that cannot be used stops nexus, naming the file and field.
+        std::fs::write(
+            &path,
+            r#"{"clients":[{"name":"alice","key":"k","maxConcurrent":0}]}"#,
+        )
+        .unwrap();
+        let err = Clients::load(&path).unwrap_err();
+        assert!(
+            err.contains("clients.json") && err.contains("maxConcurrent"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
