@@ -1,4 +1,4 @@
-//! What waiting requests and the OAuth refresher tell each other: which domains are being
+//! What waiting requests and the OAuth refresher tell each other: which members are being
 //! refreshed in this process, a wake-up call for the scheduler, and how long a request may
 //! wait. It lives in the store, so a request needs nothing but the store.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Shared between requests (who ask and look) and the refresher (who answers).
 #[derive(Default)]
 pub(crate) struct RefreshBoard {
-    /// Domains with a refresh job running in this process.
+    /// Members ([`RefreshBoard::key`]) with a refresh job running in this process.
     in_flight: Mutex<HashSet<String>>,
     /// Set by a request that needs a refresh now; wakes the scheduler.
     wanted: Mutex<bool>,
@@ -19,18 +19,23 @@ pub(crate) struct RefreshBoard {
 }
 
 impl RefreshBoard {
+    /// How the board names member `id` of `domain` (neither can hold a `/`).
+    pub(crate) fn key(domain: &str, id: &str) -> String {
+        format!("{domain}/{id}")
+    }
+
     /// Asks the scheduler to look for due credentials now (a request is waiting).
     pub(crate) fn demand(&self) {
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.wake.notify_one();
     }
 
-    /// Whether a refresh of `domain` is running in this process.
-    pub(crate) fn is_refreshing(&self, domain: &str) -> bool {
+    /// Whether a refresh of member `key` is running in this process.
+    pub(crate) fn is_refreshing(&self, key: &str) -> bool {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(domain)
+            .contains(key)
     }
 
     /// How long a request may wait for a refresh; zero when no refresher runs.
@@ -43,20 +48,20 @@ impl RefreshBoard {
         self.wait_limit.set(wait_limit).is_ok()
     }
 
-    /// Takes `domain` for a refresh job; false if one is running already.
-    pub(crate) fn claim(&self, domain: &str) -> bool {
+    /// Takes member `key` for a refresh job; false if one is running already.
+    pub(crate) fn claim(&self, key: &str) -> bool {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(domain.to_string())
+            .insert(key.to_string())
     }
 
     /// Ends the job [`RefreshBoard::claim`] started.
-    pub(crate) fn release(&self, domain: &str) {
+    pub(crate) fn release(&self, key: &str) {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(domain);
+            .remove(key);
     }
 
     /// Sleeps until a request asks for a refresh or `tick` has passed.

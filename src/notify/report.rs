@@ -51,6 +51,8 @@ pub struct Report {
     slack: Option<Option<Arc<DomainEntry>>>,
     /// The credential that went upstream, masked; kept only for telemetry.
     api_key: Option<String>,
+    /// The pool member whose credential went upstream (last, after a failover).
+    member: Option<Arc<str>>,
     /// The upstream's status, once its response head arrived.
     pub status: Option<u16>,
     /// The request body's classification (`POST /v1/messages`).
@@ -82,6 +84,7 @@ impl Report {
             trace: hub.trace,
             slack: None,
             api_key: None,
+            member: None,
             status: None,
             class: None,
             facts: None,
@@ -165,8 +168,10 @@ impl Report {
         self.slack.is_some()
     }
 
-    /// Notes the credential that goes upstream (masked, for telemetry only).
-    pub fn credential(&mut self, auth: &UpstreamAuth<'_>) {
+    /// Notes the credential that goes upstream (masked, for telemetry only) and the pool
+    /// member it belongs to, if it is one.
+    pub fn credential(&mut self, auth: &UpstreamAuth<'_>, member: Option<&Arc<str>>) {
+        self.member = member.cloned();
         if self.telemetry {
             let secret = match auth {
                 UpstreamAuth::ApiKey(s)
@@ -215,6 +220,10 @@ impl Report {
                     duration,
                 );
                 push_tokens(line, record);
+                if let Some(member) = &self.member {
+                    line.extend_from_slice(b" credential=");
+                    line.extend_from_slice(member.as_bytes());
+                }
                 if let Some(error) = api_error {
                     let _ = write!(line, " error={error:?}");
                 }
@@ -239,6 +248,7 @@ impl Report {
                     status,
                     duration,
                     error: error.as_deref(),
+                    credential: self.member.as_deref(),
                 },
             );
             outbox.hub().ledger.record(row);
@@ -263,6 +273,7 @@ impl Report {
                 path: head.path().to_string(),
                 domain: domain.to_string(),
                 api_key: self.api_key,
+                credential: self.member,
                 model,
                 input_tokens: record.input_tokens,
                 output_tokens: record.output_tokens,

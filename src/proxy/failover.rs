@@ -1,0 +1,183 @@
+//! A domain pool's attempts at one request: the chosen member first; when its answer
+//! says the member cannot serve (429, 529, 401/403), the same bytes go to the next usable
+//! member, each member at most once.
+//!
+//! Only while no byte of the response has reached the client: the response head is read
+//! into `conn.out` and nothing is written before the answer is kept, so a discarded answer
+//! leaves no trace. A body that was streamed upstream (not held) cannot be sent twice, and
+//! neither can anything after the answer is kept — the one answer that is kept is relayed
+//! exactly as the upstream sent it, the last member's 429 included.
+
+use std::sync::Arc;
+
+use super::exchange::{self, Answer};
+use super::upstream_head::{self, AuthSpan};
+use super::{Proxy, ProxyError};
+use crate::conn::{ClientConn, HeldBody};
+use crate::credentials::affinity::ConversationKey;
+use crate::credentials::member_state::{FailoverReason, MemberState};
+use crate::credentials::pool::{self, Pick, Tried};
+use crate::credentials::token_client::now_ms;
+use crate::credentials::verdict::{self, ResponseNotes};
+use crate::credentials::{self, DomainEntry};
+use crate::http::request::{BodyFraming, RequestHead};
+use crate::notify::{trace, Report};
+use crate::request_id::RequestId;
+use crate::stats::Meter;
+
+/// What the pool's attempts need besides the connection.
+pub struct PoolRequest<'a> {
+    pub id: &'a RequestId,
+    /// The domain whose file holds the pool.
+    pub domain: &'a str,
+    pub entry: Arc<DomainEntry>,
+    pub key: Option<ConversationKey>,
+    /// Messages requests are metered (identity encoding asked for).
+    pub metered: bool,
+}
+
+/// Sends the request with the pool's chosen member, failing over as the module says, and
+/// returns the answer to relay. `served`: the member whose answer it is.
+#[allow(clippy::too_many_arguments)]
+pub async fn exchange(
+    conn: &mut ClientConn,
+    proxy: &Proxy,
+    head: &RequestHead,
+    limit: u64,
+    body: &mut Option<HeldBody>,
+    meter: &mut Meter<'_>,
+    report: &mut Report,
+    request: PoolRequest<'_>,
+    served: &mut Option<Arc<MemberState>>,
+) -> Result<Answer, ProxyError> {
+    let PoolRequest {
+        id,
+        domain,
+        mut entry,
+        key,
+        metered,
+    } = request;
+    let shared = &proxy.shared;
+    let pooled = entry.members.len() > 1;
+    let replayable = body.is_some() || head.framing == BodyFraming::None;
+    let mut tried = Tried::default();
+    let mut index = first(&entry, key, domain)?;
+    let mut span: Option<AuthSpan> = None;
+    loop {
+        // An OAuth member near expiry waits for its refresh; one that cannot be refreshed
+        // is passed over in a pool.
+        let ready = credentials::ready_member(
+            &shared.credentials,
+            &proxy.credentials,
+            domain,
+            &mut entry,
+            &mut index,
+        )
+        .await;
+        if let Err(e) = ready {
+            tried.add(index);
+            match pool::pick(&entry, key, tried, now_ms()) {
+                Pick::Member(next) if pooled => {
+                    log::warn!("{id} {e}; trying another member of the pool");
+                    index = next;
+                    continue;
+                }
+                _ => return Err(ProxyError::Credential(e)),
+            }
+        }
+        let member = &entry.file.members[index];
+        let live = &entry.members[index].live;
+        let auth = credentials::member_auth(member);
+        log::debug!("{id} credential: member {} {auth}", member.id);
+        report.credential(&auth, Some(&member.id));
+        span = Some(match span {
+            None => upstream_head::finish(conn, head, &auth, body.as_mut(), metered),
+            Some(span) => upstream_head::replace_auth(conn, span, head, &auth),
+        });
+        if report.trace {
+            trace::forwarded(id, &auth, conn.upstream_head());
+        }
+        live.attempted();
+        *served = Some(Arc::clone(live));
+        let mut notes = ResponseNotes::default();
+        let notes_wanted = pooled.then_some(&mut notes);
+        let answer = exchange::exchange(conn, proxy, head, limit, body, meter, notes_wanted).await?;
+        if !pooled {
+            return Ok(answer);
+        }
+        let now = now_ms();
+        if let Some((left, reset_s)) = notes.figures().headroom() {
+            live.headroom.set(left, reset_s);
+        }
+        let status = answer.head.status;
+        let Some(reason) = verdict::failover_reason(status) else {
+            pool::pin(&entry, key, index, now);
+            return Ok(answer);
+        };
+        tried.add(index);
+        rest(domain, &member.id, live, reason, status, &notes, now);
+        if !replayable {
+            return Ok(answer);
+        }
+        let Pick::Member(next) = pool::pick(&entry, key, tried, now) else {
+            // No member left to try: the upstream's own answer goes to the client.
+            return Ok(answer);
+        };
+        live.failed_over(reason);
+        log::info!(
+            "{id} {domain}: member {} answered {status}; sending the request to member {}",
+            member.id,
+            entry.file.members[next].id
+        );
+        // Its body is not read: the connection goes, the buffer comes back.
+        let Answer { buf, .. } = answer;
+        proxy.give_buffer(buf);
+        index = next;
+    }
+}
+
+/// The member a request starts with, or the answer for a pool with none to give.
+fn first(
+    entry: &DomainEntry,
+    key: Option<ConversationKey>,
+    domain: &str,
+) -> Result<usize, ProxyError> {
+    match pool::pick(entry, key, Tried::default(), now_ms()) {
+        Pick::Member(i) => Ok(i),
+        Pick::Exhausted { retry_after_s } => Err(ProxyError::PoolExhausted {
+            domain: domain.to_string(),
+            retry_after_s,
+        }),
+        Pick::Refused => Err(ProxyError::PoolRefused(domain.to_string())),
+    }
+}
+
+/// Takes a member out of service after an answer that said it cannot serve: a rest until
+/// the moment the answer names, or, for a refused credential, until its file changes.
+fn rest(
+    domain: &str,
+    id: &str,
+    live: &MemberState,
+    reason: FailoverReason,
+    status: u16,
+    notes: &ResponseNotes,
+    now: u64,
+) {
+    if reason == FailoverReason::Refused {
+        if live.disable() {
+            log::warn!(
+                "credentials: {domain}: member {id} disabled: the upstream answered {status} \
+                 to its credential; it stays out of service until the domain's file changes"
+            );
+        }
+        return;
+    }
+    let until = notes.rest_until_ms(reason, now);
+    if live.cool_until(until, now) {
+        log::warn!(
+            "credentials: {domain}: member {id} cools down for {}s after {status} ({})",
+            (until - now).div_ceil(1000),
+            reason.label()
+        );
+    }
+}
