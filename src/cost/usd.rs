@@ -98,8 +98,10 @@ impl AtomicUsd {
 
     /// The sum so far.
     pub fn read(&self) -> Usd {
-        Usd(u128::from(self.micros.load(Relaxed)) * u128::from(PICOS_PER_MICRO)
-            + u128::from(self.picos.load(Relaxed)))
+        Usd(
+            u128::from(self.micros.load(Relaxed)) * u128::from(PICOS_PER_MICRO)
+                + u128::from(self.picos.load(Relaxed)),
+        )
     }
 }
 

@@ -24,14 +24,20 @@ const GENERATION: usize = 4096;
 pub struct ConversationKey(u64);
 
 impl ConversationKey {
-    /// The key of a conversation: the `x-claude-code-session-id` header, else the body's
-    /// `metadata.user_id`; `None` when the request has neither.
-    pub fn of(session: Option<&[u8]>, user_id: Option<&str>) -> Option<ConversationKey> {
-        let (tag, bytes) = match (session.filter(|s| !s.is_empty()), user_id) {
-            (Some(session), _) => (0u8, session),
-            (None, Some(user)) if !user.is_empty() => (1u8, user.as_bytes()),
-            _ => return None,
-        };
+    /// The key of a conversation named by its `x-claude-code-session-id` header.
+    pub fn session(value: &[u8]) -> Option<ConversationKey> {
+        Self::hash(0, value)
+    }
+
+    /// The key of a conversation named by its body's `metadata.user_id` only.
+    pub fn user(user_id: &str) -> Option<ConversationKey> {
+        Self::hash(1, user_id.as_bytes())
+    }
+
+    fn hash(tag: u8, bytes: &[u8]) -> Option<ConversationKey> {
+        if bytes.is_empty() {
+            return None;
+        }
         // Fixed keys: the same conversation maps to the same entry on every worker.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         tag.hash(&mut hasher);
@@ -131,18 +137,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_by_session_then_user_id() {
-        let a = ConversationKey::of(Some(b"s-1"), Some("u"));
-        assert_eq!(a, ConversationKey::of(Some(b"s-1"), None));
-        assert_ne!(a, ConversationKey::of(Some(b"s-2"), None));
+    fn keys_by_session_or_user_id() {
+        let a = ConversationKey::session(b"s-1");
+        assert!(a.is_some());
+        assert_eq!(a, ConversationKey::session(b"s-1"));
+        assert_ne!(a, ConversationKey::session(b"s-2"));
         assert_ne!(
-            ConversationKey::of(Some(b"u"), None),
-            ConversationKey::of(None, Some("u")),
+            ConversationKey::session(b"u"),
+            ConversationKey::user("u"),
             "a header and a user id with the same text are different conversations"
         );
-        assert_eq!(ConversationKey::of(Some(b""), None), None);
-        assert_eq!(ConversationKey::of(None, Some("")), None);
-        assert_eq!(ConversationKey::of(None, None), None);
+        assert_eq!(ConversationKey::session(b""), None);
+        assert_eq!(ConversationKey::user(""), None);
     }
 
     #[test]

@@ -151,7 +151,11 @@ fn parse_one(obj: &Map<String, Value>, kind: &str, at: &str) -> Result<Credentia
             Credential::ApiKey { api_key: key }
         }
         "oauth" => Credential::OAuth(parse_oauth(obj, at)?),
-        _ => return Err(format!("field \"{at}type\" must be \"api_key\" or \"oauth\"")),
+        _ => {
+            return Err(format!(
+                "field \"{at}type\" must be \"api_key\" or \"oauth\""
+            ))
+        }
     })
 }
 
@@ -533,22 +537,39 @@ mod tests {
     #[test]
     fn pool_errors_name_the_member_field() {
         let key = |id: &str| format!(r#"{{"id":"{id}","type":"api_key","api_key":"sk-secret"}}"#);
-        let pool = |members: &[String]| format!(r#"{{"type":"pool","credentials":[{}]}}"#, members.join(","));
+        let pool = |members: &[String]| {
+            format!(r#"{{"type":"pool","credentials":[{}]}}"#, members.join(","))
+        };
         let too_many: Vec<String> = (0..=MAX_MEMBERS).map(|i| key(&format!("k{i}"))).collect();
         let cases = [
             (r#"{"type":"pool"}"#.to_string(), "\"credentials\""),
-            (r#"{"type":"pool","credentials":[]}"#.to_string(), "\"credentials\""),
+            (
+                r#"{"type":"pool","credentials":[]}"#.to_string(),
+                "\"credentials\"",
+            ),
             (pool(&["1".into()]), "credentials[0]"),
-            (pool(&[r#"{"type":"api_key","api_key":"sk-secret"}"#.into()]), "credentials[0].id"),
+            (
+                pool(&[r#"{"type":"api_key","api_key":"sk-secret"}"#.into()]),
+                "credentials[0].id",
+            ),
             (pool(&[key("a"), key("a")]), "credentials[1].id"),
             (pool(&[key("")]), "credentials[0].id"),
             (pool(&[key("a b")]), "credentials[0].id"),
             (pool(&[key("a/b")]), "credentials[0].id"),
             (pool(&[key(&"x".repeat(65))]), "credentials[0].id"),
-            (pool(&[key("a"), r#"{"id":"b","type":"api_key"}"#.into()]), "credentials[1].api_key"),
-            (pool(&[r#"{"id":"b","type":"pool"}"#.into()]), "credentials[0].type"),
             (
-                pool(&[r#"{"id":"b","type":"oauth","oauth":{"accessToken":"sk-secret\r\nx: 1"}}"#.into()]),
+                pool(&[key("a"), r#"{"id":"b","type":"api_key"}"#.into()]),
+                "credentials[1].api_key",
+            ),
+            (
+                pool(&[r#"{"id":"b","type":"pool"}"#.into()]),
+                "credentials[0].type",
+            ),
+            (
+                pool(&[
+                    r#"{"id":"b","type":"oauth","oauth":{"accessToken":"sk-secret\r\nx: 1"}}"#
+                        .into(),
+                ]),
                 "credentials[0].oauth.accessToken",
             ),
             (pool(&too_many), "at most 64"),
@@ -584,7 +605,9 @@ mod tests {
         assert_eq!(doc["credentials"][0], before["credentials"][0]);
         assert_eq!(doc["credentials"][2], before["credentials"][2]);
         assert_eq!(doc["note"], 1);
-        assert!(apply_tokens(&mut doc, "zz", &new).unwrap_err().contains("zz"));
+        assert!(apply_tokens(&mut doc, "zz", &new)
+            .unwrap_err()
+            .contains("zz"));
     }
 
     #[test]

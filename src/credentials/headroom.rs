@@ -35,8 +35,7 @@ impl Headroom {
     /// Records `left` per mille until `reset_s` (0: until a response says otherwise).
     pub fn set(&self, left: u32, reset_s: u64) {
         let left = left.min(FULL);
-        self.packed
-            .store(reset_s << 16 | u64::from(left), Relaxed);
+        self.packed.store(reset_s << 16 | u64::from(left), Relaxed);
     }
 
     /// Per mille left at `now_s`.

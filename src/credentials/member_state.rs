@@ -36,7 +36,8 @@ impl FailoverReason {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`MemberSnapshot::failovers`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -193,7 +194,10 @@ mod tests {
         let m = MemberState::default();
         assert_eq!(m.availability(1000), Availability::Ready);
         assert!(m.cool_until(5000, 1000), "a new rest");
-        assert!(!m.cool_until(3000, 1000), "already resting; the later end stays");
+        assert!(
+            !m.cool_until(3000, 1000),
+            "already resting; the later end stays"
+        );
         assert_eq!(m.availability(1000), Availability::Cooling(5000));
         assert_eq!(m.availability(5000), Availability::Ready);
         assert!(!m.returned(4999));

@@ -32,7 +32,7 @@ pub use domain::domain_from_host;
 pub use file::{Credential, CredentialFile, Member};
 pub use mask::mask;
 pub use oauth::OAuthRefresher;
-pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
+pub use store::{CredentialStore, DomainEntry, Entry, LocalView, PoolFigures, RefreshState};
 pub use wait::ready_member;
 
 use crate::config::Config;
@@ -371,7 +371,11 @@ mod tests {
             client_keys: client_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect()),
             slack: None,
         };
-        Ok(Arc::new(DomainEntry::new(file, None, store::Replacing::Reload)))
+        Ok(Arc::new(DomainEntry::new(
+            file,
+            None,
+            store::Replacing::Reload,
+        )))
     }
 
     /// [`choose`], with a domain file's one member as it goes upstream.

@@ -166,7 +166,8 @@ impl OAuthRefresher {
             return; // broken meanwhile: the scanner reports it
         };
         let Ok(file) = parse_value(&doc) else { return };
-        let Some(Credential::OAuth(tokens)) = file.position(id).map(|i| &file.members[i].credential)
+        let Some(Credential::OAuth(tokens)) =
+            file.position(id).map(|i| &file.members[i].credential)
         else {
             store.publish_file(domain, file, text);
             return;
@@ -242,9 +243,8 @@ impl OAuthRefresher {
                 );
             }
             Err(RefreshError::InvalidGrant) => {
-                let previous = store.set_refresh_state(domain, id, &refresh_token, |_| {
-                    RefreshState::InvalidGrant
-                });
+                let previous = store
+                    .set_refresh_state(domain, id, &refresh_token, |_| RefreshState::InvalidGrant);
                 if previous.is_some_and(|p| p != RefreshState::InvalidGrant) {
                     log::error!(
                         "credentials: {who}: the token endpoint refused the refresh token \

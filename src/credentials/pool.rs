@@ -56,20 +56,14 @@ pub enum Pick {
 }
 
 /// Chooses the member for a request of conversation `key` that has tried `tried`.
-pub fn pick(
-    entry: &DomainEntry,
-    key: Option<ConversationKey>,
-    tried: Tried,
-    now_ms: u64,
-) -> Pick {
+pub fn pick(entry: &DomainEntry, key: Option<ConversationKey>, tried: Tried, now_ms: u64) -> Pick {
     let members = &entry.members;
     if members.len() == 1 && !tried.has(0) {
         return Pick::Member(0);
     }
     let now_s = now_ms / 1000;
-    let usable = |i: usize| {
-        !tried.has(i) && members[i].live.availability(now_ms) == Availability::Ready
-    };
+    let usable =
+        |i: usize| !tried.has(i) && members[i].live.availability(now_ms) == Availability::Ready;
     if let Some(pinned) = key.and_then(|key| entry.pool.affinity.get(key, now_s)) {
         if let Some(i) = members.iter().position(|m| m.live.uid == pinned) {
             if usable(i) {
@@ -190,7 +184,7 @@ mod tests {
     #[test]
     fn a_conversation_stays_while_its_member_is_usable() {
         let entry = pool(4);
-        let key = ConversationKey::of(Some(b"session-1"), None);
+        let key = ConversationKey::session(b"session-1");
         let first = index(pick(&entry, key, Tried::default(), NOW));
         pin(&entry, key, first, NOW);
         for _ in 0..8 {

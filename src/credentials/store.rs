@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::counters::COUNTERS;
 use super::file::{parse_credential, Credential, CredentialFile};
-use super::member_state::MemberState;
+use super::member_state::{MemberSnapshot, MemberState};
 use super::oauth::OAuthRefresher;
 use super::pool::PoolShared;
 use super::refresh_board::RefreshBoard;
@@ -141,6 +141,9 @@ fn same_secret(a: &Credential, b: &Credential) -> bool {
     }
 }
 
+/// A domain and its pool's members (id, figures).
+pub type PoolFigures = (String, Vec<(Arc<str>, MemberSnapshot)>);
+
 /// A domain's file: the credential, or why the file cannot be used.
 pub type Entry = Result<Arc<DomainEntry>, Arc<str>>;
 pub(super) type Snapshot = Arc<HashMap<String, Entry>>;
@@ -233,6 +236,29 @@ impl CredentialStore {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Every domain file's members with their figures, domains sorted, members in file
+    /// order: what `/token-stats` and `/metrics` show of the pools.
+    pub fn pool_figures(&self) -> Vec<PoolFigures> {
+        let now = super::token_client::now_ms();
+        let mut all: Vec<PoolFigures> = self
+            .current()
+            .iter()
+            .filter_map(|(domain, entry)| {
+                let entry = entry.as_ref().ok()?;
+                let members = entry
+                    .file
+                    .members
+                    .iter()
+                    .zip(entry.members.iter())
+                    .map(|(m, state)| (Arc::clone(&m.id), state.live.read(now)))
+                    .collect();
+                Some((domain.clone(), members))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Logs each member whose cooldown has ended since the last look. Its return needs no
     /// action (a request reads the cooldown's end itself); this is the operator's line.
     fn log_returns(&self) {
@@ -241,7 +267,10 @@ impl CredentialStore {
             let Ok(entry) = entry else { continue };
             for (member, state) in entry.file.members.iter().zip(entry.members.iter()) {
                 if state.live.returned(now) {
-                    log::info!("credentials: {domain}: member {} returns to service", member.id);
+                    log::info!(
+                        "credentials: {domain}: member {} returns to service",
+                        member.id
+                    );
                 }
             }
         }

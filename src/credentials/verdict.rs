@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(notes(&[]).rest_until_ms(rl, NOW), NOW + DEFAULT_REST_MS);
         let unified = notes(&[
             ("anthropic-ratelimit-unified-status", "rejected"),
-            ("anthropic-ratelimit-unified-representative-claim", "five_hour"),
+            (
+                "anthropic-ratelimit-unified-representative-claim",
+                "five_hour",
+            ),
             ("anthropic-ratelimit-unified-5h-reset", "1800000600"),
         ]);
         assert_eq!(unified.rest_until_ms(rl, NOW), NOW + 600_000);

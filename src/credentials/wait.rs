@@ -136,9 +136,13 @@ pub async fn ready_member(
         }
         let credential = &entry.file.members[*index].credential;
         let now = now_ms();
-        match decide(credential, entry.members[*index].refresh, &start, now, || {
-            store.refresh_board().is_refreshing(&key)
-        }) {
+        match decide(
+            credential,
+            entry.members[*index].refresh,
+            &start,
+            now,
+            || store.refresh_board().is_refreshing(&key),
+        ) {
             Decision::Use => return Ok(()),
             Decision::Renew(why) => return Err(CredentialError::Renew(who, why)),
             Decision::RefreshFailed => return Err(CredentialError::RefreshFailed(who)),

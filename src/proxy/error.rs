@@ -36,7 +36,10 @@ pub enum ProxyError {
     /// The upstream failed after the response had started.
     UpstreamBroke(String),
     /// Every member of the domain's pool is resting; the first frees in this many seconds.
-    PoolExhausted { domain: String, retry_after_s: u64 },
+    PoolExhausted {
+        domain: String,
+        retry_after_s: u64,
+    },
     /// The upstream refused the credential of every member of the domain's pool.
     PoolRefused(String),
 }

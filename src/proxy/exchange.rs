@@ -53,7 +53,17 @@ pub async fn exchange(
         let reused = pooled.is_some();
         let mut upstream = connection(pooled.take(), proxy, meter).await?;
         let result = match send(conn, &mut upstream, head, limit, body).await {
-            Ok(()) => read_head(conn, proxy, &mut upstream, head, meter, notes.as_deref_mut()).await,
+            Ok(()) => {
+                read_head(
+                    conn,
+                    proxy,
+                    &mut upstream,
+                    head,
+                    meter,
+                    notes.as_deref_mut(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         match result {

@@ -101,7 +101,8 @@ pub async fn exchange(
         *served = Some(Arc::clone(live));
         let mut notes = ResponseNotes::default();
         let notes_wanted = pooled.then_some(&mut notes);
-        let answer = exchange::exchange(conn, proxy, head, limit, body, meter, notes_wanted).await?;
+        let answer =
+            exchange::exchange(conn, proxy, head, limit, body, meter, notes_wanted).await?;
         if !pooled {
             return Ok(answer);
         }

@@ -196,6 +196,15 @@ async fn forward_metered(
     )
     .map_err(ProxyError::Credential)?;
 
+    // A conversation's key matters only when there is a member to choose; its header is
+    // read now, while the head's bytes are still where they were parsed.
+    let session = match &source {
+        Source::Pool(entry) if entry.members.len() > 1 => {
+            find_raw(conn.raw_head(head), SESSION_HEADER).and_then(ConversationKey::session)
+        }
+        _ => None,
+    };
+
     // Messages and count_tokens bodies are held whole: classified, and kept for a re-send.
     let path = head.path();
     let held = path == "/v1/messages" || path == "/v1/messages/count_tokens";
@@ -230,14 +239,10 @@ async fn forward_metered(
             exchange::exchange(conn, proxy, head, limit, &mut body, meter, None).await?
         }
         Source::Pool(entry) => {
-            // A conversation's key matters only when there is a member to choose.
-            let key = (entry.members.len() > 1)
-                .then(|| {
-                    let session = find_raw(conn.raw_head(head), SESSION_HEADER);
-                    let user_id = report.class.as_ref().and_then(|c| c.user_id.as_deref());
-                    ConversationKey::of(session, user_id)
-                })
-                .flatten();
+            let key = session.or_else(|| {
+                let user_id = report.class.as_ref()?.user_id.as_deref()?;
+                (entry.members.len() > 1).then(|| ConversationKey::user(user_id))?
+            });
             let pool = failover::PoolRequest {
                 id: request.id,
                 domain: file_domain.unwrap_or_default(),
