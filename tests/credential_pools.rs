@@ -598,3 +598,86 @@ fn members_added_removed_and_changed_take_effect_and_unchanged_ones_keep_their_s
         (member_stats(&rig.nexus, "a")["state"] == "ready").then_some(())
     });
 }
+
+/// A pool of an OAuth member (valid for long) and an API key, as the refusal tests use.
+fn oauth_and_key_pool() -> String {
+    let oauth = json!({
+        "accessToken": OLD_ACCESS,
+        "refreshToken": OLD_REFRESH,
+        "expiresAt": common::credentials::FAR_FUTURE_MS
+    });
+    pool_file(&[
+        json!({"id": "max-1", "type": "oauth", "oauth": oauth}),
+        key_member("b", KEY_B),
+    ])
+}
+
+fn refused() -> MockReply {
+    MockReply::json(
+        401,
+        r#"{"type":"error","error":{"type":"authentication_error","message":"invalid token"}}"#,
+    )
+}
+
+#[test]
+fn a_refused_oauth_member_is_refreshed_once_and_tried_again_with_its_new_token() {
+    let endpoint = TokenEndpoint::start(|_, _| token_reply(NEW_ACCESS, Some(NEW_REFRESH), 3600));
+    let url = endpoint.url();
+    let rig = Rig::start(
+        Upstream::Plain,
+        |request| match credential_of(request).as_str() {
+            OLD_ACCESS => refused(),
+            _ => success(request),
+        },
+        move |n| {
+            n.env("OAUTH_TOKEN_URL", url)
+                .credential(DOMAIN, &oauth_and_key_pool())
+        },
+    );
+    // The first new conversation goes to the first member: max-1.
+    assert_served(&rig.nexus.request(&messages("s-0", true)), true);
+    let keys: Vec<String> = rig.mock.requests().iter().map(credential_of).collect();
+    assert_eq!(
+        keys,
+        [OLD_ACCESS, NEW_ACCESS],
+        "refreshed, then the same member again"
+    );
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(member_stats(&rig.nexus, "max-1")["state"], "ready");
+    let path = rig
+        .nexus
+        .credentials_dir()
+        .join(format!("{DOMAIN}.credentials.json"));
+    let saved = read_credential(&path);
+    assert_eq!(saved["credentials"][0]["oauth"]["accessToken"], NEW_ACCESS);
+    assert_eq!(saved["credentials"][1], key_member("b", KEY_B));
+}
+
+#[test]
+fn an_oauth_member_still_refused_after_its_refresh_is_disabled_and_the_next_serves() {
+    let endpoint = TokenEndpoint::start(|_, _| token_reply(NEW_ACCESS, Some(NEW_REFRESH), 3600));
+    let url = endpoint.url();
+    let rig = Rig::start(
+        Upstream::Plain,
+        |request| match credential_of(request).as_str() {
+            KEY_B => success(request),
+            _ => refused(),
+        },
+        move |n| {
+            n.env("OAUTH_TOKEN_URL", url)
+                .credential(DOMAIN, &oauth_and_key_pool())
+        },
+    );
+    assert_served(&rig.nexus.request(&messages("s-0", false)), false);
+    let keys: Vec<String> = rig.mock.requests().iter().map(credential_of).collect();
+    assert_eq!(keys, [OLD_ACCESS, NEW_ACCESS, KEY_B]);
+    assert_eq!(endpoint.calls(), 1, "refreshed once");
+    assert_eq!(member_stats(&rig.nexus, "max-1")["state"], "disabled");
+    assert_served(&rig.nexus.request(&messages("s-1", false)), false);
+    assert_eq!(
+        rig.mock.requests().len(),
+        4,
+        "a disabled member is not tried"
+    );
+    assert_eq!(endpoint.calls(), 1);
+}

@@ -33,7 +33,7 @@ pub use file::{Credential, CredentialFile, Member};
 pub use mask::mask;
 pub use oauth::OAuthRefresher;
 pub use store::{CredentialStore, DomainEntry, Entry, LocalView, PoolFigures, RefreshState};
-pub use wait::ready_member;
+pub use wait::{ready_member, refresh_refused};
 
 use crate::config::Config;
 

@@ -93,7 +93,8 @@ impl OAuthRefresher {
                 let Credential::OAuth(tokens) = &member.credential else {
                     continue;
                 };
-                if !due(tokens, now) {
+                let key = RefreshBoard::key(domain, &member.id);
+                if !due(tokens, now) && !board.is_forced(&key, &tokens.access_token) {
                     continue;
                 }
                 match state.refresh {
@@ -101,7 +102,6 @@ impl OAuthRefresher {
                     RefreshState::Failing { retry_at, .. } if retry_at > instant => continue,
                     _ => {}
                 }
-                let key = RefreshBoard::key(domain, &member.id);
                 if !board.claim(&key) {
                     continue;
                 }
@@ -118,7 +118,9 @@ impl OAuthRefresher {
                         let key = key.clone();
                         move || {
                             refresher.refresh_member(&job);
-                            refresher.store.refresh_board().release(&key);
+                            let board = refresher.store.refresh_board();
+                            board.unforce(&key);
+                            board.release(&key);
                         }
                     });
                 if let Err(e) = spawned {
@@ -172,7 +174,10 @@ impl OAuthRefresher {
             store.publish_file(domain, file, text);
             return;
         };
-        if !due(tokens, now_ms()) {
+        let forced = store
+            .refresh_board()
+            .is_forced(&RefreshBoard::key(domain, id), &tokens.access_token);
+        if !due(tokens, now_ms()) && !forced {
             log::info!("credentials: {who}: token already refreshed (by another process)");
             store.publish_file(domain, file, text);
             return;

@@ -2,7 +2,7 @@
 //! refreshed in this process, a wake-up call for the scheduler, and how long a request may
 //! wait. It lives in the store, so a request needs nothing but the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use std::time::Duration;
 pub(crate) struct RefreshBoard {
     /// Members ([`RefreshBoard::key`]) with a refresh job running in this process.
     in_flight: Mutex<HashSet<String>>,
+    /// Members to refresh before they are due, because the upstream refused this access
+    /// token of theirs (401/403).
+    forced: Mutex<HashMap<String, String>>,
     /// Set by a request that needs a refresh now; wakes the scheduler.
     wanted: Mutex<bool>,
     wake: Condvar,
@@ -36,6 +39,33 @@ impl RefreshBoard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(key)
+    }
+
+    /// Asks for member `key` to be refreshed now: the upstream refused `access_token`.
+    pub(crate) fn force(&self, key: &str, access_token: &str) {
+        self.forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), access_token.to_string());
+        self.demand();
+    }
+
+    /// Whether member `key` is to be refreshed now while it holds `access_token` (a token
+    /// that differs was refreshed since it was refused).
+    pub(crate) fn is_forced(&self, key: &str, access_token: &str) -> bool {
+        self.forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|refused| refused == access_token)
+    }
+
+    /// Drops the request for member `key` (its refresh ran).
+    pub(crate) fn unforce(&self, key: &str) {
+        self.forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// How long a request may wait for a refresh; zero when no refresher runs.

@@ -167,6 +167,60 @@ pub async fn ready_member(
     }
 }
 
+/// After the upstream refused member `*index`'s OAuth token (401/403): has it refreshed
+/// once, out of turn, and waits for the outcome. True when a new token is in place
+/// (`entry` and `index` then name it); false when the member cannot be refreshed, the
+/// refresh failed, or it took longer than a refresh may.
+pub async fn refresh_refused(
+    store: &CredentialStore,
+    view: &LocalView,
+    domain: &str,
+    entry: &mut Arc<DomainEntry>,
+    index: &mut usize,
+) -> bool {
+    let member = &entry.file.members[*index];
+    let Credential::OAuth(tokens) = &member.credential else {
+        return false;
+    };
+    let state = entry.members[*index].refresh;
+    let wait_limit = store.refresh_board().wait_limit();
+    if tokens.refresh_token.is_none() || state == RefreshState::InvalidGrant || wait_limit.is_zero()
+    {
+        return false;
+    }
+    let id = member.id.clone();
+    let refused = tokens.access_token.clone();
+    let failures_before = failures(state);
+    store
+        .refresh_board()
+        .force(&RefreshBoard::key(domain, &id), &refused);
+    let _waiting = COUNTERS.waiting();
+    let deadline = Instant::now() + wait_limit;
+    while Instant::now() < deadline {
+        monoio::time::sleep(POLL).await;
+        let Some(Ok(now_entry)) = store.lookup(view, domain) else {
+            return false;
+        };
+        let Some(i) = now_entry.file.position(&id) else {
+            return false;
+        };
+        match (
+            &now_entry.file.members[i].credential,
+            now_entry.members[i].refresh,
+        ) {
+            (Credential::OAuth(tokens), _) if tokens.access_token != refused => {
+                *entry = now_entry;
+                *index = i;
+                return true;
+            }
+            (_, RefreshState::InvalidGrant) => return false,
+            (_, state) if failures(state) > failures_before => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// How messages name a credential: the domain, and the member of a pool.
 pub fn who(domain: &str, entry: &DomainEntry, id: &str) -> String {
     if entry.file.pool {

@@ -19,7 +19,7 @@ use crate::credentials::member_state::{FailoverReason, MemberState};
 use crate::credentials::pool::{self, Pick, Tried};
 use crate::credentials::token_client::now_ms;
 use crate::credentials::verdict::{self, ResponseNotes};
-use crate::credentials::{self, DomainEntry};
+use crate::credentials::{self, Credential, DomainEntry};
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::notify::{trace, Report};
 use crate::request_id::RequestId;
@@ -63,6 +63,8 @@ pub async fn exchange(
     let mut tried = Tried::default();
     let mut index = first(&entry, key, domain)?;
     let mut span: Option<AuthSpan> = None;
+    // The OAuth members refreshed out of turn for this request (once each).
+    let mut refreshed = Tried::default();
     loop {
         // An OAuth member near expiry waits for its refresh; one that cannot be refreshed
         // is passed over in a pool.
@@ -115,6 +117,46 @@ pub async fn exchange(
             pool::pin(&entry, key, index, now);
             return Ok(answer);
         };
+        // A refused OAuth token may only have been revoked early: one refresh, out of
+        // turn, and one more try with the new token before the member is disabled.
+        let refreshable = matches!(
+            &entry.file.members[index].credential,
+            Credential::OAuth(tokens) if tokens.refresh_token.is_some()
+        );
+        if reason == FailoverReason::Refused && replayable && refreshable && !refreshed.has(index) {
+            refreshed.add(index);
+            let Answer { buf, .. } = answer;
+            proxy.give_buffer(buf);
+            let renewed = credentials::refresh_refused(
+                &shared.credentials,
+                &proxy.credentials,
+                domain,
+                &mut entry,
+                &mut index,
+            )
+            .await;
+            if renewed {
+                log::info!(
+                    "{id} {domain}: member {} refreshed after {status}; trying it again",
+                    entry.file.members[index].id
+                );
+                continue;
+            }
+            // Not renewed: the answer is gone, so the member is passed over as if refused
+            // again; with no member left, the client gets the refusal as nexus's own.
+            let member = &entry.file.members[index];
+            let live = &entry.members[index].live;
+            tried.add(index);
+            rest(domain, &member.id, live, reason, status, &notes, now_ms());
+            match pool::pick(&entry, key, tried, now_ms()) {
+                Pick::Member(next) => {
+                    live.failed_over(reason);
+                    index = next;
+                    continue;
+                }
+                _ => return Err(ProxyError::PoolRefused(domain.to_string())),
+            }
+        }
         tried.add(index);
         rest(domain, &member.id, live, reason, status, &notes, now);
         if !replayable {
