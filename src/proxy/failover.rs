@@ -61,13 +61,13 @@ pub async fn exchange(
     let pooled = entry.members.len() > 1;
     let replayable = body.is_some() || head.framing == BodyFraming::None;
     let mut tried = Tried::default();
-    let mut index = first(&entry, key, domain)?;
-    let mut span: Option<AuthSpan> = None;
     // The OAuth members refreshed out of turn for this request (once each).
     let mut refreshed = Tried::default();
+    let mut index = first(&entry, key, domain)?;
+    let mut span: Option<AuthSpan> = None;
     loop {
-        // An OAuth member near expiry waits for its refresh; one that cannot be refreshed
-        // is passed over in a pool.
+        // An OAuth member near expiry waits for its refresh; in a pool, one that cannot
+        // be refreshed is passed over.
         let ready = credentials::ready_member(
             &shared.credentials,
             &proxy.credentials,
@@ -87,6 +87,8 @@ pub async fn exchange(
                 _ => return Err(ProxyError::Credential(e)),
             }
         }
+
+        // Send the request with this member's credential.
         let member = &entry.file.members[index];
         let live = &entry.members[index].live;
         let auth = credentials::member_auth(member);
@@ -108,6 +110,8 @@ pub async fn exchange(
         if !pooled {
             return Ok(answer);
         }
+
+        // What the answer says of the member, and whether the request goes on.
         let now = now_ms();
         if let Some((left, reset_s)) = notes.figures().headroom() {
             live.headroom.set(left, reset_s);
@@ -117,66 +121,82 @@ pub async fn exchange(
             pool::pin(&entry, key, index, now);
             return Ok(answer);
         };
-        // A refused OAuth token may only have been revoked early: one refresh, out of
-        // turn, and one more try with the new token before the member is disabled.
-        let refreshable = matches!(
-            &entry.file.members[index].credential,
-            Credential::OAuth(tokens) if tokens.refresh_token.is_some()
-        );
-        if reason == FailoverReason::Refused && replayable && refreshable && !refreshed.has(index) {
-            refreshed.add(index);
-            let Answer { buf, .. } = answer;
-            proxy.give_buffer(buf);
-            let renewed = credentials::refresh_refused(
-                &shared.credentials,
-                &proxy.credentials,
-                domain,
-                &mut entry,
-                &mut index,
-            )
-            .await;
-            if renewed {
-                log::info!(
-                    "{id} {domain}: member {} refreshed after {status}; trying it again",
-                    entry.file.members[index].id
-                );
-                continue;
-            }
-            // Not renewed: the answer is gone, so the member is passed over as if refused
-            // again; with no member left, the client gets the refusal as nexus's own.
-            let member = &entry.file.members[index];
-            let live = &entry.members[index].live;
+        let retry_oauth = reason == FailoverReason::Refused
+            && replayable
+            && refreshable(&entry, index)
+            && !refreshed.has(index);
+        if !retry_oauth {
             tried.add(index);
-            rest(domain, &member.id, live, reason, status, &notes, now_ms());
-            match pool::pick(&entry, key, tried, now_ms()) {
-                Pick::Member(next) => {
-                    live.failed_over(reason);
-                    index = next;
-                    continue;
-                }
-                _ => return Err(ProxyError::PoolRefused(domain.to_string())),
-            }
+            rest(domain, &member.id, live, reason, status, &notes, now);
         }
-        tried.add(index);
-        rest(domain, &member.id, live, reason, status, &notes, now);
-        if !replayable {
-            return Ok(answer);
-        }
-        let Pick::Member(next) = pool::pick(&entry, key, tried, now) else {
-            // No member left to try: the upstream's own answer goes to the client.
-            return Ok(answer);
+        let next = match (retry_oauth, replayable) {
+            (true, _) => index,
+            (false, true) => match pool::pick(&entry, key, tried, now) {
+                Pick::Member(next) => next,
+                // No member left to try: the upstream's own answer goes to the client.
+                _ => return Ok(answer),
+            },
+            (false, false) => return Ok(answer),
         };
-        live.failed_over(reason);
-        log::info!(
-            "{id} {domain}: member {} answered {status}; sending the request to member {}",
-            member.id,
-            entry.file.members[next].id
-        );
         // Its body is not read: the connection goes, the buffer comes back.
         let Answer { buf, .. } = answer;
         proxy.give_buffer(buf);
-        index = next;
+        if !retry_oauth {
+            live.failed_over(reason);
+            log::info!(
+                "{id} {domain}: member {} answered {status}; sending the request to member {}",
+                member.id,
+                entry.file.members[next].id
+            );
+            index = next;
+            continue;
+        }
+
+        // A refused OAuth token may have been revoked early: one refresh, out of turn,
+        // and one more try with the new token before the member is disabled.
+        refreshed.add(index);
+        let renewed = credentials::refresh_refused(
+            &shared.credentials,
+            &proxy.credentials,
+            domain,
+            &mut entry,
+            &mut index,
+        )
+        .await;
+        if renewed {
+            log::info!(
+                "{id} {domain}: member {} refreshed after {status}; trying it again",
+                entry.file.members[index].id
+            );
+            continue;
+        }
+        // Not renewed, and its answer is gone: the member is disabled and passed over;
+        // with no member left, the client gets the refusal as nexus's own.
+        let live = &entry.members[index].live;
+        tried.add(index);
+        rest(
+            domain,
+            &entry.file.members[index].id,
+            live,
+            reason,
+            status,
+            &notes,
+            now_ms(),
+        );
+        live.failed_over(reason);
+        match pool::pick(&entry, key, tried, now_ms()) {
+            Pick::Member(next) => index = next,
+            _ => return Err(ProxyError::PoolRefused(domain.to_string())),
+        }
     }
+}
+
+/// Whether member `index` holds an OAuth token that a refresh can replace.
+fn refreshable(entry: &DomainEntry, index: usize) -> bool {
+    matches!(
+        &entry.file.members[index].credential,
+        Credential::OAuth(tokens) if tokens.refresh_token.is_some()
+    )
 }
 
 /// The member a request starts with, or the answer for a pool with none to give.
