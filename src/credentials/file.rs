@@ -497,6 +497,7 @@ mod tests {
             include_str!("../../credentials/api-key-with-client-keys.credentials.json.example"),
             include_str!("../../credentials/oauth.credentials.json.example"),
             include_str!("../../credentials/oauth-with-slack.credentials.json.example"),
+            include_str!("../../credentials/pool.credentials.json.example"),
         ];
         for text in examples {
             parse_credential(text).unwrap_or_else(|e| panic!("{e}: {text}"));
