@@ -174,7 +174,7 @@ pub fn check_guard(
 #[derive(Debug, PartialEq)]
 pub enum Source<'a> {
     /// The domain's file: one of its pool's members, chosen once the body is read.
-    Pool(&'a Arc<DomainEntry>),
+    Pool(Arc<DomainEntry>),
     /// The client's own credential, or `CLAUDE_API_KEY`.
     Direct(UpstreamAuth<'a>),
 }
@@ -187,9 +187,10 @@ pub fn member_auth(member: &Member) -> UpstreamAuth<'_> {
     }
 }
 
-/// Applies the priority rule and the client key guard.
+/// Applies the priority rule and the client key guard. The domain's entry is handed on,
+/// not copied: a request holds its own reference to it while its members are tried.
 pub fn choose<'a>(
-    domain_entry: Option<&'a Entry>,
+    domain_entry: Option<Entry>,
     client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
     global_keys: &[String],
@@ -385,9 +386,11 @@ mod tests {
         default_key: Option<&'a str>,
         global_keys: &[String],
     ) -> Result<UpstreamAuth<'a>, CredentialError> {
-        super::choose(entry, client, default_key, global_keys).map(|source| match source {
-            Source::Pool(entry) => member_auth(&entry.file.members[0]),
-            Source::Direct(auth) => auth,
+        let source = super::choose(entry.cloned(), client, default_key, global_keys)?;
+        Ok(match (source, entry) {
+            (Source::Pool(_), Some(Ok(entry))) => member_auth(&entry.file.members[0]),
+            (Source::Direct(auth), _) => auth,
+            (Source::Pool(_), _) => unreachable!("a pool comes from a domain file"),
         })
     }
 

@@ -51,8 +51,6 @@ pub struct Report {
     slack: Option<Option<Arc<DomainEntry>>>,
     /// The credential that went upstream, masked; kept only for telemetry.
     api_key: Option<String>,
-    /// The pool member whose credential went upstream (last, after a failover).
-    member: Option<Arc<str>>,
     /// The upstream's status, once its response head arrived.
     pub status: Option<u16>,
     /// The request body's classification (`POST /v1/messages`).
@@ -84,7 +82,6 @@ impl Report {
             trace: hub.trace,
             slack: None,
             api_key: None,
-            member: None,
             status: None,
             class: None,
             facts: None,
@@ -168,10 +165,8 @@ impl Report {
         self.slack.is_some()
     }
 
-    /// Notes the credential that goes upstream (masked, for telemetry only) and the pool
-    /// member it belongs to, if it is one.
-    pub fn credential(&mut self, auth: &UpstreamAuth<'_>, member: Option<&Arc<str>>) {
-        self.member = member.cloned();
+    /// Notes the credential that goes upstream (masked, for telemetry only).
+    pub fn credential(&mut self, auth: &UpstreamAuth<'_>) {
         if self.telemetry {
             let secret = match auth {
                 UpstreamAuth::ApiKey(s)
@@ -183,6 +178,7 @@ impl Report {
     }
 
     /// The request is over: log it, and queue its telemetry event and Slack message.
+    /// `credential`: the id of the domain file's pool member that served it, if one did.
     #[allow(clippy::too_many_arguments)]
     pub fn finish(
         mut self,
@@ -190,6 +186,7 @@ impl Report {
         request_id: &RequestId,
         head: &RequestHead,
         domain: &str,
+        credential: Option<&Arc<str>>,
         record: &RequestRecord,
         ending: Ending<'_>,
         duration: Duration,
@@ -220,7 +217,7 @@ impl Report {
                     duration,
                 );
                 push_tokens(line, record);
-                if let Some(member) = &self.member {
+                if let Some(member) = credential {
                     line.extend_from_slice(b" credential=");
                     line.extend_from_slice(member.as_bytes());
                 }
@@ -248,7 +245,7 @@ impl Report {
                     status,
                     duration,
                     error: error.as_deref(),
-                    credential: self.member.as_deref(),
+                    credential: credential.map(|id| &**id),
                 },
             );
             outbox.hub().ledger.record(row);
@@ -273,7 +270,7 @@ impl Report {
                 path: head.path().to_string(),
                 domain: domain.to_string(),
                 api_key: self.api_key,
-                credential: self.member,
+                credential: credential.cloned(),
                 model,
                 input_tokens: record.input_tokens,
                 output_tokens: record.output_tokens,

@@ -19,7 +19,7 @@ use crate::credentials::member_state::{FailoverReason, MemberState};
 use crate::credentials::pool::{self, Pick, Tried};
 use crate::credentials::token_client::now_ms;
 use crate::credentials::verdict::{self, ResponseNotes};
-use crate::credentials::{self, Credential, DomainEntry};
+use crate::credentials::{self, Credential, DomainEntry, Member};
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::notify::{trace, Report};
 use crate::request_id::RequestId;
@@ -36,8 +36,27 @@ pub struct PoolRequest<'a> {
     pub metered: bool,
 }
 
+/// The member whose answer a request relays: the entry it was read from (the request's
+/// own reference to it) and its place there.
+pub struct Served {
+    entry: Arc<DomainEntry>,
+    index: usize,
+}
+
+impl Served {
+    /// The member as its file names it.
+    pub fn member(&self) -> &Member {
+        &self.entry.file.members[self.index]
+    }
+
+    /// Its live state.
+    pub fn live(&self) -> &MemberState {
+        &self.entry.members[self.index].live
+    }
+}
+
 /// Sends the request with the pool's chosen member, failing over as the module says, and
-/// returns the answer to relay. `served`: the member whose answer it is.
+/// returns the answer to relay; `served` then names the member whose answer it is.
 #[allow(clippy::too_many_arguments)]
 pub async fn exchange(
     conn: &mut ClientConn,
@@ -48,12 +67,12 @@ pub async fn exchange(
     meter: &mut Meter<'_>,
     report: &mut Report,
     request: PoolRequest<'_>,
-    served: &mut Option<Arc<MemberState>>,
+    served: &mut Option<Served>,
 ) -> Result<Answer, ProxyError> {
     let PoolRequest {
         id,
         domain,
-        mut entry,
+        entry,
         key,
         metered,
     } = request;
@@ -63,25 +82,27 @@ pub async fn exchange(
     let mut tried = Tried::default();
     // The OAuth members refreshed out of turn for this request (once each).
     let mut refreshed = Tried::default();
-    let mut index = first(&entry, key, domain)?;
+    let index = first(&entry, key, domain)?;
+    // The member being tried, kept where the request's record finds it however it ends.
+    let at = served.insert(Served { entry, index });
     let mut span: Option<AuthSpan> = None;
-    loop {
+    let answer = loop {
         // An OAuth member near expiry waits for its refresh; in a pool, one that cannot
         // be refreshed is passed over.
         let ready = credentials::ready_member(
             &shared.credentials,
             &proxy.credentials,
             domain,
-            &mut entry,
-            &mut index,
+            &mut at.entry,
+            &mut at.index,
         )
         .await;
         if let Err(e) = ready {
-            tried.add(index);
-            match pool::pick(&entry, key, tried, now_ms()) {
+            tried.add(at.index);
+            match pool::pick(&at.entry, key, tried, now_ms()) {
                 Pick::Member(next) if pooled => {
                     log::warn!("{id} {e}; trying another member of the pool");
-                    index = next;
+                    at.index = next;
                     continue;
                 }
                 _ => return Err(ProxyError::Credential(e)),
@@ -89,11 +110,11 @@ pub async fn exchange(
         }
 
         // Send the request with this member's credential.
-        let member = &entry.file.members[index];
-        let live = &entry.members[index].live;
+        let member = &at.entry.file.members[at.index];
+        let live = &at.entry.members[at.index].live;
         let auth = credentials::member_auth(member);
         log::debug!("{id} credential: member {} {auth}", member.id);
-        report.credential(&auth, Some(&member.id));
+        report.credential(&auth);
         span = Some(match span {
             None => upstream_head::finish(conn, head, &auth, body.as_mut(), metered),
             Some(span) => upstream_head::replace_auth(conn, span, head, &auth),
@@ -102,13 +123,12 @@ pub async fn exchange(
             trace::forwarded(id, &auth, conn.upstream_head());
         }
         live.attempted();
-        *served = Some(Arc::clone(live));
         let mut notes = ResponseNotes::default();
         let notes_wanted = pooled.then_some(&mut notes);
         let answer =
             exchange::exchange(conn, proxy, head, limit, body, meter, notes_wanted).await?;
         if !pooled {
-            return Ok(answer);
+            break answer;
         }
 
         // What the answer says of the member, and whether the request goes on.
@@ -118,25 +138,25 @@ pub async fn exchange(
         }
         let status = answer.head.status;
         let Some(reason) = verdict::failover_reason(status) else {
-            pool::pin(&entry, key, index, now);
-            return Ok(answer);
+            pool::pin(&at.entry, key, at.index, now);
+            break answer;
         };
         let retry_oauth = reason == FailoverReason::Refused
             && replayable
-            && refreshable(&entry, index)
-            && !refreshed.has(index);
+            && refreshable(&at.entry, at.index)
+            && !refreshed.has(at.index);
         if !retry_oauth {
-            tried.add(index);
+            tried.add(at.index);
             rest(domain, &member.id, live, reason, status, &notes, now);
         }
         let next = match (retry_oauth, replayable) {
-            (true, _) => index,
-            (false, true) => match pool::pick(&entry, key, tried, now) {
+            (true, _) => at.index,
+            (false, true) => match pool::pick(&at.entry, key, tried, now) {
                 Pick::Member(next) => next,
                 // No member left to try: the upstream's own answer goes to the client.
-                _ => return Ok(answer),
+                _ => break answer,
             },
-            (false, false) => return Ok(answer),
+            (false, false) => break answer,
         };
         // Its body is not read: the connection goes, the buffer comes back.
         let Answer { buf, .. } = answer;
@@ -146,37 +166,37 @@ pub async fn exchange(
             log::info!(
                 "{id} {domain}: member {} answered {status}; sending the request to member {}",
                 member.id,
-                entry.file.members[next].id
+                at.entry.file.members[next].id
             );
-            index = next;
+            at.index = next;
             continue;
         }
 
         // A refused OAuth token may have been revoked early: one refresh, out of turn,
         // and one more try with the new token before the member is disabled.
-        refreshed.add(index);
+        refreshed.add(at.index);
         let renewed = credentials::refresh_refused(
             &shared.credentials,
             &proxy.credentials,
             domain,
-            &mut entry,
-            &mut index,
+            &mut at.entry,
+            &mut at.index,
         )
         .await;
         if renewed {
             log::info!(
                 "{id} {domain}: member {} refreshed after {status}; trying it again",
-                entry.file.members[index].id
+                at.entry.file.members[at.index].id
             );
             continue;
         }
         // Not renewed, and its answer is gone: the member is disabled and passed over;
         // with no member left, the client gets the refusal as nexus's own.
-        let live = &entry.members[index].live;
-        tried.add(index);
+        let live = &at.entry.members[at.index].live;
+        tried.add(at.index);
         rest(
             domain,
-            &entry.file.members[index].id,
+            &at.entry.file.members[at.index].id,
             live,
             reason,
             status,
@@ -184,11 +204,12 @@ pub async fn exchange(
             now_ms(),
         );
         live.failed_over(reason);
-        match pool::pick(&entry, key, tried, now_ms()) {
-            Pick::Member(next) => index = next,
+        match pool::pick(&at.entry, key, tried, now_ms()) {
+            Pick::Member(next) => at.index = next,
             _ => return Err(ProxyError::PoolRefused(domain.to_string())),
         }
-    }
+    };
+    Ok(answer)
 }
 
 /// Whether member `index` holds an OAuth token that a refresh can replace.

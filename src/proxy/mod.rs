@@ -16,11 +16,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use error::ProxyError;
+use failover::Served;
 
 use crate::client::Pool;
 use crate::conn::{ClientConn, HeldBody};
 use crate::credentials::affinity::{ConversationKey, SESSION_HEADER};
-use crate::credentials::member_state::MemberState;
 use crate::credentials::{self, domain::Domain, LocalView, Source};
 use crate::http::headers::find_raw;
 use crate::http::request::{BodyFraming, Method, RequestHead};
@@ -147,9 +147,11 @@ pub async fn forward(
     let why = result.as_ref().err().map(ToString::to_string);
     let ending = ProxyError::ending(&result, &why, &shared.upstream.display);
     meter.price(&shared.config.pricing, report.model());
-    if let Some(member) = served {
+    if let Some(served) = &served {
         let r = &meter.record;
-        member.served(r.input_tokens, r.output_tokens, r.cost_picos);
+        served
+            .live()
+            .served(r.input_tokens, r.output_tokens, r.cost_picos);
     }
     let duration = meter.stop();
     report.finish(
@@ -157,6 +159,7 @@ pub async fn forward(
         request_id,
         head,
         stats_domain,
+        served.as_ref().map(|served| &served.member().id),
         &meter.record,
         ending,
         duration,
@@ -173,7 +176,7 @@ async fn forward_metered(
     domain: Option<&Domain>,
     meter: &mut Meter<'_>,
     report: &mut Report,
-    served: &mut Option<Arc<MemberState>>,
+    served: &mut Option<Served>,
 ) -> Result<Outcome, ProxyError> {
     let shared = &proxy.shared;
     let config = &shared.config;
@@ -189,7 +192,7 @@ async fn forward_metered(
     }
     // The client key guard is checked here, before any body is read or anyone waits.
     let source = credentials::choose(
-        entry.as_ref(),
+        entry,
         client,
         config.claude_api_key.as_deref(),
         &config.client_api_keys,
@@ -231,7 +234,7 @@ async fn forward_metered(
     let mut answer = match source {
         Source::Direct(auth) => {
             log::debug!("{} credential: {auth}", request.id);
-            report.credential(&auth, None);
+            report.credential(&auth);
             upstream_head::finish(conn, head, &auth, body.as_mut(), metered);
             if report.trace {
                 trace::forwarded(request.id, &auth, conn.upstream_head());
@@ -246,7 +249,7 @@ async fn forward_metered(
             let pool = failover::PoolRequest {
                 id: request.id,
                 domain: file_domain.unwrap_or_default(),
-                entry: Arc::clone(entry),
+                entry,
                 key,
                 metered,
             };
