@@ -681,3 +681,53 @@ fn an_oauth_member_still_refused_after_its_refresh_is_disabled_and_the_next_serv
     );
     assert_eq!(endpoint.calls(), 1);
 }
+
+#[test]
+fn requests_without_a_body_fail_over_and_a_streamed_body_is_never_sent_twice() {
+    let rig = Rig::start(
+        Upstream::Plain,
+        |request| match (credential_of(request).as_str(), request.path()) {
+            (KEY_A, _) => rate_limited("60"),
+            (_, "/v1/models") => MockReply::json(200, r#"{"data":[]}"#),
+            _ => MockReply::json(200, r#"{"id":"file_1"}"#),
+        },
+        |n| n.credential(DOMAIN, &pool_of(&[("a", KEY_A), ("b", KEY_B)])),
+    );
+    // No body: the same request goes to b.
+    let response = rig.nexus.request(&Request::get("/v1/models").host(DOMAIN));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), r#"{"data":[]}"#);
+    let keys: Vec<String> = rig.mock.requests().iter().map(credential_of).collect();
+    assert_eq!(keys, [KEY_A, KEY_B]);
+
+    // A body that streams through (not a Messages one) cannot be sent again: a's 429 is
+    // the answer. a rests now, so make it the only member left by a fresh pool.
+    let path = rig
+        .nexus
+        .credentials_dir()
+        .join(format!("{DOMAIN}.credentials.json"));
+    std::fs::write(&path, pool_of(&[("a2", KEY_A), ("b", KEY_B)])).unwrap();
+    wait_for(Duration::from_secs(6), "member a2", || {
+        (member_stats(&rig.nexus, "a2")["state"] == "ready").then_some(())
+    });
+    let upload = || {
+        Request::post("/v1/files")
+            .host(DOMAIN)
+            .header("content-type", "application/octet-stream")
+            .body(vec![b'x'; 4096])
+    };
+    // New requests without a conversation key go to each member in turn: one of two
+    // uploads starts with a2.
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| rig.nexus.request(&upload()).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let uploads: Vec<String> = rig
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/v1/files")
+        .map(credential_of)
+        .collect();
+    assert_eq!(uploads.len(), 2, "each upload sent once: {uploads:?}");
+}
