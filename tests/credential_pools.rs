@@ -731,3 +731,53 @@ fn requests_without_a_body_fail_over_and_a_streamed_body_is_never_sent_twice() {
         .collect();
     assert_eq!(uploads.len(), 2, "each upload sent once: {uploads:?}");
 }
+
+#[test]
+fn a_stream_whose_first_event_is_overloaded_error_goes_to_the_next_member() {
+    let overloaded_event = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let rig = Rig::start(
+        Upstream::Plain,
+        move |request| match credential_of(request).as_str() {
+            KEY_A => MockReply::sse(vec![overloaded_event.to_string()]),
+            _ => success(request),
+        },
+        |n| n.credential(DOMAIN, &pool_of(&[("a", KEY_A), ("b", KEY_B)])),
+    );
+    for i in 0..3 {
+        let response = rig.nexus.request(&messages(&format!("s-{i}"), true));
+        assert_served(&response, true);
+    }
+    assert_eq!(sent_with(&rig, KEY_A), 1);
+    assert_eq!(sent_with(&rig, KEY_B), 3);
+    assert_eq!(member_stats(&rig.nexus, "a")["state"], "cooling");
+}
+
+#[test]
+fn a_pooled_stream_still_goes_out_event_by_event() {
+    let events = stream_events();
+    let gate = Gate::new();
+    let reply = MockReply::sse_gated(events.clone(), gate.clone());
+    let rig = Rig::start(
+        Upstream::Plain,
+        move |_| reply.clone(),
+        |n| n.credential(DOMAIN, &pool_of(&[("a", KEY_A), ("b", KEY_B)])),
+    );
+    let mut client = rig.nexus.client();
+    client.send(&messages("s-1", true)).expect("sending");
+    let head = client
+        .read_head()
+        .expect("the head, with the first event read ahead");
+    assert_eq!(head.status, 200);
+    let mut sse = SseReader::new(client.body_stream("POST", &head).expect("framing"));
+    for (i, expected) in events.iter().enumerate() {
+        if i > 0 {
+            gate.open_one();
+        }
+        let event = sse
+            .next_event()
+            .unwrap_or_else(|e| panic!("event {i} did not come through ({e})"))
+            .unwrap_or_else(|| panic!("the stream ended after {i} events"));
+        assert_eq!(&event.raw, expected, "event {i}");
+    }
+    assert_eq!(rig.mock.requests().len(), 1);
+}

@@ -1,6 +1,7 @@
 //! A domain pool's attempts at one request: the chosen member first; when its answer
-//! says the member cannot serve (429, 529, 401/403), the same bytes go to the next usable
-//! member, each member at most once.
+//! says the member cannot serve (429, 529 or a stream whose first event is
+//! `overloaded_error`, 401/403), the same bytes go to the next usable member, each member
+//! at most once.
 //!
 //! Only while no byte of the response has reached the client: the response head is read
 //! into `conn.out` and nothing is written before the answer is kept, so a discarded answer
@@ -11,6 +12,7 @@
 use std::sync::Arc;
 
 use super::exchange::{self, Answer};
+use super::first_event;
 use super::upstream_head::{self, AuthSpan};
 use super::{Proxy, ProxyError};
 use crate::conn::{ClientConn, HeldBody};
@@ -125,7 +127,7 @@ pub async fn exchange(
         live.attempted();
         let mut notes = ResponseNotes::default();
         let notes_wanted = pooled.then_some(&mut notes);
-        let answer =
+        let mut answer =
             exchange::exchange(conn, proxy, head, limit, body, meter, notes_wanted).await?;
         if !pooled {
             break answer;
@@ -137,7 +139,16 @@ pub async fn exchange(
             live.headroom.set(left, reset_s);
         }
         let status = answer.head.status;
-        let Some(reason) = verdict::failover_reason(status) else {
+        let mut reason = verdict::failover_reason(status);
+        if reason.is_none()
+            && status == 200
+            && answer.head.event_stream
+            && replayable
+            && first_event::overloaded(conn, proxy, &mut answer).await?
+        {
+            reason = Some(FailoverReason::Overloaded);
+        }
+        let Some(reason) = reason else {
             pool::pin(&at.entry, key, at.index, now);
             break answer;
         };
@@ -164,8 +175,10 @@ pub async fn exchange(
         if !retry_oauth {
             live.failed_over(reason);
             log::info!(
-                "{id} {domain}: member {} answered {status}; sending the request to member {}",
+                "{id} {domain}: member {} answered {status} ({}); sending the request to \
+                 member {}",
                 member.id,
+                reason.label(),
                 at.entry.file.members[next].id
             );
             at.index = next;

@@ -8,6 +8,7 @@
 mod error;
 mod exchange;
 mod failover;
+mod first_event;
 mod relay;
 mod upstream_head;
 
