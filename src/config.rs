@@ -64,7 +64,8 @@ pub struct LoginArgs {
     /// (~/.claude/.credentials.json) instead of the browser flow
     #[argh(option)]
     pub import: Option<String>,
-    /// a member id in the domain's credential pool (not available yet: pools have not landed)
+    /// write the credential as this member of the domain's credential pool (added, or its
+    /// tokens replaced; every other member kept)
     #[argh(option)]
     pub id: Option<String>,
 }

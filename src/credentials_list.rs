@@ -54,7 +54,16 @@ pub fn list(dir: &Path, now_ms: u64) -> Listing {
     ])];
     for (domain, path) in &files {
         match read(path).and_then(|text| parse_credential(&text)) {
-            Ok(file) => rows.push(describe(domain, &file.credential, now_ms)),
+            Ok(file) => {
+                for member in &file.members {
+                    // A pool's members each get a row, named `domain/id`.
+                    let name = match file.pool {
+                        true => format!("{domain}/{}", member.id),
+                        false => domain.clone(),
+                    };
+                    rows.push(describe(&name, &member.credential, now_ms));
+                }
+            }
             Err(why) => {
                 problems.push(format!("{}: {why}", path.display()));
                 rows.push(row([domain, "invalid", "-", "-", "-", &why]));

@@ -152,9 +152,12 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
                 ..Reply::ok("application/json", body)
             }
         }
-        Route::TokenStats => Reply::ok("application/json", stats.token_stats_json()),
+        Route::TokenStats => Reply::ok(
+            "application/json",
+            stats.token_stats_json(&shared.credentials.pool_figures()),
+        ),
         Route::Metrics => {
-            let mut text = stats.metrics_text();
+            let mut text = stats.metrics_text(&shared.credentials.pool_figures());
             shared.ledger.metrics_text(&mut text);
             Reply::ok(
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -547,3 +547,44 @@ fn dashboard_is_one_self_contained_page() {
     let post = nexus.request(&Request::post("/dashboard").body("x"));
     assert_anthropic_error(&post, 405, "invalid_request_error");
 }
+
+#[test]
+fn dashboard_shows_each_pool_member_and_its_state() {
+    let version = require_chromium();
+    const DOMAIN: &str = "pool.example.com";
+    let pool = json!({"type": "pool", "credentials": [
+        {"id": "a", "type": "api_key", "api_key": "sk-ant-api03-member-a"},
+        {"id": "b", "type": "api_key", "api_key": "sk-ant-api03-member-b"}
+    ]});
+    let rig = Rig::start(
+        Upstream::Plain,
+        |request| match request.headers.get("x-api-key") {
+            Some("sk-ant-api03-member-a") => MockReply::json(
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+            )
+            .header("retry-after", "600"),
+            _ => MockReply::json(200, common::fixtures::MESSAGE_TEXT_JSON),
+        },
+        |n| n.credential(DOMAIN, &pool.to_string()),
+    );
+    // The first new conversation goes to a, which rests; b serves it.
+    let response = rig.nexus.request(
+        &Request::post("/v1/messages")
+            .host(DOMAIN)
+            .header("anthropic-version", "2023-06-01")
+            .json(r#"{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[]}"#),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let mut browser = Browser::launch(WIDTH, HEIGHT);
+    browser.goto(&format!("{}/dashboard?interval={POLL_MS}", rig.nexus.url()));
+    let read = r#"Object.fromEntries([...document.querySelectorAll('[data-member]')]
+        .map((e) => [e.dataset.member, e.dataset.state]))"#;
+    let want = json!({"a": "cooling", "b": "ready"});
+    let (ok, members) = browser.eval_until(read, PAGE_WAIT, |v| v == &want);
+    assert!(
+        ok,
+        "{version}: the page shows members {members}, not {want}"
+    );
+}

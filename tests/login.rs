@@ -384,17 +384,57 @@ fn wrong_state_used_code_and_unreachable_endpoint_change_nothing() {
 }
 
 #[test]
-fn id_is_refused_until_pools_exist() {
+fn id_writes_one_member_of_the_domains_pool_and_keeps_the_others() {
     let dir = TempDir::new("login-id");
-    let run = nexus(
-        &["login", DOMAIN, "--id", "max-1"],
-        &[("CREDENTIALS_DIR", dir.path().to_str().unwrap())],
-        None,
+    let claude = TempDir::new("claude-home-id");
+    let file = claude.write(
+        ".credentials.json",
+        json!({"claudeAiOauth": {
+            "accessToken": OLD_ACCESS, "refreshToken": OLD_REFRESH, "expiresAt": FAR_FUTURE_MS,
+            "scopes": ["user:inference"]
+        }})
+        .to_string()
+        .as_bytes(),
     );
+    let pool = json!({"type": "pool", "client_api_keys": ["nx-team"], "credentials": [
+        {"id": "key-1", "type": "api_key", "api_key": "sk-ant-api03-pool-member-key"}
+    ]});
+    dir.write(
+        &format!("{DOMAIN}.credentials.json"),
+        pool.to_string().as_bytes(),
+    );
+    let login = |id: &str| {
+        nexus(
+            &[
+                "login",
+                DOMAIN,
+                "--id",
+                id,
+                "--import",
+                file.to_str().unwrap(),
+            ],
+            &[("CREDENTIALS_DIR", dir.path().to_str().unwrap())],
+            None,
+        )
+    };
+    let run = login("max-1");
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("pool member max-1"), "{}", run.stdout);
+    let mut expected = pool.clone();
+    expected["credentials"].as_array_mut().unwrap().push(
+        json!({"id": "max-1", "type": "oauth", "oauth": {
+            "accessToken": OLD_ACCESS, "refreshToken": OLD_REFRESH, "expiresAt": FAR_FUTURE_MS,
+            "scopes": ["user:inference"]
+        }}),
+    );
+    assert_eq!(read_credential(&credential_path(dir.path())), expected);
+
+    // An id that is not one: a usage error, nothing written.
+    let before = snapshot(dir.path());
+    let run = login("max 1");
     assert_eq!(run.code, Some(2));
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("pools"), "{}", run.stderr);
-    assert!(snapshot(dir.path()).is_empty());
+    assert_eq!(snapshot(dir.path()), before);
 }
 
 #[test]
@@ -434,21 +474,21 @@ fn credentials_lists_every_file_without_a_secret() {
         Some(1),
         "a broken file makes the exit status non-zero"
     );
+    // A pool's members each have a row, named domain/id.
     let expected = "\
-DOMAIN              TYPE     EXPIRES                         REFRESH  SECRET    NOTE
-api.example.com     api_key  -                               -        ****K3Y9
-broken.example.com  invalid  -                               -        -         not valid JSON (EOF while parsing a string at line 1 column 57)
-max.example.com     oauth    2100-01-01T00:00:00Z            yes      ****cdef
-old.example.com     oauth    1970-01-01T00:00:01Z (expired)  no       ****3210
-pool.example.com    invalid  -                               -        -         field \"type\" must be \"api_key\" or \"oauth\"
+DOMAIN                  TYPE     EXPIRES                         REFRESH  SECRET    NOTE
+api.example.com         api_key  -                               -        ****K3Y9
+broken.example.com      invalid  -                               -        -         not valid JSON (EOF while parsing a string at line 1 column 57)
+max.example.com         oauth    2100-01-01T00:00:00Z            yes      ****cdef
+old.example.com         oauth    1970-01-01T00:00:01Z (expired)  no       ****3210
+pool.example.com/max-1  api_key  -                               -        ****cret
 ";
     assert_eq!(run.stdout, expected);
     let d = dir.path().display();
     assert_eq!(
         run.stderr,
         format!(
-            "nexus: {d}/broken.example.com.credentials.json: not valid JSON (EOF while parsing a string at line 1 column 57)\n\
-             nexus: {d}/pool.example.com.credentials.json: field \"type\" must be \"api_key\" or \"oauth\"\n"
+            "nexus: {d}/broken.example.com.credentials.json: not valid JSON (EOF while parsing a string at line 1 column 57)\n"
         )
     );
     for text in [&run.stdout, &run.stderr] {

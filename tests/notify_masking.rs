@@ -5,6 +5,8 @@
 mod common;
 mod notify_support;
 
+use std::time::Duration;
+
 use common::*;
 use notify_support::*;
 use serde_json::json;
@@ -105,8 +107,12 @@ fn debug_trace_is_printed_and_no_output_shows_a_whole_secret() {
         assert!(upstream_text.contains(secret), "{secret} went upstream");
     }
 
-    let logs = wait_for_log_line(&rig.nexus, &["response body:"]);
-    let logs = rig.nexus.logs() + &logs;
+    // Each request's access-log line comes after its whole trace (one worker writes
+    // both): once every request has one, every trace is in the log.
+    let logs = common::oauth::wait_for(Duration::from_secs(10), "every access-log line", || {
+        let logs = rig.nexus.logs();
+        (logs.matches("POST /v1/messages 200").count() >= count).then_some(logs)
+    });
     for part in [
         "=== Incoming Request ===",
         "Authentication type: API key",

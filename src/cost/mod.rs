@@ -15,7 +15,7 @@ mod usd;
 use std::collections::HashMap;
 
 pub use table::TableError;
-pub use usd::{Usd, PICOS_PER_USD};
+pub use usd::{AtomicUsd, Usd, PICOS_PER_USD};
 
 use crate::usage::Usage;
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::http::digits::push_decimal;
 
@@ -71,6 +72,36 @@ impl fmt::Display for Usd {
         let mut text = Vec::with_capacity(40);
         self.push_to(&mut text);
         f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// A running sum of [`Usd`] that any thread adds to without a lock: whole micro-dollars
+/// plus the picodollars beyond them, so it is exact and cannot wrap (one `u64` of
+/// picodollars would at 18 million dollars).
+#[derive(Debug, Default)]
+pub struct AtomicUsd {
+    micros: AtomicU64,
+    picos: AtomicU64,
+}
+
+/// Picodollars in a micro-dollar.
+const PICOS_PER_MICRO: u64 = 1_000_000;
+
+impl AtomicUsd {
+    /// Adds `picos` picodollars.
+    pub fn add(&self, picos: u64) {
+        if picos != 0 {
+            self.micros.fetch_add(picos / PICOS_PER_MICRO, Relaxed);
+            self.picos.fetch_add(picos % PICOS_PER_MICRO, Relaxed);
+        }
+    }
+
+    /// The sum so far.
+    pub fn read(&self) -> Usd {
+        Usd(
+            u128::from(self.micros.load(Relaxed)) * u128::from(PICOS_PER_MICRO)
+                + u128::from(self.picos.load(Relaxed)),
+        )
     }
 }
 

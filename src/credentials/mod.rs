@@ -2,31 +2,38 @@
 //!
 //! Priority (as in the seed): the domain's credential file → the request's own
 //! `x-api-key`, else its `Authorization` → `CLAUDE_API_KEY`. Exactly one credential
-//! header reaches the upstream. A credential nexus hands out (a domain file, or
+//! header reaches the upstream. A domain's file holds a pool of one or more members; which
+//! member a request gets is `pool`'s choice, and what a response says about it `verdict`'s. A credential nexus hands out (a domain file, or
 //! `CLAUDE_API_KEY`) may be guarded by client keys (`client_api_keys` in the file,
 //! `CLIENT_API_KEYS`); a client key is checked and dropped, never forwarded.
 
+pub mod affinity;
 pub mod client_keys;
 pub mod counters;
 pub mod domain;
 pub mod file;
 pub mod header_token;
+pub mod headroom;
 pub mod mask;
+pub mod member_state;
 pub mod oauth;
 pub mod persist;
+pub mod pool;
 pub mod refresh_board;
 pub mod store;
 pub mod token_client;
+pub mod verdict;
 pub mod wait;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use domain::domain_from_host;
-pub use file::{Credential, CredentialFile};
+pub use file::{Credential, CredentialFile, Member};
 pub use mask::mask;
 pub use oauth::OAuthRefresher;
-pub use store::{CredentialStore, DomainEntry, Entry, LocalView, RefreshState};
-pub use wait::ready_entry;
+pub use store::{CredentialStore, DomainEntry, Entry, LocalView, PoolFigures, RefreshState};
+pub use wait::{ready_member, refresh_refused};
 
 use crate::config::Config;
 
@@ -163,24 +170,47 @@ pub fn check_guard(
     })
 }
 
-/// Applies the priority rule and the client key guard.
+/// Where a request's credential comes from.
+#[derive(Debug, PartialEq)]
+pub enum Source<'a> {
+    /// The domain's file: one of its pool's members, chosen once the body is read.
+    Pool(Arc<DomainEntry>),
+    /// The client's own credential, or `CLAUDE_API_KEY`.
+    Direct(UpstreamAuth<'a>),
+}
+
+/// How a pool member's credential goes upstream.
+pub fn member_auth(member: &Member) -> UpstreamAuth<'_> {
+    match &member.credential {
+        Credential::ApiKey { api_key } => UpstreamAuth::ApiKey(api_key),
+        Credential::OAuth(tokens) => UpstreamAuth::OAuthBearer(&tokens.access_token),
+    }
+}
+
+/// Applies the priority rule and the client key guard. The domain's entry is handed on,
+/// not copied: a request holds its own reference to it while its members are tried.
 pub fn choose<'a>(
-    domain_entry: Option<&'a Entry>,
+    domain_entry: Option<Entry>,
+    client: ClientCredentials<'a>,
+    default_key: Option<&'a str>,
+    global_keys: &[String],
+) -> Result<Source<'a>, CredentialError> {
+    match domain_entry {
+        Some(Ok(entry)) => {
+            check_guard(entry.file.client_keys.as_deref(), global_keys, client)?;
+            Ok(Source::Pool(entry))
+        }
+        Some(Err(why)) => Err(CredentialError::InvalidFile(why.to_string())),
+        None => client_or_default(client, default_key, global_keys).map(Source::Direct),
+    }
+}
+
+/// Rules 2 and 3, for a domain without a file.
+fn client_or_default<'a>(
     client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
     global_keys: &[String],
 ) -> Result<UpstreamAuth<'a>, CredentialError> {
-    match domain_entry {
-        Some(Ok(entry)) => {
-            check_guard(entry.file.client_keys.as_deref(), global_keys, client)?;
-            return Ok(match &entry.file.credential {
-                Credential::ApiKey { api_key } => UpstreamAuth::ApiKey(api_key),
-                Credential::OAuth(tokens) => UpstreamAuth::OAuthBearer(&tokens.access_token),
-            });
-        }
-        Some(Err(why)) => return Err(CredentialError::InvalidFile(why.to_string())),
-        None => {}
-    }
     if !global_keys.is_empty() {
         if client_keys::accepted(global_keys, client) {
             // A client key opened the door; CLAUDE_API_KEY goes in its place.
@@ -331,16 +361,37 @@ mod tests {
     }
 
     fn file_entry(key: &str, client_keys: Option<&[&str]>) -> Entry {
-        Ok(Arc::new(DomainEntry {
-            file: CredentialFile {
+        let file = CredentialFile {
+            members: vec![Member {
+                id: Arc::from(file::DEFAULT_MEMBER),
                 credential: Credential::ApiKey {
                     api_key: key.into(),
                 },
-                client_keys: client_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect()),
-                slack: None,
-            },
-            refresh: RefreshState::Ok,
-        }))
+            }],
+            pool: false,
+            client_keys: client_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect()),
+            slack: None,
+        };
+        Ok(Arc::new(DomainEntry::new(
+            file,
+            None,
+            store::Replacing::Reload,
+        )))
+    }
+
+    /// [`choose`], with a domain file's one member as it goes upstream.
+    fn choose<'a>(
+        entry: Option<&'a Entry>,
+        client: ClientCredentials<'a>,
+        default_key: Option<&'a str>,
+        global_keys: &[String],
+    ) -> Result<UpstreamAuth<'a>, CredentialError> {
+        let source = super::choose(entry.cloned(), client, default_key, global_keys)?;
+        Ok(match (source, entry) {
+            (Source::Pool(_), Some(Ok(entry))) => member_auth(&entry.file.members[0]),
+            (Source::Direct(auth), _) => auth,
+            (Source::Pool(_), _) => unreachable!("a pool comes from a domain file"),
+        })
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! OAuth refresh: ahead of expiry, single-flight per credential, persisted atomically,
-//! coordinated across processes with `flock`.
+//! OAuth refresh: ahead of expiry, single-flight per pool member, persisted atomically
+//! into the domain's file (every other member and field kept), coordinated across
+//! processes with `flock` on the file.
 //!
 //! One scheduler thread looks at the snapshot every second (and at once when a request
 //! asks) and starts a refresh job thread for each credential that is due and has none
@@ -15,8 +16,10 @@ use super::counters::COUNTERS;
 use super::file::{apply_tokens, parse_value, Credential, OAuthTokens};
 use super::mask::mask;
 use super::persist::{lock_path, write_atomically, FileLock};
+use super::refresh_board::RefreshBoard;
 use super::store::{read_bounded, CredentialStore, RefreshState};
 use super::token_client::{now_ms, RefreshError, TokenEndpoint};
+use super::wait::who;
 use crate::config::Config;
 
 /// Background refresh starts this long before a token expires.
@@ -78,7 +81,7 @@ impl OAuthRefresher {
         }
     }
 
-    /// Starts a job for every credential that is due, not failed for good, past its
+    /// Starts a job for every OAuth member that is due, not failed for good, past its
     /// backoff, and not already being refreshed.
     fn start_due_jobs(self: &Arc<Self>) {
         let now = now_ms();
@@ -86,40 +89,52 @@ impl OAuthRefresher {
         let board = self.store.refresh_board();
         for (domain, entry) in self.store.current().iter() {
             let Ok(entry) = entry else { continue };
-            let Credential::OAuth(tokens) = &entry.file.credential else {
-                continue;
-            };
-            if !due(tokens, now) {
-                continue;
-            }
-            match entry.refresh {
-                RefreshState::InvalidGrant => continue,
-                RefreshState::Failing { retry_at, .. } if retry_at > instant => continue,
-                _ => {}
-            }
-            if !board.claim(domain) {
-                continue;
-            }
-            COUNTERS.started_refresh();
-            let refresher = Arc::clone(self);
-            let spawned = std::thread::Builder::new()
-                .name("nexus-oauth-job".into())
-                .spawn({
-                    let domain = domain.clone();
-                    move || {
-                        refresher.refresh_domain(&domain);
-                        refresher.store.refresh_board().release(&domain);
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("credentials: cannot start a refresh for {domain}: {e}");
-                board.release(domain);
+            for (member, state) in entry.file.members.iter().zip(entry.members.iter()) {
+                let Credential::OAuth(tokens) = &member.credential else {
+                    continue;
+                };
+                let key = RefreshBoard::key(domain, &member.id);
+                if !due(tokens, now) && !board.is_forced(&key, &tokens.access_token) {
+                    continue;
+                }
+                match state.refresh {
+                    RefreshState::InvalidGrant => continue,
+                    RefreshState::Failing { retry_at, .. } if retry_at > instant => continue,
+                    _ => {}
+                }
+                if !board.claim(&key) {
+                    continue;
+                }
+                COUNTERS.started_refresh();
+                let refresher = Arc::clone(self);
+                let job = Job {
+                    domain: domain.clone(),
+                    id: Arc::clone(&member.id),
+                    who: who(domain, entry, &member.id),
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("nexus-oauth-job".into())
+                    .spawn({
+                        let key = key.clone();
+                        move || {
+                            refresher.refresh_member(&job);
+                            let board = refresher.store.refresh_board();
+                            board.unforce(&key);
+                            board.release(&key);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::error!("credentials: cannot start a refresh for {domain}: {e}");
+                    board.release(&key);
+                }
             }
         }
     }
 
-    /// One refresh of one credential, start to end. Runs on its own thread.
-    fn refresh_domain(&self, domain: &str) {
+    /// One refresh of one member, start to end. Runs on its own thread.
+    fn refresh_member(&self, job: &Job) {
+        let Job { domain, id, who } = job;
+        let (domain, id) = (domain.as_str(), &**id);
         let store = &*self.store;
         let endpoint = &self.endpoint;
         let path = store.file_path(domain);
@@ -138,8 +153,8 @@ impl OAuthRefresher {
                 // Without the lock another process may be refreshing: stepping in could
                 // spend the refresh token twice. Try again later.
                 let why = format!("cannot lock {}: {e}", lock_path(&path).display());
-                if let Some(refresh_token) = self.refresh_token_of(domain) {
-                    self.record_failure(domain, &refresh_token, &why);
+                if let Some(refresh_token) = self.refresh_token_of(domain, id) {
+                    self.record_failure(job, &refresh_token, &why);
                 }
                 return;
             }
@@ -153,12 +168,17 @@ impl OAuthRefresher {
             return; // broken meanwhile: the scanner reports it
         };
         let Ok(file) = parse_value(&doc) else { return };
-        let Credential::OAuth(tokens) = &file.credential else {
+        let Some(Credential::OAuth(tokens)) =
+            file.position(id).map(|i| &file.members[i].credential)
+        else {
             store.publish_file(domain, file, text);
             return;
         };
-        if !due(tokens, now_ms()) {
-            log::info!("credentials: {domain}: token already refreshed (by another process)");
+        let forced = store
+            .refresh_board()
+            .is_forced(&RefreshBoard::key(domain, id), &tokens.access_token);
+        if !due(tokens, now_ms()) && !forced {
+            log::info!("credentials: {who}: token already refreshed (by another process)");
             store.publish_file(domain, file, text);
             return;
         }
@@ -172,20 +192,20 @@ impl OAuthRefresher {
         }
         let started = Instant::now();
         log::debug!(
-            "credentials: {domain}: refreshing with refresh token {}",
+            "credentials: {who}: refreshing with refresh token {}",
             mask(&refresh_token)
         );
         match endpoint.refresh(&refresh_token) {
             Ok(new) => {
-                if let Err(why) = apply_tokens(&mut doc, &new) {
-                    log::error!("credentials: {domain}: cannot update the file: {why}");
+                if let Err(why) = apply_tokens(&mut doc, id, &new) {
+                    log::error!("credentials: {who}: cannot update the file: {why}");
                     return;
                 }
                 if read_bounded(&path).as_ref() != Ok(&text) {
                     // Replaced during the POST by something that does not take the lock (an
                     // operator renewing it): their file wins, ours would overwrite it.
                     log::warn!(
-                        "credentials: {domain}: {} changed during the refresh; keeping the \
+                        "credentials: {who}: {} changed during the refresh; keeping the \
                          new file and discarding the refreshed token",
                         path.display()
                     );
@@ -195,14 +215,17 @@ impl OAuthRefresher {
                 new_text.push(b'\n');
                 let written = write_atomically(&path, &new_text);
                 let Ok(file) = parse_value(&doc) else { return };
-                let previous = store.current().get(domain).cloned();
+                let previous = match store.current().get(domain) {
+                    Some(Ok(entry)) => entry.file.position(id).map(|i| entry.members[i].refresh),
+                    _ => None,
+                };
                 match written {
                     Ok(()) => store.publish_file(domain, file, new_text),
                     Err(e) => {
                         // The old refresh token may already be spent: keep the new one in
                         // memory so this process keeps working, and say so loudly.
                         log::error!(
-                            "credentials: {domain}: refreshed, but cannot save {}: {e}; \
+                            "credentials: {who}: refreshed, but cannot save {}: {e}; \
                              the new token lives in memory only and the file must be \
                              renewed before nexus restarts",
                             path.display()
@@ -212,40 +235,38 @@ impl OAuthRefresher {
                         store.publish_file(domain, file, text);
                     }
                 }
-                if let Some(Ok(previous)) = previous {
-                    if let RefreshState::Failing { failures, .. } = previous.refresh {
-                        log::info!(
-                            "credentials: {domain}: refresh recovered after {failures} failed attempt(s)"
-                        );
-                    }
+                if let Some(RefreshState::Failing { failures, .. }) = previous {
+                    log::info!(
+                        "credentials: {who}: refresh recovered after {failures} failed attempt(s)"
+                    );
                 }
                 log::info!(
-                    "credentials: {domain}: OAuth token refreshed in {} ms (new token {}, expires in {} s)",
+                    "credentials: {who}: OAuth token refreshed in {} ms (new token {}, expires in {} s)",
                     started.elapsed().as_millis(),
                     mask(&new.access_token),
                     new.expires_at.saturating_sub(now_ms()) / 1000
                 );
             }
             Err(RefreshError::InvalidGrant) => {
-                let previous =
-                    store.set_refresh_state(domain, &refresh_token, |_| RefreshState::InvalidGrant);
+                let previous = store
+                    .set_refresh_state(domain, id, &refresh_token, |_| RefreshState::InvalidGrant);
                 if previous.is_some_and(|p| p != RefreshState::InvalidGrant) {
                     log::error!(
-                        "credentials: {domain}: the token endpoint refused the refresh token \
+                        "credentials: {who}: the token endpoint refused the refresh token \
                          (invalid_grant); no further attempts until {} changes — renew it",
                         path.display()
                     );
                 }
             }
             Err(RefreshError::Transient(why)) => {
-                self.record_failure(domain, &refresh_token, &why);
+                self.record_failure(job, &refresh_token, &why);
             }
         }
     }
 
-    fn refresh_token_of(&self, domain: &str) -> Option<String> {
+    fn refresh_token_of(&self, domain: &str, id: &str) -> Option<String> {
         match self.store.current().get(domain) {
-            Some(Ok(entry)) => match &entry.file.credential {
+            Some(Ok(entry)) => match &entry.file.members[entry.file.position(id)?].credential {
                 Credential::OAuth(tokens) => tokens.refresh_token.clone(),
                 Credential::ApiKey { .. } => None,
             },
@@ -254,10 +275,11 @@ impl OAuthRefresher {
     }
 
     /// Counts a transient failure and schedules the retry; logs the first of a streak.
-    fn record_failure(&self, domain: &str, refresh_token: &str, why: &str) {
+    fn record_failure(&self, job: &Job, refresh_token: &str, why: &str) {
+        let Job { domain, id, who } = job;
         let mut failures = 0;
         self.store
-            .set_refresh_state(domain, refresh_token, |previous| {
+            .set_refresh_state(domain, id, refresh_token, |previous| {
                 failures = match previous {
                     RefreshState::Failing { failures, .. } => failures + 1,
                     _ => 1,
@@ -270,12 +292,19 @@ impl OAuthRefresher {
         match failures {
             0 => {}
             1 => log::warn!(
-                "credentials: {domain}: OAuth refresh failed: {why}; retrying with backoff, \
+                "credentials: {who}: OAuth refresh failed: {why}; retrying with backoff, \
                  the current token is used while it is valid"
             ),
-            n => log::debug!("credentials: {domain}: OAuth refresh failed again ({n}): {why}"),
+            n => log::debug!("credentials: {who}: OAuth refresh failed again ({n}): {why}"),
         }
     }
+}
+
+/// One refresh job: which member, and how the log names it.
+struct Job {
+    domain: String,
+    id: Arc<str>,
+    who: String,
 }
 
 /// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … capped.

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::counters::COUNTERS;
 use super::file::{parse_credential, Credential, CredentialFile};
+use super::member_state::{MemberSnapshot, MemberState};
 use super::oauth::OAuthRefresher;
+use super::pool::PoolShared;
 use super::refresh_board::RefreshBoard;
 use crate::config::Config;
 
@@ -43,12 +45,104 @@ pub enum RefreshState {
     Failing { failures: u32, retry_at: Instant },
 }
 
-/// A loaded credential file and its refresh state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A loaded credential file, and each member's refresh state and live state.
+#[derive(Debug, Clone)]
 pub struct DomainEntry {
     pub file: CredentialFile,
-    pub refresh: RefreshState,
+    /// One per member of `file`, in its order.
+    pub members: Box<[MemberEntry]>,
+    /// The pool's turn and conversation table, kept across reloads of the file.
+    pub pool: Arc<PoolShared>,
 }
+
+/// What nexus knows of one member besides its file entry.
+#[derive(Debug, Clone)]
+pub struct MemberEntry {
+    /// Where its OAuth refresh stands (`Ok` for an API key).
+    pub refresh: RefreshState,
+    /// Cooldown, headroom, counters: shared by every worker, kept across reloads while the
+    /// member's secret stays the same.
+    pub live: Arc<MemberState>,
+}
+
+/// Why an entry replaces the previous one of its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacing {
+    /// The file changed: a member keeps its live state if its id and secret are the same,
+    /// and a disabled member gets another chance.
+    Reload,
+    /// nexus refreshed a token: every member keeps its live state.
+    Refresh,
+}
+
+impl DomainEntry {
+    /// The entry for `file`, taking over what `previous` knew of the same members.
+    pub fn new(
+        file: CredentialFile,
+        previous: Option<&DomainEntry>,
+        replacing: Replacing,
+    ) -> DomainEntry {
+        let members = file
+            .members
+            .iter()
+            .map(|member| {
+                let before = previous.and_then(|p| {
+                    let i = p.file.position(&member.id)?;
+                    Some((&p.file.members[i].credential, &p.members[i]))
+                });
+                let refresh = match before {
+                    Some((credential, entry)) if *credential == member.credential => entry.refresh,
+                    _ => RefreshState::Ok,
+                };
+                let live = match before {
+                    Some((_, entry)) if replacing == Replacing::Refresh => Arc::clone(&entry.live),
+                    Some((credential, entry)) if same_secret(credential, &member.credential) => {
+                        entry.live.enable();
+                        Arc::clone(&entry.live)
+                    }
+                    _ => Arc::new(MemberState::default()),
+                };
+                MemberEntry { refresh, live }
+            })
+            .collect();
+        DomainEntry {
+            file,
+            members,
+            pool: previous.map_or_else(Arc::default, |p| Arc::clone(&p.pool)),
+        }
+    }
+}
+
+/// Two entries are the same when their files and refresh states are (live state is not
+/// part of a snapshot's identity).
+impl PartialEq for DomainEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file
+            && self
+                .members
+                .iter()
+                .map(|m| m.refresh)
+                .eq(other.members.iter().map(|m| m.refresh))
+    }
+}
+
+impl Eq for DomainEntry {}
+
+/// Whether two credentials are the same account: the same key, or OAuth tokens that share
+/// a refresh token or an access token (a refresh replaces one of them at a time).
+fn same_secret(a: &Credential, b: &Credential) -> bool {
+    match (a, b) {
+        (Credential::ApiKey { api_key: x }, Credential::ApiKey { api_key: y }) => x == y,
+        (Credential::OAuth(x), Credential::OAuth(y)) => {
+            x.access_token == y.access_token
+                || (x.refresh_token.is_some() && x.refresh_token == y.refresh_token)
+        }
+        _ => false,
+    }
+}
+
+/// A domain and its pool's members (id, figures).
+pub type PoolFigures = (String, Vec<(Arc<str>, MemberSnapshot)>);
 
 /// A domain's file: the credential, or why the file cannot be used.
 pub type Entry = Result<Arc<DomainEntry>, Arc<str>>;
@@ -87,6 +181,7 @@ impl CredentialStore {
             .spawn(move || loop {
                 std::thread::sleep(SCAN_INTERVAL);
                 store.rescan();
+                store.log_returns();
             })
             .expect("spawn credential watcher");
     }
@@ -139,6 +234,46 @@ impl CredentialStore {
     fn publish(&self, next: HashMap<String, Entry>) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every domain file's members with their figures, domains sorted, members in file
+    /// order: what `/token-stats` and `/metrics` show of the pools.
+    pub fn pool_figures(&self) -> Vec<PoolFigures> {
+        let now = super::token_client::now_ms();
+        let mut all: Vec<PoolFigures> = self
+            .current()
+            .iter()
+            .filter_map(|(domain, entry)| {
+                let entry = entry.as_ref().ok()?;
+                let members = entry
+                    .file
+                    .members
+                    .iter()
+                    .zip(entry.members.iter())
+                    .map(|(m, state)| (Arc::clone(&m.id), state.live.read(now)))
+                    .collect();
+                Some((domain.clone(), members))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Logs each member whose cooldown has ended since the last look. Its return needs no
+    /// action (a request reads the cooldown's end itself); this is the operator's line.
+    fn log_returns(&self) {
+        let now = super::token_client::now_ms();
+        for (domain, entry) in self.current().iter() {
+            let Ok(entry) = entry else { continue };
+            for (member, state) in entry.file.members.iter().zip(entry.members.iter()) {
+                if state.live.returned(now) {
+                    log::info!(
+                        "credentials: {domain}: member {} returns to service",
+                        member.id
+                    );
+                }
+            }
+        }
     }
 
     /// Re-reads every file; publishes a new snapshot if anything changed.
@@ -221,7 +356,7 @@ impl CredentialStore {
                     .ok()
                     .and_then(|m| m.elapsed().ok())
                     .is_some_and(|age| age < SETTLE);
-            match load(&bytes, &path, domain, settling) {
+            match load(&bytes, &path, domain, settling, current.get(domain)) {
                 Some(entry) => {
                     changed |= current.get(domain) != Some(&entry);
                     next.insert(domain.to_string(), entry);
@@ -247,22 +382,22 @@ impl CredentialStore {
     pub(super) fn publish_file(&self, domain: &str, file: CredentialFile, on_disk: Vec<u8>) {
         let mut loaded = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = (*self.current()).clone();
-        next.insert(
-            domain.to_string(),
-            Ok(Arc::new(DomainEntry {
-                file,
-                refresh: RefreshState::Ok,
-            })),
-        );
+        let previous = match next.get(domain) {
+            Some(Ok(entry)) => Some(Arc::clone(entry)),
+            _ => None,
+        };
+        let entry = DomainEntry::new(file, previous.as_deref(), Replacing::Refresh);
+        next.insert(domain.to_string(), Ok(Arc::new(entry)));
         loaded.insert(domain.to_string(), on_disk);
         self.publish(next);
     }
 
-    /// Replaces the refresh state of `domain`, if its file still holds `refresh_token` (a
-    /// file changed meanwhile starts over). Returns the state it replaced.
+    /// Replaces the refresh state of member `id` of `domain`, if it still holds
+    /// `refresh_token` (a file changed meanwhile starts over). Returns the state it replaced.
     pub(super) fn set_refresh_state(
         &self,
         domain: &str,
+        id: &str,
         refresh_token: &str,
         state: impl FnOnce(RefreshState) -> RefreshState,
     ) -> Option<RefreshState> {
@@ -271,14 +406,15 @@ impl CredentialStore {
         let Some(Ok(entry)) = current.get(domain) else {
             return None;
         };
-        match &entry.file.credential {
+        let i = entry.file.position(id)?;
+        match &entry.file.members[i].credential {
             Credential::OAuth(tokens) if tokens.refresh_token.as_deref() == Some(refresh_token) => {
             }
             _ => return None,
         }
-        let previous = entry.refresh;
+        let previous = entry.members[i].refresh;
         let mut updated = (**entry).clone();
-        updated.refresh = state(previous);
+        updated.members[i].refresh = state(previous);
         let mut next = (*current).clone();
         next.insert(domain.to_string(), Ok(Arc::new(updated)));
         self.publish(next);
@@ -340,6 +476,7 @@ fn load(
     path: &Path,
     domain: &str,
     settling: bool,
+    previous: Option<&Entry>,
 ) -> Option<Entry> {
     let parsed = bytes.clone().map_err(|e| e.to_string()).and_then(|bytes| {
         let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
@@ -348,10 +485,12 @@ fn load(
     match parsed {
         Ok(file) => {
             log::info!("credentials: loaded {}", path.display());
-            Some(Ok(Arc::new(DomainEntry {
+            let previous = previous.and_then(|p| p.as_deref().ok());
+            Some(Ok(Arc::new(DomainEntry::new(
                 file,
-                refresh: RefreshState::Ok,
-            })))
+                previous,
+                Replacing::Reload,
+            ))))
         }
         Err(_) if settling => None,
         Err(why) => {
@@ -390,7 +529,7 @@ mod tests {
         let store = CredentialStore::open(dir.clone());
         let view = LocalView::default();
         let key = |store: &CredentialStore| match store.lookup(&view, "a.example.com") {
-            Some(Ok(c)) => match &c.file.credential {
+            Some(Ok(c)) => match &c.file.members[0].credential {
                 Credential::ApiKey { api_key } => Some(api_key.clone()),
                 _ => None,
             },
@@ -464,7 +603,7 @@ mod tests {
             store.rescan();
             match store.lookup(&view, "a.example.com") {
                 Some(Ok(entry)) => assert_eq!(
-                    entry.file.credential,
+                    entry.file.members[0].credential,
                     Credential::ApiKey {
                         api_key: key.into()
                     }
@@ -487,16 +626,20 @@ mod tests {
         let store = CredentialStore::open(dir.clone());
         let view = LocalView::default();
         let state = || match store.lookup(&view, "o.example.com") {
-            Some(Ok(entry)) => entry.refresh,
+            Some(Ok(entry)) => entry.members[0].refresh,
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            store.set_refresh_state("o.example.com", "other", |_| RefreshState::InvalidGrant),
+            store.set_refresh_state("o.example.com", "default", "other", |_| {
+                RefreshState::InvalidGrant
+            }),
             None
         );
         assert_eq!(state(), RefreshState::Ok);
         assert_eq!(
-            store.set_refresh_state("o.example.com", "r1", |_| RefreshState::InvalidGrant),
+            store.set_refresh_state("o.example.com", "default", "r1", |_| {
+                RefreshState::InvalidGrant
+            }),
             Some(RefreshState::Ok)
         );
         assert_eq!(state(), RefreshState::InvalidGrant);

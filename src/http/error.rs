@@ -8,6 +8,8 @@ use std::io::Write;
 pub struct ErrorReply {
     pub status: u16,
     pub message: String,
+    /// Seconds for a `retry-after` header (a 429 that knows when to come back).
+    pub retry_after: Option<u64>,
 }
 
 impl ErrorReply {
@@ -15,7 +17,14 @@ impl ErrorReply {
         ErrorReply {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same reply with `retry-after: <secs>`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 
@@ -111,10 +120,11 @@ pub fn write_error(
     close: bool,
     head_only: bool,
 ) {
-    let extra: &[(&str, &str)] = if reply.status == 405 {
-        &[("allow", "GET, HEAD")]
-    } else {
-        &[]
+    let secs = reply.retry_after.map(|s| s.to_string());
+    let extra: &[(&str, &str)] = match (reply.status, secs.as_deref()) {
+        (405, _) => &[("allow", "GET, HEAD")],
+        (_, Some(secs)) => &[("retry-after", secs)],
+        _ => &[],
     };
     write_response(
         out,

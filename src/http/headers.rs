@@ -95,6 +95,17 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The value of the first header named `name` (lower case) in a raw request head, trimmed:
+/// for the rare header nexus does not parse into the head (it costs a scan of the head).
+pub fn find_raw<'a>(raw_head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    raw_head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
 /// Parses a Content-Length value: ASCII digits only, no sign, no overflow.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();

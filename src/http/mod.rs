@@ -8,6 +8,7 @@ pub mod digits;
 pub mod error;
 pub mod event_stream;
 pub mod headers;
+pub mod ratelimit_headers;
 pub mod request;
 pub mod response;
 pub mod url;

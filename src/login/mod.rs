@@ -53,14 +53,10 @@ pub fn run(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), LoginError> {
-    if args.id.is_some() {
-        return Err(LoginError::Usage(
-            "--id adds a member to a credential pool, and nexus has no credential pools \
-             yet; run `nexus login DOMAIN` without --id to write the domain's one credential"
-                .into(),
-        ));
+    let mut target = Target::check(&config.credentials_dir, &args.domain)?;
+    if let Some(id) = &args.id {
+        target = target.member(id).map_err(LoginError::Usage)?;
     }
-    let target = Target::check(&config.credentials_dir, &args.domain)?;
     let tokens = match &args.import {
         Some(file) => imported(Path::new(file), out)?,
         None => browser_flow(config, input, out)?,
@@ -171,9 +167,13 @@ fn report(target: &Target, tokens: &LoggedIn, out: &mut dyn Write) {
     } else {
         "no refresh token: renew it by hand before it expires"
     };
+    let what = match &target.member {
+        Some(id) => format!("pool member {id}, oauth"),
+        None => "oauth".into(),
+    };
     let _ = writeln!(
         out,
-        "Wrote {} (oauth, {expiry}; {refresh}).\nA running nexus picks it up by hot reload \
+        "Wrote {} ({what}, {expiry}; {refresh}).\nA running nexus picks it up by hot reload \
          within 2 s; no restart needed.",
         target.path.display()
     );

@@ -1,14 +1,15 @@
-//! Writing the logged-in credential into `<domain>.credentials.json`: the `oauth` block
-//! replaced, every other field of an existing file kept, atomically, under the lock the
-//! refresher takes — so a running nexus never sees half a file and never refreshes the
-//! old token while it is being replaced.
+//! Writing the logged-in credential into `<domain>.credentials.json` — the file's one
+//! credential, or (`--id`) one member of its pool: the `oauth` block replaced, every other
+//! field and member of an existing file kept, atomically, under the lock the refresher
+//! takes — so a running nexus never sees half a file and never refreshes the old token
+//! while it is being replaced.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::credentials::file::parse_value;
+use crate::credentials::file::{parse_value, valid_id, DEFAULT_MEMBER};
 use crate::credentials::persist::{lock_path, write_atomically, FileLock};
 use crate::credentials::store::SUFFIX;
 use crate::credentials::{domain_from_host, mask};
@@ -60,6 +61,8 @@ impl LoggedIn {
 pub struct Target {
     pub domain: String,
     pub path: PathBuf,
+    /// `--id`: the pool member written, instead of the file's one credential.
+    pub member: Option<String>,
 }
 
 /// How long to wait for a refresh holding the file's lock (its token request is bounded
@@ -94,9 +97,21 @@ impl Target {
         let target = Target {
             path: dir.join(format!("{}{SUFFIX}", valid.name)),
             domain: valid.name,
+            member: None,
         };
         target.existing()?;
         Ok(target)
+    }
+
+    /// Writes member `id` of the domain's pool instead of its one credential.
+    pub fn member(mut self, id: &str) -> Result<Target, String> {
+        if !valid_id(id) {
+            return Err(format!(
+                "{id:?} is not a member id (1 to 64 of A-Z a-z 0-9 . _ -)"
+            ));
+        }
+        self.member = Some(id.to_string());
+        Ok(self)
     }
 
     /// The existing file's top-level fields, or none. A file that is not a JSON object
@@ -131,11 +146,11 @@ impl Target {
         let _held = FileLock::acquire(&lock, LOCK_WAIT)
             .map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
         // Under the lock: a refresh may have rewritten the file since the check.
-        let mut fields = self.existing()?;
-        fields.remove("api_key");
-        fields.insert("type".into(), "oauth".into());
-        fields.insert("oauth".into(), tokens.oauth_block());
-        let doc = Value::Object(fields);
+        let fields = self.existing()?;
+        let doc = Value::Object(match &self.member {
+            None => self.as_single(fields, tokens)?,
+            Some(id) => as_member(fields, id, tokens),
+        });
         // What nexus would refuse to load is never written.
         parse_value(&doc).map_err(|why| {
             format!(
@@ -148,6 +163,71 @@ impl Target {
         write_atomically(&self.path, &text)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
+}
+
+impl Target {
+    /// The file's one credential replaced by `tokens`.
+    fn as_single(
+        &self,
+        mut fields: Map<String, Value>,
+        tokens: &LoggedIn,
+    ) -> Result<Map<String, Value>, String> {
+        if fields.get("type").and_then(Value::as_str) == Some("pool") {
+            return Err(format!(
+                "{} is a credential pool: name the member to write with --id (nothing was \
+                 written)",
+                self.path.display()
+            ));
+        }
+        set_oauth(&mut fields, tokens);
+        Ok(fields)
+    }
+}
+
+/// Makes `credential` (a file's or a member's fields) the OAuth credential `tokens`.
+fn set_oauth(credential: &mut Map<String, Value>, tokens: &LoggedIn) {
+    credential.remove("api_key");
+    credential.insert("type".into(), "oauth".into());
+    credential.insert("oauth".into(), tokens.oauth_block());
+}
+
+/// The file with member `id` set to `tokens`: replaced in place (its other fields kept) or
+/// added. A new file becomes a pool of one; a single-credential file a pool whose old
+/// credential is member `default` (unless that is the member written).
+fn as_member(mut fields: Map<String, Value>, id: &str, tokens: &LoggedIn) -> Map<String, Value> {
+    let mut members = match fields.get("type").and_then(Value::as_str) {
+        Some("pool") => match fields.remove("credentials") {
+            Some(Value::Array(members)) => members,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+        Some(_) => {
+            let mut old = Map::new();
+            old.insert("id".into(), DEFAULT_MEMBER.into());
+            for name in ["type", "api_key", "oauth"] {
+                if let Some(value) = fields.remove(name) {
+                    old.insert(name.into(), value);
+                }
+            }
+            vec![Value::Object(old)]
+        }
+    };
+    let existing = members
+        .iter_mut()
+        .filter_map(Value::as_object_mut)
+        .find(|m| m.get("id").and_then(Value::as_str) == Some(id));
+    match existing {
+        Some(member) => set_oauth(member, tokens),
+        None => {
+            let mut member = Map::new();
+            member.insert("id".into(), id.into());
+            set_oauth(&mut member, tokens);
+            members.push(Value::Object(member));
+        }
+    }
+    fields.insert("type".into(), "pool".into());
+    fields.insert("credentials".into(), Value::Array(members));
+    fields
 }
 
 /// `access(2)` with W_OK|X_OK: what creating the temp and lock files needs.
@@ -181,6 +261,65 @@ mod tests {
             scopes: vec!["user:inference".into()],
             subscription_type: None,
         }
+    }
+
+    #[test]
+    fn a_member_is_added_replaced_or_made_from_a_single_credential() {
+        let dir = scratch("member");
+        let file = dir.join("a.example.com.credentials.json");
+        let member = |id: &str| {
+            Target::check(&dir, "a.example.com")
+                .unwrap()
+                .member(id)
+                .unwrap()
+        };
+        let read = || -> Value { serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap() };
+        // A single credential becomes member "default" of a pool; top-level fields stay.
+        std::fs::write(
+            &file,
+            r##"{"type":"api_key","api_key":"sk-old","slack":{"channel":"#x"}}"##,
+        )
+        .unwrap();
+        member("max-1").save(&tokens()).unwrap();
+        let doc = read();
+        assert_eq!(doc["type"], "pool");
+        assert_eq!(doc["slack"]["channel"], "#x");
+        assert_eq!(
+            doc["credentials"][0],
+            serde_json::json!({"id":"default","type":"api_key","api_key":"sk-old"})
+        );
+        assert_eq!(doc["credentials"][1]["id"], "max-1");
+        assert_eq!(
+            doc["credentials"][1]["oauth"]["accessToken"],
+            "sk-ant-oat01-new"
+        );
+        // The same member again: replaced in place, its other fields kept.
+        let mut edited = doc.clone();
+        edited["credentials"][1]["note"] = "mine".into();
+        std::fs::write(&file, edited.to_string()).unwrap();
+        let mut newer = tokens();
+        newer.access_token = "sk-ant-oat01-newer".into();
+        member("max-1").save(&newer).unwrap();
+        let doc = read();
+        assert_eq!(doc["credentials"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            doc["credentials"][1]["oauth"]["accessToken"],
+            "sk-ant-oat01-newer"
+        );
+        assert_eq!(doc["credentials"][1]["note"], "mine");
+        // Without --id a pool is refused, untouched.
+        let before = std::fs::read(&file).unwrap();
+        let err = Target::check(&dir, "a.example.com")
+            .unwrap()
+            .save(&tokens())
+            .unwrap_err();
+        assert!(err.contains("--id"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+        assert!(Target::check(&dir, "a.example.com")
+            .unwrap()
+            .member("a b")
+            .is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

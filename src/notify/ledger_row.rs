@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::credentials::affinity::SESSION_HEADER;
+use crate::http::headers::find_raw;
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::ledger::row::{Bodies, Row, RowText, Texts};
 use crate::request_id::RequestId;
 use crate::stats::RequestRecord;
 use crate::usage::{RequestClass, RequestKind};
 
-/// The session header Claude Code sends with each request.
-const SESSION_HEADER: &[u8] = b"x-claude-code-session-id";
 /// Most bytes of a session id kept.
 const SESSION_CAP: usize = 256;
 
@@ -38,23 +38,13 @@ impl LedgerNotes {
         LedgerNotes {
             bodies,
             started: Some(started),
-            session: header(raw_head, SESSION_HEADER).map(|v| {
+            session: find_raw(raw_head, SESSION_HEADER).map(|v| {
                 let v = &v[..v.len().min(SESSION_CAP)];
                 String::from_utf8_lossy(v).trim().to_string()
             }),
             ..LedgerNotes::default()
         }
     }
-}
-
-/// The value of the first header named `name` (lower case) in a raw request head.
-fn header<'a>(raw_head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    raw_head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name)
-            .then(|| line[colon + 1..].trim_ascii())
-    })
 }
 
 /// Everything the row is made of.
@@ -69,6 +59,8 @@ pub struct Ended<'a> {
     pub status: u16,
     pub duration: Duration,
     pub error: Option<&'a str>,
+    /// The pool member that served it, if a domain file's credential went upstream.
+    pub credential: Option<&'a str>,
 }
 
 /// The ledger's row.
@@ -91,8 +83,8 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
             id: e.request_id.as_str(),
             domain: e.domain,
             client: None,
-            // Until credential pools exist every domain has one credential, named so.
-            credential: "default",
+            // A request without a domain file went with one credential of its own.
+            credential: e.credential.unwrap_or(crate::credentials::file::DEFAULT_MEMBER),
             method: e.method,
             path: e.head.path(),
             model: e.model,

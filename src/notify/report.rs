@@ -178,6 +178,7 @@ impl Report {
     }
 
     /// The request is over: log it, and queue its telemetry event and Slack message.
+    /// `credential`: the id of the domain file's pool member that served it, if one did.
     #[allow(clippy::too_many_arguments)]
     pub fn finish(
         mut self,
@@ -185,6 +186,7 @@ impl Report {
         request_id: &RequestId,
         head: &RequestHead,
         domain: &str,
+        credential: Option<&Arc<str>>,
         record: &RequestRecord,
         ending: Ending<'_>,
         duration: Duration,
@@ -215,6 +217,10 @@ impl Report {
                     duration,
                 );
                 push_tokens(line, record);
+                if let Some(member) = credential {
+                    line.extend_from_slice(b" credential=");
+                    line.extend_from_slice(member.as_bytes());
+                }
                 if let Some(error) = api_error {
                     let _ = write!(line, " error={error:?}");
                 }
@@ -239,6 +245,7 @@ impl Report {
                     status,
                     duration,
                     error: error.as_deref(),
+                    credential: credential.map(|id| &**id),
                 },
             );
             outbox.hub().ledger.record(row);
@@ -263,6 +270,7 @@ impl Report {
                 path: head.path().to_string(),
                 domain: domain.to_string(),
                 api_key: self.api_key,
+                credential: credential.cloned(),
                 model,
                 input_tokens: record.input_tokens,
                 output_tokens: record.output_tokens,

@@ -22,6 +22,9 @@ pub struct TelemetryEvent {
     pub domain: String,
     /// The credential that went upstream, masked (last 10 characters at most).
     pub api_key: Option<String>,
+    /// The id of the pool member that served it (`default` for a single-credential file);
+    /// `None` for a request that went with the client's own key or `CLAUDE_API_KEY`.
+    pub credential: Option<std::sync::Arc<str>>,
     pub model: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -47,6 +50,7 @@ impl TelemetryEvent {
             "method": self.method,
             "path": self.path,
             "apiKey": self.api_key,
+            "credential": self.credential.as_deref(),
             "model": self.model,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
@@ -99,6 +103,7 @@ mod tests {
             path: "/v1/messages".into(),
             domain: "a.example.com".into(),
             api_key: Some("****0123456789".into()),
+            credential: Some("max-1".into()),
             model: Some("claude-sonnet-4-5".into()),
             input_tokens: 150,
             output_tokens: 200,

@@ -35,6 +35,13 @@ pub enum ProxyError {
     UpstreamBody(ChunkError),
     /// The upstream failed after the response had started.
     UpstreamBroke(String),
+    /// Every member of the domain's pool is resting; the first frees in this many seconds.
+    PoolExhausted {
+        domain: String,
+        retry_after_s: u64,
+    },
+    /// The upstream refused the credential of every member of the domain's pool.
+    PoolRefused(String),
 }
 
 impl fmt::Display for ProxyError {
@@ -59,6 +66,19 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamHead(e) => write!(f, "upstream response head: {e:?}"),
             ProxyError::UpstreamBody(e) => write!(f, "upstream response body: {e}"),
             ProxyError::UpstreamBroke(e) => write!(f, "upstream failed mid-response: {e}"),
+            ProxyError::PoolExhausted {
+                domain,
+                retry_after_s,
+            } => write!(
+                f,
+                "every credential of {domain} is cooling down after a rate limit; the first \
+                 is free again in {retry_after_s}s"
+            ),
+            ProxyError::PoolRefused(domain) => write!(
+                f,
+                "the upstream refused every credential of {domain}; they stay out of service \
+                 until the domain's credential file changes"
+            ),
         }
     }
 }
@@ -109,6 +129,10 @@ impl ProxyError {
                 408,
                 "the request body stopped arriving before it was complete",
             ),
+            ProxyError::PoolExhausted { retry_after_s, .. } => {
+                ErrorReply::new(429, self.to_string()).retry_after(*retry_after_s)
+            }
+            ProxyError::PoolRefused(_) => ErrorReply::new(401, self.to_string()),
             ProxyError::ClientGone | ProxyError::UpstreamBroke(_) => return None,
         })
     }

@@ -24,6 +24,7 @@ use monoio::buf::IoBufMut;
 use super::{Proxy, ProxyError, RELAY_BUFFER};
 use crate::client::Connection as UpstreamConn;
 use crate::conn::{ClientConn, HeldBody};
+use crate::credentials::verdict::ResponseNotes;
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{parse_response, FinalHead, ResponseHead};
 use crate::stats::Meter;
@@ -36,7 +37,8 @@ pub struct Answer {
 }
 
 /// Sends the request (`conn.upstream_head`, then `body` or the streamed body) and reads
-/// the final response head, re-sending only as the module's rule allows.
+/// the final response head, re-sending only as the module's rule allows. `notes`: a pool
+/// member's request, whose response head is also read for what it says of the member.
 pub async fn exchange(
     conn: &mut ClientConn,
     proxy: &Proxy,
@@ -44,13 +46,24 @@ pub async fn exchange(
     limit: u64,
     body: &mut Option<HeldBody>,
     meter: &mut Meter<'_>,
+    mut notes: Option<&mut ResponseNotes>,
 ) -> Result<Answer, ProxyError> {
     let mut pooled = proxy.pool.checkout();
     loop {
         let reused = pooled.is_some();
         let mut upstream = connection(pooled.take(), proxy, meter).await?;
         let result = match send(conn, &mut upstream, head, limit, body).await {
-            Ok(()) => read_head(conn, proxy, &mut upstream, head, meter).await,
+            Ok(()) => {
+                read_head(
+                    conn,
+                    proxy,
+                    &mut upstream,
+                    head,
+                    meter,
+                    notes.as_deref_mut(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -138,6 +151,7 @@ async fn read_head(
     upstream: &mut UpstreamConn,
     head: &RequestHead,
     meter: &mut Meter<'_>,
+    mut notes: Option<&mut ResponseNotes>,
 ) -> Result<(FinalHead, Vec<u8>), ProxyError> {
     let timeout = proxy.shared.config.upstream_timeout;
     let deadline = conn.deadline();
@@ -147,6 +161,9 @@ async fn read_head(
         rate_limit.observe(name, value, || {
             *now.get_or_insert_with(crate::stats::now_ms)
         });
+        if let Some(notes) = notes.as_deref_mut() {
+            notes.header(name, value);
+        }
     };
     let read = read_final_head(
         upstream,

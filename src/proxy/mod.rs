@@ -7,6 +7,8 @@
 
 mod error;
 mod exchange;
+mod failover;
+mod first_event;
 mod relay;
 mod upstream_head;
 
@@ -15,10 +17,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use error::ProxyError;
+use failover::Served;
 
 use crate::client::Pool;
 use crate::conn::{ClientConn, HeldBody};
-use crate::credentials::{self, domain::Domain, LocalView};
+use crate::credentials::affinity::{ConversationKey, SESSION_HEADER};
+use crate::credentials::{self, domain::Domain, LocalView, Source};
+use crate::http::headers::find_raw;
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::notify::{trace, Outbox, Report};
 use crate::request_id::RequestId;
@@ -128,17 +133,34 @@ pub async fn forward(
         http10: head.http10,
         close: close || !head.keep_alive || head.http10,
     };
-    let result =
-        forward_metered(conn, proxy, head, &request, domain, &mut meter, &mut report).await;
+    let mut served = None;
+    let result = forward_metered(
+        conn,
+        proxy,
+        head,
+        &request,
+        domain,
+        &mut meter,
+        &mut report,
+        &mut served,
+    )
+    .await;
     let why = result.as_ref().err().map(ToString::to_string);
     let ending = ProxyError::ending(&result, &why, &shared.upstream.display);
     meter.price(&shared.config.pricing, report.model());
+    if let Some(served) = &served {
+        let r = &meter.record;
+        served
+            .live()
+            .served(r.input_tokens, r.output_tokens, r.cost_picos);
+    }
     let duration = meter.stop();
     report.finish(
         &proxy.outbox,
         request_id,
         head,
         stats_domain,
+        served.as_ref().map(|served| &served.member().id),
         &meter.record,
         ending,
         duration,
@@ -146,6 +168,7 @@ pub async fn forward(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward_metered(
     conn: &mut ClientConn,
     proxy: &Proxy,
@@ -154,6 +177,7 @@ async fn forward_metered(
     domain: Option<&Domain>,
     meter: &mut Meter<'_>,
     report: &mut Report,
+    served: &mut Option<Served>,
 ) -> Result<Outcome, ProxyError> {
     let shared = &proxy.shared;
     let config = &shared.config;
@@ -162,28 +186,28 @@ async fn forward_metered(
         x_api_key: head.x_api_key.as_deref(),
         authorization: head.authorization.as_deref(),
     };
-    // Lock-free lookup; only an OAuth token about to expire waits (async) for its refresh.
-    let entry = credentials::ready_entry(
-        &shared.credentials,
-        &proxy.credentials,
-        file_domain,
-        client,
-        &config.client_api_keys,
-    )
-    .await
-    .map_err(ProxyError::Credential)?;
+    // Lock-free lookup: an atomic load and a hash lookup in this worker's snapshot.
+    let entry = file_domain.and_then(|d| shared.credentials.lookup(&proxy.credentials, d));
     if meter.record.is_messages {
         report.choose_slack(&proxy.outbox, entry.as_ref());
     }
-    let auth = credentials::choose(
-        entry.as_ref(),
+    // The client key guard is checked here, before any body is read or anyone waits.
+    let source = credentials::choose(
+        entry,
         client,
         config.claude_api_key.as_deref(),
         &config.client_api_keys,
     )
     .map_err(ProxyError::Credential)?;
-    log::debug!("{} credential: {auth}", request.id);
-    report.credential(&auth);
+
+    // A conversation's key matters only when there is a member to choose; its header is
+    // read now, while the head's bytes are still where they were parsed.
+    let session = match &source {
+        Source::Pool(entry) if entry.members.len() > 1 => {
+            find_raw(conn.raw_head(head), SESSION_HEADER).and_then(ConversationKey::session)
+        }
+        _ => None,
+    };
 
     // Messages and count_tokens bodies are held whole: classified, and kept for a re-send.
     let path = head.path();
@@ -206,12 +230,36 @@ async fn forward_metered(
     if meter.record.is_messages {
         classify(conn, body.as_ref(), request.id, meter, report);
     }
-    upstream_head::finish(conn, head, &auth, body.as_mut(), meter.record.is_messages);
-    if report.trace {
-        trace::forwarded(request.id, &auth, conn.upstream_head());
-    }
 
-    let mut answer = exchange::exchange(conn, proxy, head, limit, &mut body, meter).await?;
+    let metered = meter.record.is_messages;
+    let mut answer = match source {
+        Source::Direct(auth) => {
+            log::debug!("{} credential: {auth}", request.id);
+            report.credential(&auth);
+            upstream_head::finish(conn, head, &auth, body.as_mut(), metered);
+            if report.trace {
+                trace::forwarded(request.id, &auth, conn.upstream_head());
+            }
+            exchange::exchange(conn, proxy, head, limit, &mut body, meter, None).await?
+        }
+        Source::Pool(entry) => {
+            let key = session.or_else(|| {
+                let user_id = report.class.as_ref()?.user_id.as_deref()?;
+                (entry.members.len() > 1).then(|| ConversationKey::user(user_id))?
+            });
+            let pool = failover::PoolRequest {
+                id: request.id,
+                domain: file_domain.unwrap_or_default(),
+                entry,
+                key,
+                metered,
+            };
+            failover::exchange(
+                conn, proxy, head, limit, &mut body, meter, report, pool, served,
+            )
+            .await?
+        }
+    };
     drop(body);
     let (outcome, reusable) =
         relay::relay(conn, proxy, &mut answer, request, meter, report).await?;

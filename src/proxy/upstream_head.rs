@@ -1,7 +1,8 @@
 //! The upstream request head, finished in one place. The request line, `Host` and the
 //! client's end-to-end headers were written while the head was parsed
 //! (`http::request::parse_request_into`); this adds the credential, `Accept-Encoding`,
-//! the body's framing and the blank line.
+//! the body's framing and the blank line; and, for a pool's next member, swaps the
+//! credential in place.
 
 use super::COALESCE_LIMIT;
 use crate::conn::{ClientConn, HeldBody};
@@ -9,6 +10,13 @@ use crate::credentials::{self, UpstreamAuth};
 use crate::http::digits::push_content_length;
 use crate::http::headers::push_header;
 use crate::http::request::{BodyFraming, Method, RequestHead};
+
+/// Where the credential headers sit in `conn.upstream_head`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSpan {
+    start: usize,
+    end: usize,
+}
 
 /// Completes `conn.upstream_head`; a small held body is moved behind it, so that head and
 /// body go in one write.
@@ -18,9 +26,14 @@ pub fn finish(
     auth: &UpstreamAuth<'_>,
     body: Option<&mut HeldBody>,
     metered: bool,
-) {
+) -> AuthSpan {
     let mut out = std::mem::take(conn.upstream_head());
+    let start = out.len();
     credentials::write_auth_headers(&mut out, auth, head.anthropic_beta.as_deref());
+    let span = AuthSpan {
+        start,
+        end: out.len(),
+    };
     // Messages responses are metered, so the upstream is asked for identity encoding: the
     // scanner then reads the very bytes the client gets. SSE events are small and flushed
     // one by one, so compression would save little on the wire and cost CPU at both ends.
@@ -43,4 +56,23 @@ pub fn finish(
         conn.append_held(held, &mut out);
     }
     *conn.upstream_head() = out;
+    span
+}
+
+/// Puts `auth` in place of the credential headers at `span`: the same request, byte for
+/// byte, for another pool member (the rare path of a failover).
+pub fn replace_auth(
+    conn: &mut ClientConn,
+    span: AuthSpan,
+    head: &RequestHead,
+    auth: &UpstreamAuth<'_>,
+) -> AuthSpan {
+    let mut headers = Vec::with_capacity(span.end - span.start + 64);
+    credentials::write_auth_headers(&mut headers, auth, head.anthropic_beta.as_deref());
+    let end = span.start + headers.len();
+    conn.upstream_head().splice(span.start..span.end, headers);
+    AuthSpan {
+        start: span.start,
+        end,
+    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use super::ratelimit::RateLimitSnapshot;
 use super::registry::DomainSnapshot;
 use crate::credentials::counters::Counts as CredentialCounts;
+use crate::credentials::member_state::{Availability, FailoverReason};
+use crate::credentials::PoolFigures;
 
 /// Upper bounds of the latency histograms, in seconds.
 const BUCKETS: [f64; 20] = [
@@ -123,6 +125,7 @@ pub fn render(
     folded_domains: u64,
     proxy: &ProxyMetrics,
     credentials: &CredentialCounts,
+    pools: &[PoolFigures],
 ) -> String {
     let mut out = String::with_capacity(4096 + domains.len() * 1024);
     let _ = writeln!(
@@ -282,6 +285,7 @@ pub fn render(
         proxy.notify_dropped_slack.load(Relaxed)
     );
     render_credentials(&mut out, credentials);
+    render_members(&mut out, pools);
     render_histogram(
         &mut out,
         proxy.latency.iter().map(|l| &l.request_duration),
@@ -326,6 +330,59 @@ fn render_credentials(out: &mut String, c: &CredentialCounts) {
         "gauge",
         c.refresh_waiting,
     );
+}
+
+/// Each pool member's requests, failovers and cooldown.
+fn render_members(out: &mut String, pools: &[PoolFigures]) {
+    let members = || {
+        pools.iter().flat_map(|(domain, members)| {
+            members
+                .iter()
+                .map(move |(id, m)| (escape(domain), escape(id), m))
+        })
+    };
+    family(
+        out,
+        "nexus_credential_requests_total",
+        "Requests sent upstream with a domain file's credential, by pool member.",
+        "counter",
+    );
+    for (d, c, m) in members() {
+        let _ = writeln!(
+            out,
+            "nexus_credential_requests_total{{domain=\"{d}\",credential=\"{c}\"}} {}",
+            m.requests
+        );
+    }
+    family(
+        out,
+        "nexus_credential_failovers_total",
+        "Requests a pool member's answer sent on to another member, by reason.",
+        "counter",
+    );
+    for (d, c, m) in members() {
+        for reason in FailoverReason::ALL {
+            let _ = writeln!(
+                out,
+                "nexus_credential_failovers_total{{domain=\"{d}\",credential=\"{c}\",reason=\"{}\"}} {}",
+                reason.label(),
+                m.failovers[reason.index()]
+            );
+        }
+    }
+    family(
+        out,
+        "nexus_credential_cooling",
+        "1 while a pool member rests after a rate limit or overload, else 0.",
+        "gauge",
+    );
+    for (d, c, m) in members() {
+        let cooling = matches!(m.availability, Availability::Cooling(_)) as u8;
+        let _ = writeln!(
+            out,
+            "nexus_credential_cooling{{domain=\"{d}\",credential=\"{c}\"}} {cooling}"
+        );
+    }
 }
 
 /// Gauges of the last rate-limit headers seen per domain (only figures ever seen).
@@ -435,7 +492,7 @@ mod tests {
             .latency(0)
             .request_duration
             .observe(Duration::from_secs(1000));
-        let text = render(&[], 0, &proxy, &CredentialCounts::default());
+        let text = render(&[], 0, &proxy, &CredentialCounts::default(), &[]);
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("nexus_request_duration_seconds_bucket{le=\"600\"} 2\n"));
@@ -457,12 +514,41 @@ mod tests {
             1,
             &ProxyMetrics::default(),
             &CredentialCounts::default(),
+            &[],
         );
         assert!(text.contains("nexus_requests_total{domain=\"a\\\"b\",endpoint=\"messages\"} 3\n"));
         assert!(text.contains("nexus_tokens_total{domain=\"a\\\"b\",kind=\"input\"} 10\n"));
         assert!(text.contains("nexus_domains_folded_total 1\n"));
         assert!(text.contains("nexus_cost_usd_total{domain=\"a\\\"b\"} 1000000.000000000001\n"));
         assert!(text.contains("nexus_unpriced_requests_total{domain=\"a\\\"b\"} 2\n"));
+    }
+
+    #[test]
+    fn pool_members_are_labelled() {
+        let member = crate::credentials::member_state::MemberSnapshot {
+            availability: Availability::Cooling(5),
+            requests: 4,
+            failovers: [2, 0, 1],
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: crate::cost::Usd(0),
+        };
+        let pools = [("a.example".to_string(), vec![("max-1".into(), member)])];
+        let text = render(
+            &[],
+            0,
+            &ProxyMetrics::default(),
+            &CredentialCounts::default(),
+            &pools,
+        );
+        for line in [
+            "nexus_credential_requests_total{domain=\"a.example\",credential=\"max-1\"} 4\n",
+            "nexus_credential_failovers_total{domain=\"a.example\",credential=\"max-1\",reason=\"rate_limit\"} 2\n",
+            "nexus_credential_failovers_total{domain=\"a.example\",credential=\"max-1\",reason=\"refused\"} 1\n",
+            "nexus_credential_cooling{domain=\"a.example\",credential=\"max-1\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
     }
 
     #[test]
@@ -473,7 +559,7 @@ mod tests {
             refresh_attempts: 1,
             refresh_waiting: 2,
         };
-        let text = render(&[], 0, &ProxyMetrics::default(), &counts);
+        let text = render(&[], 0, &ProxyMetrics::default(), &counts, &[]);
         assert!(text.contains("nexus_credential_scans_total 7\n"));
         assert!(text.contains("nexus_oauth_refresh_checks_total 3\n"));
         assert!(text.contains("nexus_oauth_refresh_attempts_total 1\n"));

@@ -13,6 +13,9 @@ pub use meter::{BodyScanner, Meter, SpareScanners};
 pub use metrics::{Histogram, ProxyMetrics};
 pub use registry::{DomainSnapshot, LocalCounters, RequestRecord, StatsRegistry};
 
+use crate::credentials::member_state::{Availability, MemberSnapshot};
+use crate::credentials::PoolFigures;
+
 /// Everything counted, shared by all workers.
 pub struct Stats {
     pub registry: StatsRegistry,
@@ -29,9 +32,10 @@ impl Stats {
     }
 
     /// The `/token-stats` body (shape fixed by DESIGN.md; `errorCount` and
-    /// `otherRequestCount` are additions). `costUsd` is written from the integer sum, every
-    /// digit kept: through an f64 a large sum would lose its last picodollars.
-    pub fn token_stats_json(&self) -> Vec<u8> {
+    /// `otherRequestCount` are additions), with each domain file's pool members under
+    /// `credentials`. `costUsd` is written from the integer sum, every digit kept: through
+    /// an f64 a large sum would lose its last picodollars.
+    pub fn token_stats_json(&self, pools: &[PoolFigures]) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(b"{\"status\":\"ok\",\"stats\":{");
         for (i, (domain, s)) in self.registry.snapshot().into_iter().enumerate() {
@@ -59,6 +63,9 @@ impl Stats {
             out.push(b':');
             serde_json::to_writer(&mut out, &entry).expect("a JSON value always serializes");
             out.pop(); // the entry's closing brace
+            if let Ok(i) = pools.binary_search_by(|(d, _)| d.as_str().cmp(domain.as_str())) {
+                push_members(&mut out, &pools[i].1);
+            }
             out.extend_from_slice(format!(",\"costUsd\":{}}}", s.cost).as_bytes());
         }
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -67,12 +74,13 @@ impl Stats {
     }
 
     /// The `/metrics` body.
-    pub fn metrics_text(&self) -> String {
+    pub fn metrics_text(&self, pools: &[PoolFigures]) -> String {
         metrics::render(
             &self.registry.snapshot(),
             self.registry.folded_domains(),
             &self.proxy,
             &crate::credentials::counters::COUNTERS.counts(),
+            pools,
         )
     }
 
@@ -101,6 +109,35 @@ impl Stats {
     }
 }
 
+/// `,"credentials":{"<id>":{"state":…,"cooldownUntil":…,…},…}`: a domain's pool members.
+fn push_members(out: &mut Vec<u8>, members: &[(std::sync::Arc<str>, MemberSnapshot)]) {
+    out.extend_from_slice(b",\"credentials\":{");
+    for (i, (id, m)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, &**id).expect("a string always serializes");
+        let until = match m.availability {
+            Availability::Cooling(until) => until.to_string(),
+            _ => "null".to_string(),
+        };
+        out.extend_from_slice(
+            format!(
+                ":{{\"state\":\"{}\",\"cooldownUntil\":{until},\"requestCount\":{},\
+                 \"failoverCount\":{},\"inputTokens\":{},\"outputTokens\":{},\"costUsd\":{}}}",
+                m.availability.label(),
+                m.requests,
+                m.failovers.iter().sum::<u64>(),
+                m.input_tokens,
+                m.output_tokens,
+                m.cost
+            )
+            .as_bytes(),
+        );
+    }
+    out.push(b'}');
+}
+
 /// Milliseconds since the Unix epoch, for `lastUpdated`.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -127,7 +164,7 @@ mod tests {
         a.record(&record(u64::MAX, false), 1);
         a.record(&record(0, true), 1);
         stats.registry.counters("b\"x").record(&record(7, false), 1);
-        let body = String::from_utf8(stats.token_stats_json()).unwrap();
+        let body = String::from_utf8(stats.token_stats_json(&[])).unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "ok");
         assert_eq!(v["stats"]["a.example"]["unpricedRequestCount"], 1);
@@ -136,5 +173,37 @@ mod tests {
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
         // 2 × (2^64 − 1) picodollars, every digit.
         assert!(body.contains("\"costUsd\":36893488.14741910323}"), "{body}");
+    }
+
+    #[test]
+    fn token_stats_show_each_pool_member() {
+        let stats = Stats::new(10, 1);
+        stats.registry.counters("a.example");
+        let member = |availability, requests| MemberSnapshot {
+            availability,
+            requests,
+            failovers: [1, 1, 0],
+            input_tokens: 7,
+            output_tokens: 3,
+            cost: crate::cost::Usd(1_500_000),
+        };
+        let pools = [(
+            "a.example".to_string(),
+            vec![
+                ("max-1".into(), member(Availability::Cooling(1234), 2)),
+                ("key-2".into(), member(Availability::Ready, 5)),
+            ],
+        )];
+        let body = String::from_utf8(stats.token_stats_json(&pools)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let members = &v["stats"]["a.example"]["credentials"];
+        assert_eq!(
+            members["max-1"],
+            serde_json::json!({"state":"cooling","cooldownUntil":1234,"requestCount":2,
+                "failoverCount":2,"inputTokens":7,"outputTokens":3,"costUsd":0.0000015})
+        );
+        assert_eq!(members["key-2"]["state"], "ready");
+        assert_eq!(members["key-2"]["cooldownUntil"], serde_json::Value::Null);
+        assert!(body.contains("\"costUsd\":0.0000015}"), "{body}");
     }
 }

@@ -4,27 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::http::ratelimit_headers::{figure, parse_time, Figure};
+pub use crate::http::ratelimit_headers::{KINDS, STATUSES, WINDOWS};
+
 /// Marks a figure never seen.
 const UNSET: u64 = u64::MAX;
-
-/// Which figure a header carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Limit(usize),
-    Remaining(usize),
-    Reset(usize),
-    UnifiedStatus,
-    UnifiedUtilization(usize),
-    UnifiedReset(usize),
-}
-
-/// The API's limit kinds, in header-name order (`anthropic-ratelimit-<kind>-limit`).
-pub const KINDS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
-/// The subscription windows (`anthropic-ratelimit-unified-<window>-utilization`).
-pub const WINDOWS: [&str; 2] = ["5h", "7d"];
-
-/// The unified (subscription) status values, in order of severity.
-pub const STATUSES: [&str; 3] = ["allowed", "allowed_warning", "rejected"];
 
 /// Last-seen rate-limit figures of one domain.
 #[derive(Debug)]
@@ -57,70 +41,11 @@ impl Default for RateLimitGauges {
     }
 }
 
-/// What a header name means, if it is a rate-limit header nexus keeps.
-fn field(name: &str) -> Option<Field> {
-    let rest = strip_prefix_ignore_case(name, "anthropic-ratelimit-")?;
-    if let Some(unified) = strip_prefix_ignore_case(rest, "unified-") {
-        if unified.eq_ignore_ascii_case("status") {
-            return Some(Field::UnifiedStatus);
-        }
-        for (i, window) in WINDOWS.iter().enumerate() {
-            let Some(what) =
-                strip_prefix_ignore_case(unified, window).and_then(|r| r.strip_prefix('-'))
-            else {
-                continue;
-            };
-            if what.eq_ignore_ascii_case("utilization") {
-                return Some(Field::UnifiedUtilization(i));
-            }
-            if what.eq_ignore_ascii_case("reset") {
-                return Some(Field::UnifiedReset(i));
-            }
-        }
-        return None;
-    }
-    for (i, kind) in KINDS.iter().enumerate() {
-        let Some(what) = strip_prefix_ignore_case(rest, kind).and_then(|r| r.strip_prefix('-'))
-        else {
-            continue;
-        };
-        if what.eq_ignore_ascii_case("limit") {
-            return Some(Field::Limit(i));
-        }
-        if what.eq_ignore_ascii_case("remaining") {
-            return Some(Field::Remaining(i));
-        }
-        if what.eq_ignore_ascii_case("reset") {
-            return Some(Field::Reset(i));
-        }
-    }
-    None
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
-
-/// Seconds since the epoch from an RFC 3339 time (the API's `*-reset`) or plain seconds
-/// (the unified `*-reset`).
-fn parse_time(value: &str) -> Option<u64> {
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs);
-    }
-    humantime::parse_rfc3339_weak(value)
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs())
-}
-
 impl RateLimitGauges {
     /// Takes one response header; returns whether it was a rate-limit figure. The clock
     /// (`now_ms`) is read only for a figure, not for every header.
     pub fn observe(&self, name: &str, value: &[u8], now_ms: impl FnOnce() -> u64) -> bool {
-        let Some(field) = field(name) else {
+        let Some(field) = figure(name) else {
             return false;
         };
         let Ok(value) = std::str::from_utf8(value) else {
@@ -128,24 +53,26 @@ impl RateLimitGauges {
         };
         let value = value.trim();
         let stored = match field {
-            Field::Limit(i) => value.parse().ok().map(|v| self.limit[i].store(v, Relaxed)),
-            Field::Remaining(i) => value
+            Figure::Limit(i) => value.parse().ok().map(|v| self.limit[i].store(v, Relaxed)),
+            Figure::Remaining(i) => value
                 .parse()
                 .ok()
                 .map(|v| self.remaining[i].store(v, Relaxed)),
-            Field::Reset(i) => parse_time(value).map(|v| self.reset[i].store(v, Relaxed)),
-            Field::UnifiedStatus => STATUSES
+            Figure::Reset(i) => parse_time(value).map(|v| self.reset[i].store(v, Relaxed)),
+            Figure::UnifiedStatus => STATUSES
                 .iter()
                 .position(|s| s.eq_ignore_ascii_case(value))
                 .map(|i| self.unified_status.store(i as u64, Relaxed)),
-            Field::UnifiedUtilization(i) => value
+            Figure::UnifiedUtilization(i) => value
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
                 .map(|v| self.unified_utilization[i].store(v.to_bits(), Relaxed)),
-            Field::UnifiedReset(i) => {
+            Figure::UnifiedReset(i) => {
                 parse_time(value).map(|v| self.unified_reset[i].store(v, Relaxed))
             }
+            // The pool's members read these; the domain's gauges show the windows.
+            Figure::UnifiedOverallReset | Figure::UnifiedClaim => None,
         };
         if stored.is_some() {
             self.updated_ms.store(now_ms(), Relaxed);
