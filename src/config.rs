@@ -172,6 +172,9 @@ pub struct Config {
     pub retention_days: u64,
     /// `NEXUS_ADMIN_KEY`: guards `/api/*`, `/dashboard`, `/token-stats`, `/metrics`.
     pub admin_key: Option<String>,
+    /// `CLIENTS_FILE`: the named clients (`clients.json` in the working directory; used
+    /// when it exists).
+    pub clients_file: PathBuf,
 }
 
 /// `NEXUS_DB`: the ledger's database.
@@ -538,6 +541,10 @@ impl Config {
             store_bodies: src.boolean("NEXUS_STORE_BODIES", false)?,
             retention_days: src.number("NEXUS_RETENTION_DAYS", None, 30u64, 0, 100_000)?,
             admin_key: src.string("NEXUS_ADMIN_KEY").map(|k| k.trim().to_string()),
+            clients_file: cwd.join(
+                src.string("CLIENTS_FILE")
+                    .map_or_else(|| "clients.json".into(), |f| f.trim().to_string()),
+            ),
         })
     }
 }
@@ -783,6 +790,14 @@ mod tests {
         assert_eq!(c.db, DbTarget::Sqlite(dir.join("nexus.db")));
         assert!(!c.store_bodies);
         assert_eq!((c.retention_days, c.admin_key.as_deref()), (30, None));
+        assert_eq!(c.clients_file, dir.join("clients.json"));
+        let c = load(
+            Cli::default(),
+            &[("CLIENTS_FILE", "/etc/nexus/clients.json")],
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(c.clients_file, Path::new("/etc/nexus/clients.json"));
         let db = |v: &str| load(Cli::default(), &[("NEXUS_DB", v)], &dir).map(|c| c.db);
         assert_eq!(db("off").unwrap(), DbTarget::Off);
         assert_eq!(

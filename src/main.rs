@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus::client::Upstream;
+use nexus::clients::watch::Clients;
 use nexus::config::{self, Cli, Command, Config, LoginArgs};
 use nexus::conn::body_budget::BodyBudget;
 use nexus::credentials::CredentialStore;
@@ -81,6 +82,7 @@ fn main() {
             }
         );
     }
+    let clients = start_clients(&config, &ledger);
     let notify =
         Hub::new(&config, Arc::clone(&stats), Arc::clone(&ledger)).unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
@@ -95,6 +97,7 @@ fn main() {
         stats,
         notify,
         ledger,
+        clients,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -123,6 +126,26 @@ fn main() {
         .start_report(config.stats_interval, shared.started);
     wait_for_signal(&signals);
     shutdown(&shared, &signals);
+}
+
+/// Loads the named clients, re-reads their file as it changes, and counts back what they
+/// spent in the windows still open (from the ledger, on a thread of its own: budgets
+/// count from this start until it answers).
+fn start_clients(config: &Config, ledger: &Ledger) -> Arc<Clients> {
+    let (clients, scanner) = Clients::load(&config.clients_file).unwrap_or_else(|e| fail(&e));
+    scanner.spawn();
+    let restore_into = Arc::clone(&clients);
+    ledger.restore_spend(
+        nexus::clients::set::open_windows(nexus::stats::now_ms()),
+        nexus::clients::spend::BUCKET_MS,
+        move |lines| {
+            restore_into.current().restore(&lines);
+            if !lines.is_empty() {
+                log::info!("clients: earlier spend read back from the ledger");
+            }
+        },
+    );
+    clients
 }
 
 /// A body as the ledger stores it: every secret masked as the `DEBUG=true` trace masks it.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client::Upstream;
+use crate::clients::watch::Clients;
 use crate::config::Config;
 use crate::conn::body_budget::BodyBudget;
 use crate::credentials::CredentialStore;
@@ -26,5 +27,7 @@ pub struct Shared {
     pub notify: Arc<crate::notify::Hub>,
     /// The request history (`NEXUS_DB`); off is a ledger that keeps nothing.
     pub ledger: Arc<Ledger>,
+    /// The named clients (`CLIENTS_FILE`), re-read as the file changes.
+    pub clients: Arc<Clients>,
     pub started: Instant,
 }
