@@ -40,7 +40,7 @@ fn row(ids: &RequestIds, n: u64, at_ms: u64) -> Box<Row> {
         input_tokens: 1200 + n % 7,
         output_tokens: 85,
         cache_read_input_tokens: 9000,
-        cost_usd: Some(0.004_2),
+        cost: Some(nexus::cost::Usd(4_200_000_000)),
         request_class: Some("inference"),
         bytes_in: Some(412),
         bytes_out: 626,

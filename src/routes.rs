@@ -26,8 +26,11 @@ pub enum Route {
     DashboardScript,
     /// `GET /client-setup/:filename`: a file from `CLIENT_SETUP_DIR`.
     ClientSetup,
-    /// `GET /api/*`: the ledger's JSON API (answered by [`answer_api`]).
+    /// `GET /api/*`: the ledger's JSON API and `/api/clients` (answered by
+    /// [`answer_api`]).
     Api,
+    /// `GET /api/me`: a named client's own figures, for its own key.
+    ApiMe,
     /// Any `/v1/*` request: forwarded upstream.
     Proxy,
     /// A known path with a method it does not take.
@@ -45,6 +48,7 @@ pub fn route(head: &RequestHead) -> Route {
         "/dashboard" => Route::Dashboard,
         path if path.starts_with(DASHBOARD_SCRIPT_PREFIX) => Route::DashboardScript,
         path if path.starts_with(client_setup::ROUTE_PREFIX) => Route::ClientSetup,
+        "/api/me" => Route::ApiMe,
         path if path.starts_with(ledger_api::PREFIX) => Route::Api,
         path if path.starts_with("/v1/") => return Route::Proxy,
         _ => return Route::NotFound,
@@ -125,11 +129,72 @@ pub fn admin_denied(shared: &Shared, head: &RequestHead, route: Route) -> Option
     )
 }
 
+/// `/token-stats` with the named clients' top-level `clients` section, when there are any.
+fn with_clients(mut body: Vec<u8>, shared: &Shared) -> Vec<u8> {
+    let clients = shared.clients.current();
+    if clients.is_empty() || body.last() != Some(&b'}') {
+        return body;
+    }
+    let now = crate::stats::now_ms();
+    let section: serde_json::Map<String, serde_json::Value> = clients
+        .all()
+        .iter()
+        .map(|c| (c.name().to_string(), c.to_json(now)))
+        .collect();
+    body.pop();
+    body.extend_from_slice(b",\"clients\":");
+    serde_json::to_writer(&mut body, &section).expect("a JSON value always serializes");
+    body.push(b'}');
+    body
+}
+
+/// `GET /api/me`: the figures of the named client whose key the request presents.
+fn answer_me(shared: &Shared, head: &RequestHead) -> Reply {
+    let presented = ClientCredentials {
+        x_api_key: head.x_api_key.as_deref(),
+        authorization: head.authorization.as_deref(),
+    };
+    let local = crate::clients::watch::LocalClients::default();
+    match shared
+        .clients
+        .identify(&local, client_keys::presented(presented))
+    {
+        (_, Some(client)) => {
+            let mut json = client.to_json(crate::stats::now_ms());
+            json["name"] = client.name().as_ref().into();
+            Reply::ok("application/json", json.to_string().into_bytes())
+                .header("cache-control", "no-store")
+        }
+        (_, None) => Reply::error(&ErrorReply::new(
+            401,
+            "GET /api/me needs a named client's key (CLIENTS_FILE) as x-api-key or \
+             Authorization: Bearer",
+        )),
+    }
+}
+
 /// Answers `GET /api/*` from the ledger. The query runs on the ledger's own thread; this
 /// waits for it without blocking the worker.
 pub async fn answer_api(shared: &Shared, head: &RequestHead) -> Reply {
     if let Some(denied) = admin_denied(shared, head, Route::Api) {
         return denied;
+    }
+    if head.path() == "/api/clients" {
+        let now = crate::stats::now_ms();
+        let clients: Vec<_> = shared
+            .clients
+            .current()
+            .all()
+            .iter()
+            .map(|c| {
+                let mut json = c.to_json(now);
+                json["name"] = c.name().as_ref().into();
+                json
+            })
+            .collect();
+        let body = serde_json::json!({ "clients": clients }).to_string();
+        return Reply::ok("application/json", body.into_bytes())
+            .header("cache-control", "no-store");
     }
     let query = head.target.get(head.path().len() + 1..).unwrap_or("");
     match ledger_api::answer(&shared.ledger, head.path(), query).await {
@@ -154,8 +219,12 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
         }
         Route::TokenStats => Reply::ok(
             "application/json",
-            stats.token_stats_json(&shared.credentials.pool_figures()),
+            with_clients(
+                stats.token_stats_json(&shared.credentials.pool_figures()),
+                shared,
+            ),
         ),
+        Route::ApiMe => answer_me(shared, head),
         Route::Metrics => {
             let mut text = stats.metrics_text(&shared.credentials.pool_figures());
             shared.ledger.metrics_text(&mut text);

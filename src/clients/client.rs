@@ -97,7 +97,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Arc<str> {
         &self.spec.name
     }
 

@@ -5,6 +5,7 @@
 //! "tokens":{"day":2000000}}}]}`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -50,7 +51,7 @@ pub struct Budget {
 /// One named client as the file describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSpec {
-    pub name: String,
+    pub name: Arc<str>,
     pub key: KeyDigest,
     /// Empty: every domain.
     pub domains: Vec<Pattern>,
@@ -109,7 +110,7 @@ fn parse_client(value: &Value) -> Result<ClientSpec, String> {
     }
     let name =
         match obj.get("name") {
-            Some(Value::String(n)) if valid_name(n) => n.clone(),
+            Some(Value::String(n)) if valid_name(n) => Arc::<str>::from(n.as_str()),
             _ => return Err(
                 "field \"name\" must be 1 to 64 of A-Z a-z 0-9 . _ - @ (it names the client in \
                  logs and metrics)"
@@ -247,7 +248,7 @@ mod tests {
         ))
         .unwrap();
         let alice = &clients[0];
-        assert_eq!(alice.name, "alice");
+        assert_eq!(&*alice.name, "alice");
         assert_eq!(
             alice.key,
             digest("nx-alice"),

@@ -43,7 +43,7 @@ impl ClientSet {
     }
 
     pub fn named(&self, name: &str) -> Option<&Arc<Client>> {
-        self.in_order.iter().find(|c| c.name() == name)
+        self.in_order.iter().find(|c| &**c.name() == name)
     }
 
     /// Every client, in the file's order.
@@ -100,8 +100,8 @@ mod tests {
             ),
             &ClientSet::default(),
         );
-        assert_eq!(s.by_key("nx-a").map(|c| c.name()), Some("a"));
-        assert_eq!(s.by_key("test").map(|c| c.name()), Some("b"));
+        assert_eq!(s.by_key("nx-a").map(|c| &**c.name()), Some("a"));
+        assert_eq!(s.by_key("test").map(|c| &**c.name()), Some("b"));
         assert!(s.by_key("nx-b").is_none());
         assert_eq!(s.all().len(), 2);
         assert!(ClientSet::default().by_key("nx-a").is_none());

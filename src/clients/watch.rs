@@ -72,6 +72,25 @@ impl Clients {
         self.set.with(&local.0, |set| !set.is_empty())
     }
 
+    /// Whether named clients exist, and the one whose key the request presented (its
+    /// `x-api-key` or bearer token), if any. Without named clients no key is hashed.
+    pub fn identify(
+        &self,
+        local: &LocalClients,
+        presented: [Option<&str>; 2],
+    ) -> (bool, Option<Arc<Client>>) {
+        self.set.with(&local.0, |set| {
+            if set.is_empty() {
+                return (false, None);
+            }
+            let named = presented
+                .into_iter()
+                .flatten()
+                .find_map(|key| set.by_key(key).map(Arc::clone));
+            (true, named)
+        })
+    }
+
     /// The clients now in force.
     pub fn current(&self) -> Arc<ClientSet> {
         self.set.get()
@@ -134,7 +153,7 @@ impl Scanner {
                 if specs.is_empty() && current.is_empty() {
                     return;
                 }
-                let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                let names: Vec<&str> = specs.iter().map(|s| &*s.name).collect();
                 log::info!(
                     "clients: {} named client(s) from {}: {}",
                     specs.len(),

@@ -154,20 +154,45 @@ impl fmt::Display for CredentialError {
     }
 }
 
+/// The keys that open nexus's own credentials where a file has no list of its own:
+/// `CLIENT_API_KEYS`, and the named clients' keys (`CLIENTS_FILE`), which work as
+/// `CLIENT_API_KEYS` keys that have a name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalKeys<'a> {
+    pub keys: &'a [String],
+    /// Named clients exist: the guard is on even without `CLIENT_API_KEYS`.
+    pub named_clients: bool,
+    /// The request presented a named client's key.
+    pub named_key: bool,
+}
+
+impl GlobalKeys<'_> {
+    fn guarded(&self) -> bool {
+        !self.keys.is_empty() || self.named_clients
+    }
+
+    fn accepted(&self, client: ClientCredentials<'_>) -> bool {
+        self.named_key || client_keys::accepted(self.keys, client)
+    }
+}
+
 /// Checks the client key a guarded credential needs: the file's own keys if it has any,
-/// else `CLIENT_API_KEYS`; no keys at all means unguarded.
+/// else the global ones; no keys at all means unguarded.
 pub fn check_guard(
     file_keys: Option<&[String]>,
-    global_keys: &[String],
+    global: GlobalKeys<'_>,
     client: ClientCredentials<'_>,
 ) -> Result<(), CredentialError> {
-    let keys = file_keys.unwrap_or(global_keys);
-    if keys.is_empty() || client_keys::accepted(keys, client) {
-        return Ok(());
+    let open = match file_keys {
+        Some(keys) => client_keys::accepted(keys, client),
+        None => !global.guarded() || global.accepted(client),
+    };
+    match open {
+        true => Ok(()),
+        false => Err(CredentialError::ClientKey {
+            presented: client_keys::any_presented(client),
+        }),
     }
-    Err(CredentialError::ClientKey {
-        presented: client_keys::any_presented(client),
-    })
 }
 
 /// Where a request's credential comes from.
@@ -193,7 +218,7 @@ pub fn choose<'a>(
     domain_entry: Option<Entry>,
     client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
-    global_keys: &[String],
+    global_keys: GlobalKeys<'_>,
 ) -> Result<Source<'a>, CredentialError> {
     match domain_entry {
         Some(Ok(entry)) => {
@@ -209,10 +234,16 @@ pub fn choose<'a>(
 fn client_or_default<'a>(
     client: ClientCredentials<'a>,
     default_key: Option<&'a str>,
-    global_keys: &[String],
+    global_keys: GlobalKeys<'_>,
 ) -> Result<UpstreamAuth<'a>, CredentialError> {
-    if !global_keys.is_empty() {
-        if client_keys::accepted(global_keys, client) {
+    if global_keys.named_key {
+        // A named client's key is nexus's to check, never the upstream's to see.
+        return default_key
+            .map(default_auth)
+            .ok_or(CredentialError::Missing);
+    }
+    if global_keys.guarded() {
+        if global_keys.accepted(client) {
             // A client key opened the door; CLAUDE_API_KEY goes in its place.
             return default_key
                 .map(default_auth)
@@ -379,6 +410,35 @@ mod tests {
         )))
     }
 
+    #[test]
+    fn a_named_clients_key_opens_the_guard_and_is_never_forwarded() {
+        let none = ClientCredentials::default();
+        let named = ClientCredentials {
+            x_api_key: Some("nx-alice"),
+            authorization: None,
+        };
+        let with_named = |named_key| GlobalKeys {
+            keys: &[],
+            named_clients: true,
+            named_key,
+        };
+        // Named clients guard nexus's own key like CLIENT_API_KEYS does...
+        assert!(matches!(
+            super::choose(None, none, Some("sk-ant-default"), with_named(false)),
+            Err(CredentialError::ClientKey { presented: false })
+        ));
+        // ...a named key opens it, and CLAUDE_API_KEY goes in its place...
+        assert_eq!(
+            super::choose(None, named, Some("sk-ant-default"), with_named(true)).unwrap(),
+            Source::Direct(UpstreamAuth::ApiKey("sk-ant-default"))
+        );
+        // ...and with nothing of nexus's own to send, the named key is not sent instead.
+        assert!(matches!(
+            super::choose(None, named, None, with_named(true)),
+            Err(CredentialError::Missing)
+        ));
+    }
+
     /// [`choose`], with a domain file's one member as it goes upstream.
     fn choose<'a>(
         entry: Option<&'a Entry>,
@@ -386,7 +446,11 @@ mod tests {
         default_key: Option<&'a str>,
         global_keys: &[String],
     ) -> Result<UpstreamAuth<'a>, CredentialError> {
-        let source = super::choose(entry.cloned(), client, default_key, global_keys)?;
+        let global = GlobalKeys {
+            keys: global_keys,
+            ..GlobalKeys::default()
+        };
+        let source = super::choose(entry.cloned(), client, default_key, global)?;
         Ok(match (source, entry) {
             (Source::Pool(_), Some(Ok(entry))) => member_auth(&entry.file.members[0]),
             (Source::Direct(auth), _) => auth,

@@ -61,6 +61,8 @@ pub struct Ended<'a> {
     pub error: Option<&'a str>,
     /// The pool member that served it, if a domain file's credential went upstream.
     pub credential: Option<&'a str>,
+    /// The named client the request came from.
+    pub client: Option<&'a str>,
 }
 
 /// The ledger's row.
@@ -82,9 +84,11 @@ pub fn row(notes: LedgerNotes, e: Ended<'_>) -> Row {
         text: RowText::new(Texts {
             id: e.request_id.as_str(),
             domain: e.domain,
-            client: None,
+            client: e.client,
             // A request without a domain file went with one credential of its own.
-            credential: e.credential.unwrap_or(crate::credentials::file::DEFAULT_MEMBER),
+            credential: e
+                .credential
+                .unwrap_or(crate::credentials::file::DEFAULT_MEMBER),
             method: e.method,
             path: e.head.path(),
             model: e.model,

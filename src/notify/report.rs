@@ -62,6 +62,8 @@ pub struct Report {
     ledger: Option<Box<LedgerNotes>>,
     /// The response body's start is captured for the trace.
     trace_body: bool,
+    /// The named client the request came from (`CLIENTS_FILE`), if any.
+    pub client: Option<Arc<str>>,
 }
 
 impl Report {
@@ -87,6 +89,7 @@ impl Report {
             facts: None,
             ledger,
             trace_body: false,
+            client: None,
         }
     }
 
@@ -221,6 +224,10 @@ impl Report {
                     line.extend_from_slice(b" credential=");
                     line.extend_from_slice(member.as_bytes());
                 }
+                if let Some(client) = &self.client {
+                    line.extend_from_slice(b" client=");
+                    line.extend_from_slice(client.as_bytes());
+                }
                 if let Some(error) = api_error {
                     let _ = write!(line, " error={error:?}");
                 }
@@ -246,6 +253,7 @@ impl Report {
                     duration,
                     error: error.as_deref(),
                     credential: credential.map(|id| &**id),
+                    client: self.client.as_deref(),
                 },
             );
             outbox.hub().ledger.record(row);

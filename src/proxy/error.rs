@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::Outcome;
 use crate::client::ConnectError;
+use crate::clients::client::Refusal;
 use crate::conn::BodyError;
 use crate::credentials::CredentialError;
 use crate::http::chunked::ChunkError;
@@ -42,6 +43,8 @@ pub enum ProxyError {
     },
     /// The upstream refused the credential of every member of the domain's pool.
     PoolRefused(String),
+    /// A named client's lists or limits refused the request (`CLIENTS_FILE`).
+    Client(Refusal),
 }
 
 impl fmt::Display for ProxyError {
@@ -74,6 +77,8 @@ impl fmt::Display for ProxyError {
                 "every credential of {domain} is cooling down after a rate limit; the first \
                  is free again in {retry_after_s}s"
             ),
+            ProxyError::Client(Refusal::Forbidden(why)) => f.write_str(why),
+            ProxyError::Client(Refusal::Limited { message, .. }) => f.write_str(message),
             ProxyError::PoolRefused(domain) => write!(
                 f,
                 "the upstream refused every credential of {domain}; they stay out of service \
@@ -133,6 +138,11 @@ impl ProxyError {
                 ErrorReply::new(429, self.to_string()).retry_after(*retry_after_s)
             }
             ProxyError::PoolRefused(_) => ErrorReply::new(401, self.to_string()),
+            ProxyError::Client(Refusal::Forbidden(why)) => ErrorReply::new(403, why.clone()),
+            ProxyError::Client(Refusal::Limited {
+                message,
+                retry_after,
+            }) => ErrorReply::new(429, message.clone()).retry_after(*retry_after),
             ProxyError::ClientGone | ProxyError::UpstreamBroke(_) => return None,
         })
     }

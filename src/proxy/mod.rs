@@ -20,6 +20,8 @@ pub use error::ProxyError;
 use failover::Served;
 
 use crate::client::Pool;
+use crate::clients::client::{Admitted, Used};
+use crate::clients::watch::LocalClients;
 use crate::conn::{ClientConn, HeldBody};
 use crate::credentials::affinity::{ConversationKey, SESSION_HEADER};
 use crate::credentials::{self, domain::Domain, LocalView, Source};
@@ -60,6 +62,7 @@ pub struct Proxy {
     /// Telemetry and Slack events waiting for delivery (drained by tasks on this worker).
     pub outbox: Rc<Outbox>,
     credentials: LocalView,
+    clients: LocalClients,
     counters: LocalCounters,
     /// Usage scanners kept for the next metered response.
     scanners: SpareScanners,
@@ -75,6 +78,7 @@ impl Proxy {
             pool,
             outbox,
             credentials: LocalView::default(),
+            clients: LocalClients::default(),
             counters: LocalCounters::default(),
             scanners: SpareScanners::default(),
             spare_buffers: RefCell::new(Vec::new()),
@@ -134,6 +138,7 @@ pub async fn forward(
         close: close || !head.keep_alive || head.http10,
     };
     let mut served = None;
+    let mut admitted = None;
     let result = forward_metered(
         conn,
         proxy,
@@ -142,7 +147,7 @@ pub async fn forward(
         domain,
         &mut meter,
         &mut report,
-        &mut served,
+        (&mut served, &mut admitted),
     )
     .await;
     let why = result.as_ref().err().map(ToString::to_string);
@@ -153,6 +158,9 @@ pub async fn forward(
         served
             .live()
             .served(r.input_tokens, r.output_tokens, r.cost_picos);
+    }
+    if let Some(admitted) = admitted {
+        admitted.finish(&used(&meter.record), crate::stats::now_ms());
     }
     let duration = meter.stop();
     report.finish(
@@ -177,7 +185,7 @@ async fn forward_metered(
     domain: Option<&Domain>,
     meter: &mut Meter<'_>,
     report: &mut Report,
-    served: &mut Option<Served>,
+    (served, admitted): (&mut Option<Served>, &mut Option<Admitted>),
 ) -> Result<Outcome, ProxyError> {
     let shared = &proxy.shared;
     let config = &shared.config;
@@ -186,19 +194,26 @@ async fn forward_metered(
         x_api_key: head.x_api_key.as_deref(),
         authorization: head.authorization.as_deref(),
     };
+    // A named client's key says who the request is; it is checked, never forwarded.
+    let (named_clients, named) = shared
+        .clients
+        .identify(&proxy.clients, credentials::client_keys::presented(client));
+    if let Some(named) = &named {
+        report.client = Some(Arc::clone(named.name()));
+    }
+    let global_keys = credentials::GlobalKeys {
+        keys: &config.client_api_keys,
+        named_clients,
+        named_key: named.is_some(),
+    };
     // Lock-free lookup: an atomic load and a hash lookup in this worker's snapshot.
     let entry = file_domain.and_then(|d| shared.credentials.lookup(&proxy.credentials, d));
     if meter.record.is_messages {
         report.choose_slack(&proxy.outbox, entry.as_ref());
     }
     // The client key guard is checked here, before any body is read or anyone waits.
-    let source = credentials::choose(
-        entry,
-        client,
-        config.claude_api_key.as_deref(),
-        &config.client_api_keys,
-    )
-    .map_err(ProxyError::Credential)?;
+    let source = credentials::choose(entry, client, config.claude_api_key.as_deref(), global_keys)
+        .map_err(ProxyError::Credential)?;
 
     // A conversation's key matters only when there is a member to choose; its header is
     // read now, while the head's bytes are still where they were parsed.
@@ -229,6 +244,17 @@ async fn forward_metered(
     };
     if meter.record.is_messages {
         classify(conn, body.as_ref(), request.id, meter, report);
+    }
+    // A named client's lists and limits, before anything goes upstream.
+    if let Some(named) = &named {
+        let domain = domain.map_or(registry::INVALID_HOST, |d| d.name.as_str());
+        let model = report.class.as_ref().and_then(|c| c.model.as_deref());
+        let now = crate::stats::now_ms();
+        *admitted = Some(
+            named
+                .admit(domain, model, now)
+                .map_err(ProxyError::Client)?,
+        );
     }
 
     let metered = meter.record.is_messages;
@@ -267,6 +293,17 @@ async fn forward_metered(
         proxy.pool.checkin(answer.upstream);
     }
     Ok(outcome)
+}
+
+/// What a finished request used, as a named client's budgets count it.
+fn used(record: &crate::stats::RequestRecord) -> Used {
+    Used {
+        input_tokens: record.input_tokens,
+        output_tokens: record.output_tokens,
+        cache_creation_input_tokens: record.cache_creation_input_tokens,
+        cache_read_input_tokens: record.cache_read_input_tokens,
+        cost: record.cost(),
+    }
 }
 
 /// Classifies a Messages request from its body (query evaluation, inference, …).
