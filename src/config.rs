@@ -171,6 +171,20 @@ pub struct Config {
     pub retention_days: u64,
     /// `NEXUS_ADMIN_KEY`: guards `/api/*`, `/dashboard`, `/token-stats`, `/metrics`.
     pub admin_key: Option<String>,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (+ `TLS_CERTS_DIR`): HTTPS on the listening port.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listening side's certificates are (paths resolved against the working
+/// directory); read and watched by `crate::tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The default certificate chain (PEM), served when no SNI name has its own pair.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// `<domain>.crt` + `<domain>.key` pairs chosen by SNI.
+    pub certs_dir: Option<PathBuf>,
 }
 
 /// `NEXUS_DB`: the ledger's database.
@@ -537,7 +551,47 @@ impl Config {
             store_bodies: src.boolean("NEXUS_STORE_BODIES", false)?,
             retention_days: src.number("NEXUS_RETENTION_DAYS", None, 30u64, 0, 100_000)?,
             admin_key: src.string("NEXUS_ADMIN_KEY").map(|k| k.trim().to_string()),
+            tls: tls_files(&src, cwd)?,
         })
+    }
+}
+
+/// `TLS_CERT_FILE`, `TLS_KEY_FILE`, `TLS_CERTS_DIR`: both files or neither; a directory
+/// only beside them (its pairs fall back to the default one). The files are parsed at
+/// start by `crate::tls`, which names the file that is wrong.
+fn tls_files(src: &Sources, cwd: &Path) -> Result<Option<TlsFiles>, ConfigError> {
+    let path = |name| src.string(name).map(|v| cwd.join(v.trim()));
+    let (cert, key, dir) = (
+        path("TLS_CERT_FILE"),
+        path("TLS_KEY_FILE"),
+        path("TLS_CERTS_DIR"),
+    );
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => {
+            if let Some(dir) = dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(ConfigError(format!(
+                    "invalid TLS_CERTS_DIR {}: not a directory",
+                    dir.display()
+                )));
+            }
+            Ok(Some(TlsFiles {
+                cert_file,
+                key_file,
+                certs_dir: dir,
+            }))
+        }
+        (None, None) if dir.is_none() => Ok(None),
+        (None, None) => Err(ConfigError(
+            "TLS_CERTS_DIR is set without TLS_CERT_FILE and TLS_KEY_FILE: HTTPS needs a \
+             default certificate for clients whose SNI name has no pair in the directory"
+                .into(),
+        )),
+        (Some(_), None) => Err(ConfigError(
+            "TLS_CERT_FILE is set without TLS_KEY_FILE: HTTPS needs both".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "TLS_KEY_FILE is set without TLS_CERT_FILE: HTTPS needs both".into(),
+        )),
     }
 }
 

@@ -21,4 +21,5 @@ pub(crate) mod scan;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod tls;
 pub mod usage;

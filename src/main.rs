@@ -83,6 +83,12 @@ fn main() {
     }
     let notify =
         Hub::new(&config, Arc::clone(&stats), Arc::clone(&ledger)).unwrap_or_else(|e| fail(&e));
+    let tls = config
+        .tls
+        .as_ref()
+        .map(nexus::tls::ListenerTls::start)
+        .transpose()
+        .unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
     let body_budget = BodyBudget::new(config.max_buffered_bytes);
     let shared = Arc::new(Shared {
@@ -95,6 +101,7 @@ fn main() {
         stats,
         notify,
         ledger,
+        tls,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -107,10 +114,15 @@ fn main() {
         drivers[0].to_string()
     };
     println!(
-        "nexus {} listening on {}:{}, {} workers, driver {}, upstream {}, credentials {}, ledger {}",
+        "nexus {} listening on {}:{}{}, {} workers, driver {}, upstream {}, credentials {}, ledger {}",
         env!("CARGO_PKG_VERSION"),
         config.host,
         config.port,
+        shared
+            .tls
+            .as_ref()
+            .map(|tls| format!(" ({})", tls.describe()))
+            .unwrap_or_default(),
         config.workers,
         driver_note,
         shared.upstream.display,

@@ -26,5 +26,7 @@ pub struct Shared {
     pub notify: Arc<crate::notify::Hub>,
     /// The request history (`NEXUS_DB`); off is a ledger that keeps nothing.
     pub ledger: Arc<Ledger>,
+    /// HTTPS on the listening port (`TLS_CERT_FILE`), or `None` for plain HTTP.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
     pub started: Instant,
 }
