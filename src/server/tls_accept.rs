@@ -89,6 +89,8 @@ async fn peek_hello(stream: &TcpStream) -> Result<Hello, Failure> {
         match inspect(&buf[..n]) {
             Hello::NeedMore if n == buf.len() && n < MAX_HELLO => buf.resize(n * 2, 0),
             Hello::NeedMore if n == buf.len() => return Ok(Hello::Other),
+            // A peek keeps returning the unread bytes after the client's FIN: ask for it.
+            Hello::NeedMore if peer_closed(stream) => return Err(Failure::Closed),
             Hello::NeedMore => {
                 monoio::time::sleep(pause).await;
                 pause = (pause * 2).min(PARTIAL_HELLO_PAUSE.1);
@@ -96,6 +98,18 @@ async fn peek_hello(stream: &TcpStream) -> Result<Hello, Failure> {
             seen => return Ok(seen),
         }
     }
+}
+
+/// Whether the client has shut down its side (it will send no more of its hello).
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut poll = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd for the socket we own, without waiting.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Sorts a failed handshake: the client went away, or TLS itself failed.

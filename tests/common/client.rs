@@ -341,6 +341,31 @@ impl Client {
         ready
     }
 
+    /// Reads everything until the server closes the connection. Over TLS it only reads:
+    /// rustls' own read would first try to send whatever this client wrote after the server
+    /// gave up on it, and fail on the closed socket before the answer is read.
+    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = self.reader.buffer().to_vec();
+        self.reader.consume(all.len());
+        match self.reader.get_mut() {
+            Stream::Plain(tcp) => {
+                tcp.read_to_end(&mut all)?;
+            }
+            Stream::Tls(tls) => loop {
+                match tls.conn.reader().read_to_end(&mut all) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if tls.conn.read_tls(&mut tls.sock)? == 0 {
+                    break;
+                }
+                tls.conn.process_new_packets().map_err(io::Error::other)?;
+            },
+        }
+        Ok(all)
+    }
+
     /// Whether the server has closed the connection (waits up to the read timeout for EOF).
     pub fn closed_by_peer(&mut self) -> bool {
         matches!(self.reader.fill_buf(), Ok([]))

@@ -257,6 +257,16 @@ impl Nexus {
         }
     }
 
+    /// A new TLS connection that sends `name` as SNI (and `name:port` as default Host).
+    pub fn client_as(&self, name: &str) -> Client {
+        let certs = self
+            .tls
+            .as_ref()
+            .expect("nexus serves HTTPS (NexusBuilder::https)");
+        Client::connect_tls_as(self.addr, certs.client_config(), name)
+            .unwrap_or_else(|e| panic!("TLS handshake with nexus as {name}: {e}"))
+    }
+
     /// Sends `request` on a new connection and returns the response.
     pub fn request(&self, request: &Request) -> Response {
         self.client().request(request)

@@ -326,3 +326,19 @@ pub fn client_config_from_pem(path: &Path) -> Arc<rustls::ClientConfig> {
 pub fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").expect("valid DNS name")
 }
+
+/// The first flight (the ClientHello) of a rustls client connecting to `name`.
+pub fn client_hello_to(name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from(name.to_string()).expect("a DNS name");
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("a client");
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).expect("writing to a Vec");
+    }
+    wire
+}
