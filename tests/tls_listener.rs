@@ -490,3 +490,37 @@ fn start_up_refuses_a_certificate_without_its_key_and_a_bad_default_pair() {
         "{stderr}"
     );
 }
+
+/// A TLS client that stops reading: its write times out (the TLS writer is cancelled mid
+/// write), the connection is dropped without touching the TLS state again, and the worker
+/// serves on.
+#[test]
+fn a_tls_client_that_stops_reading_is_dropped_and_the_worker_serves_on() {
+    let body = vec![b'x'; 32 * 1024 * 1024];
+    let mut rig = Rig::start(
+        Upstream::Plain,
+        move |_| MockReply::json(200, body.clone()),
+        |n| {
+            n.https()
+                .workers(1)
+                .env("NEXUS_CLIENT_WRITE_TIMEOUT_SECS", "1")
+        },
+    );
+    let mut stuck = rig.nexus.client();
+    stuck.send(&messages_request("{}")).unwrap();
+    let head = stuck.read_head().expect("head");
+    assert_eq!(head.status, 200);
+    // Not another byte read: nexus's writes fill the socket buffers and wait.
+    let mut probe = rig.nexus.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_on(&mut probe, "nexus_open_connections") > 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck client was never dropped"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(probe.request(&Request::get("/token-stats")).status, 200);
+    rig.nexus.assert_alive();
+    drop(stuck);
+}

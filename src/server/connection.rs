@@ -61,7 +61,7 @@ pub async fn serve_tls(stream: TcpStream, worker: Rc<Worker>) {
     match accepted {
         Ok(Accepted::Tls(stream, server_name)) => {
             tls.counters.handshake();
-            let mut conn = client_conn(ClientStream::Tls(stream), &worker, deadline);
+            let mut conn = client_conn(ClientStream::from(stream), &worker, deadline);
             conn.set_server_name(server_name);
             serve_conn(&mut conn, &worker).await;
             conn.close().await;
