@@ -35,7 +35,7 @@ fn main() {
     }
     if cli.check_health {
         use nexus::health_check::{check, TIMEOUT};
-        match check(&config.host, config.port, TIMEOUT) {
+        match check(&config.host, config.port, TIMEOUT, config.tls.is_some()) {
             Ok(line) => {
                 println!("nexus: healthy ({line})");
                 return;
