@@ -80,7 +80,7 @@ impl CertSet {
 }
 
 /// The `<domain>.crt` files of `dir` and the `<domain>.key` beside each, sorted by name;
-/// a certificate without its key is a problem, not a pair.
+/// a certificate without its key is a problem, not a pair; hidden files are not looked at.
 fn pairs_in(dir: &Path, problems: &mut Vec<String>) -> Vec<(String, PathBuf, PathBuf)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -94,6 +94,10 @@ fn pairs_in(dir: &Path, problems: &mut Vec<String>) -> Vec<(String, PathBuf, Pat
         .filter_map(|entry| {
             let path = entry.path();
             let name = path.file_name()?.to_str()?.strip_suffix(".crt")?;
+            // A hidden file is one being written (write beside, then rename into place).
+            if name.starts_with('.') {
+                return None;
+            }
             let name = name.to_ascii_lowercase();
             let key = path.with_extension("key");
             if !key.is_file() {
@@ -154,5 +158,67 @@ impl std::fmt::Debug for CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current().choose(hello.server_name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes a self-signed pair for `name` as `base.crt` + `base.key`; returns the leaf.
+    fn write_pair(dir: &Path, base: &str, name: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{base}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{base}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    #[test]
+    fn sni_names_get_their_own_pair_a_wildcard_pair_or_the_default() {
+        let scratch = Scratch(std::env::temp_dir().join(format!(
+            "nexus-certs-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )));
+        let dir = scratch.0.join("certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = write_pair(&scratch.0, "default", "localhost");
+        let own = write_pair(&dir, "a.example.com", "a.example.com");
+        let wildcard = write_pair(&dir, "*.w.example.com", "*.w.example.com");
+        write_pair(&dir, ".hidden.example.com", "hidden.example.com");
+        std::fs::write(dir.join("lonely.example.com.crt"), "").unwrap();
+        let files = TlsFiles {
+            cert_file: scratch.0.join("default.crt"),
+            key_file: scratch.0.join("default.key"),
+            certs_dir: Some(dir),
+        };
+
+        let (set, problems) = CertSet::load(&files, None).unwrap();
+
+        let leaf = |sni: Option<&str>| set.choose(sni).cert[0].to_vec();
+        assert_eq!(leaf(Some("a.example.com")), own);
+        assert_eq!(leaf(Some("x.w.example.com")), wildcard);
+        assert_eq!(leaf(Some("x.y.w.example.com")), default, "one label only");
+        assert_eq!(leaf(Some("b.example.com")), default);
+        assert_eq!(leaf(None), default);
+        assert_eq!(set.by_name.len(), 2, "hidden files are not pairs");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("lonely.example.com.crt has no"),
+            "{problems:?}"
+        );
     }
 }
