@@ -317,6 +317,11 @@ fn a_host_other_than_the_sni_name_is_421_misdirected() {
         rig.mock.requests().is_empty(),
         "a misdirected request went upstream"
     );
+    // No Host at all (HTTP/1.0) disagrees with nothing.
+    let mut old = rig.nexus.client();
+    old.send_raw(b"GET /token-stats HTTP/1.0\r\n\r\n").unwrap();
+    let answer = String::from_utf8_lossy(&old.read_all().unwrap()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     // The SNI name with another port and case is the same host.
     let port = rig.nexus.addr().port();
     let ok = rig
@@ -523,4 +528,25 @@ fn a_tls_client_that_stops_reading_is_dropped_and_the_worker_serves_on() {
     assert_eq!(probe.request(&Request::get("/token-stats")).status, 200);
     rig.nexus.assert_alive();
     drop(stuck);
+}
+
+/// A TLS client whose head stalls gets its 408 (the read given up on does not stop the
+/// answer being written) and a clean close_notify.
+#[test]
+fn a_stalled_head_over_tls_gets_its_408() {
+    let nexus = Nexus::builder()
+        .https()
+        .workers(1)
+        .env("NEXUS_HEADER_TIMEOUT_SECS", "1")
+        .start();
+    let mut client = nexus.client();
+    client
+        .send_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    // read_all returns at the close_notify (or fails on a bare close).
+    let answer = client.read_all().expect("an answer and a clean close");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(answer.contains("invalid_request_error"), "{answer:?}");
+    assert_eq!(nexus.request(&Request::get("/token-stats")).status, 200);
 }

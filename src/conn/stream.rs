@@ -16,22 +16,28 @@ pub enum ClientStream {
     Tls(Box<TlsClient>),
 }
 
-/// A TLS stream, and whether an operation on it was cut off.
+/// A TLS stream, and whether a read or a write on it was cut off.
 ///
 /// A read or write given up on (a timeout drops its future) leaves monoio-rustls without
-/// its buffer: the next operation on the stream would panic, taking the worker with it.
-/// After one, every operation fails instead; the connection has nothing left but a close.
+/// that direction's buffer: the next operation needing it would panic, taking the worker
+/// with it. So after a cut-off write nothing more is done with the stream (a failing read
+/// sends its alert through the write buffer too); after a cut-off read, writes still work
+/// (they have their own buffer), so a 408 can still be answered and close_notify sent.
 /// (On plain TCP a dropped operation leaves nothing behind.)
 pub struct TlsClient {
     stream: ServerTlsStream<TcpStream>,
-    interrupted: bool,
+    /// A read is under way, or was cut off.
+    reading: bool,
+    /// A write (or close_notify) is under way, or was cut off.
+    writing: bool,
 }
 
 impl From<Box<ServerTlsStream<TcpStream>>> for ClientStream {
     fn from(stream: Box<ServerTlsStream<TcpStream>>) -> Self {
         ClientStream::Tls(Box::new(TlsClient {
             stream: *stream,
-            interrupted: false,
+            reading: false,
+            writing: false,
         }))
     }
 }
@@ -49,12 +55,12 @@ impl ClientStream {
         match self {
             ClientStream::Plain(s) => s.read(buf).await,
             ClientStream::Tls(tls) => {
-                if tls.interrupted {
+                if tls.reading || tls.writing {
                     return (Err(interrupted()), buf);
                 }
-                tls.interrupted = true;
+                tls.reading = true;
                 let result = tls.stream.read(buf).await;
-                tls.interrupted = false;
+                tls.reading = false;
                 result
             }
         }
@@ -65,12 +71,12 @@ impl ClientStream {
         match self {
             ClientStream::Plain(s) => s.write_all(buf).await,
             ClientStream::Tls(tls) => {
-                if tls.interrupted {
+                if tls.writing {
                     return (Err(interrupted()), buf);
                 }
-                tls.interrupted = true;
+                tls.writing = true;
                 let result = tls.stream.write_all(buf).await;
-                tls.interrupted = false;
+                tls.writing = false;
                 result
             }
         }
@@ -81,11 +87,11 @@ impl ClientStream {
     pub async fn close_notify(&mut self) -> io::Result<()> {
         match self {
             ClientStream::Plain(_) => Ok(()),
-            ClientStream::Tls(tls) if tls.interrupted => Err(interrupted()),
+            ClientStream::Tls(tls) if tls.writing => Err(interrupted()),
             ClientStream::Tls(tls) => {
-                tls.interrupted = true;
+                tls.writing = true;
                 let result = tls.stream.shutdown().await;
-                tls.interrupted = false;
+                tls.writing = false;
                 result
             }
         }

@@ -225,7 +225,8 @@ async fn answer_locally(
 /// ride another domain's TLS session.
 fn misdirected(conn: &ClientConn, head: &RequestHead) -> Option<ErrorReply> {
     let sni = conn.server_name()?;
-    let host = head.host.as_deref().unwrap_or("");
+    // No Host (HTTP/1.0) names no other server: nothing disagrees with the SNI name.
+    let host = head.host.as_deref()?;
     if crate::tls::host::host_matches(host, sni) {
         return None;
     }
