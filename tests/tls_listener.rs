@@ -550,3 +550,54 @@ fn a_stalled_head_over_tls_gets_its_408() {
     assert!(answer.contains("invalid_request_error"), "{answer:?}");
     assert_eq!(nexus.request(&Request::get("/token-stats")).status, 200);
 }
+
+/// SIGTERM while a stream is in flight over TLS: the stream is served to its end, new
+/// connections are refused, and nexus exits 0.
+#[test]
+fn shutdown_lets_a_tls_stream_in_flight_finish() {
+    let events = stream_events();
+    let gate = Gate::new();
+    let reply = MockReply::sse_gated(events.clone(), gate.clone());
+    let mut rig = Rig::start(
+        Upstream::Plain,
+        move |_| reply.clone(),
+        |n| n.https().env("NEXUS_DB", "off"),
+    );
+    let mut client = rig.nexus.client();
+    client
+        .send(&messages_request(stream_request_body()))
+        .unwrap();
+    let head = client.read_head().expect("head");
+    assert_eq!(head.status, 200);
+    let mut sse = SseReader::new(client.body_stream("POST", &head).unwrap());
+    assert_eq!(sse.next_event().unwrap().unwrap().raw, events[0]);
+
+    let pid = rig.nexus.pid();
+    // SAFETY: signalling the child process this test started.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    // The listener closes once shutdown has begun.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(rig.nexus.addr()).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "nexus still accepts after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (i, expected) in events.iter().enumerate().skip(1) {
+        gate.open_one();
+        let event = sse
+            .next_event()
+            .unwrap()
+            .unwrap_or_else(|| panic!("ended at {i}"));
+        assert_eq!(&event.raw, expected, "event {i}");
+    }
+    assert_eq!(sse.next_event().unwrap(), None);
+    drop(sse);
+    drop(client);
+    let status = rig
+        .nexus
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("nexus exits once its last stream ended");
+    assert!(status.success(), "{status}");
+}

@@ -55,6 +55,9 @@ pub async fn serve_tls(stream: TcpStream, worker: Rc<Worker>) {
     let accepted = {
         // A handshake holds a descriptor too: it counts against the connection budget.
         let _open = OpenConnection::count(&worker.shared.stats.proxy.open_connections);
+        // And shutdown serves a connection it accepted, as it does a plain one (whose
+        // request loop counts it busy until its first answer, as it does after this).
+        let _busy = worker.shared.lifecycle.busy_guard();
         let limit = worker.shared.config.header_timeout;
         tls_accept::accept(stream, acceptor, &deadline, limit).await
     };

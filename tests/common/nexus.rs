@@ -300,6 +300,11 @@ impl Nexus {
         }
     }
 
+    /// Waits up to `limit` for nexus to exit by itself (after a signal the test sent).
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.child.wait_for_exit(limit)
+    }
+
     /// The process id, for reading /proc/PID.
     pub fn pid(&mut self) -> u32 {
         self.child.child_mut().id()
