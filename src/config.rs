@@ -749,6 +749,43 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_come_in_pairs_and_resolve_against_the_working_directory() {
+        let dir = temp_dir("tls");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let tls = |env: &[(&str, &str)]| load(Cli::default(), env, &dir).map(|c| c.tls);
+        assert_eq!(tls(&[]).unwrap(), None);
+        let pair = [("TLS_CERT_FILE", "a.crt"), ("TLS_KEY_FILE", "a.key")];
+        assert_eq!(
+            tls(&pair).unwrap(),
+            Some(TlsFiles {
+                cert_file: dir.join("a.crt"),
+                key_file: dir.join("a.key"),
+                certs_dir: None,
+            })
+        );
+        let with_dir = [pair[0], pair[1], ("TLS_CERTS_DIR", "certs")];
+        assert_eq!(
+            tls(&with_dir).unwrap().unwrap().certs_dir,
+            Some(dir.join("certs"))
+        );
+        for (env, says) in [
+            (&pair[..1], "without TLS_KEY_FILE"),
+            (&pair[1..], "without TLS_CERT_FILE"),
+            (
+                &[("TLS_CERTS_DIR", "certs")][..],
+                "TLS_CERTS_DIR is set without",
+            ),
+            (
+                &[pair[0], pair[1], ("TLS_CERTS_DIR", "nowhere")][..],
+                "not a directory",
+            ),
+        ] {
+            let err = tls(env).unwrap_err().to_string();
+            assert!(err.contains(says), "{env:?}: {err}");
+        }
+    }
+
+    #[test]
     fn claude_api_key_must_be_visible_ascii_and_is_never_repeated() {
         let dir = temp_dir("api-key");
         let key = |value: &str| load(Cli::default(), &[("CLAUDE_API_KEY", value)], &dir);
