@@ -3,12 +3,16 @@
 # nginx in front of it, on 127.0.0.1, workload after workload. Prints a table and writes
 # bench/RESULTS.md. How to run and how to read it: bench/README.md.
 #
-#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nexus-nodb,nginx] [--no-install] [--oha]
+#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nexus-nodb,nginx] [--no-install] [--oha] [--tls]
 #
 # Targets: direct (the mock upstream alone), floor (bench/floor_relay.rs: the leanest relay
 # monoio allows, W1/W2 only, to show what the machine costs before nexus does any work),
 # nexus (its defaults: the SQLite ledger on), nexus-nodb (NEXUS_DB=off, W1/W2 only: what
 # the ledger costs), nginx.
+#
+# --tls adds W1 and W2 over HTTPS (W1-tls, W2-tls): nexus and nginx each terminating TLS
+# with the same generated certificate (ECDSA P-256, openssl) and the same cipher
+# (TLS 1.3, TLS_AES_256_GCM_SHA384, X25519), in the same rounds as the plain workloads.
 #
 # Environment: BENCH_SECS (10), BENCH_WARMUP_SECS (2), BENCH_WORKERS (1: workers of nexus,
 # nginx and the floor relay; wrk always runs 2 threads, the mock upstream 1 per worker),
@@ -50,12 +54,14 @@ ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
 TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nginx}
 INSTALL=1
 WITH_OHA=0
+WITH_TLS=${BENCH_TLS:-0}
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --targets) TARGETS=${2:?--targets needs a list}; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --oha) WITH_OHA=1; shift ;;
+        --tls) WITH_TLS=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "bench: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -261,6 +267,26 @@ done
 
 CLK_TCK=$(getconf CLK_TCK)
 
+# ---------------------------------------------------------------- TLS (--tls)
+# One certificate for both proxies, made here: ECDSA P-256 for localhost and 127.0.0.1.
+# nginx is held to the cipher rustls picks for wrk's (OpenSSL's) preference order, so both
+# do the same cryptography; the report shows what each negotiated.
+TLS_RUN=0           # 1 while an HTTPS workload runs: start_target serves TLS
+TLS_CIPHER=TLS_AES_256_GCM_SHA384
+if [[ $WITH_TLS == 1 ]]; then
+    command -v openssl >/dev/null || die "--tls needs openssl (to make the certificate)"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>"$WORK/openssl.log" \
+        || die "openssl could not make the bench certificate: $(tail -n 2 "$WORK/openssl.log")"
+    chmod 600 "$WORK/tls.key"
+fi
+# negotiated PORT: "TLSv1.3 TLS_AES_256_GCM_SHA384" as openssl s_client sees it.
+negotiated() {
+    timeout 5 openssl s_client -connect "127.0.0.1:$1" -servername localhost </dev/null 2>/dev/null \
+        | awk '/^New, / { print $2, $NF; exit }' | tr -d ','
+}
+
 # ---------------------------------------------------------------- /proc figures
 # ticks EXPR pids...: an awk expression over /proc/PID/stat's fields after the command name
 # ($12 utime, $13 stime), summed over the given pids (clock ticks)
@@ -323,10 +349,14 @@ start_target() {
             TARGET_PORT=$NEXUS_PORT
             local logf="$WORK/$target.$RUN_SEQ.log" db=sqlite:nexus.db
             [[ $target == nexus-nodb ]] && db=off
+            local tls_env=()
+            if [[ $TLS_RUN == 1 ]]; then
+                tls_env=(TLS_CERT_FILE="$WORK/tls.crt" TLS_KEY_FILE="$WORK/tls.key")
+            fi
             (
                 cd "$WORK"   # no stray .env or credentials/ from the checkout
                 exec env UPSTREAM_URL="http://127.0.0.1:$UPORT" CLAUDE_API_KEY=sk-ant-api03-bench \
-                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" NEXUS_DB=$db \
+                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" NEXUS_DB=$db "${tls_env[@]}" \
                     "$NEXUS_BIN" -p "$NEXUS_PORT" -H 127.0.0.1 -w "$WORKERS"
             ) >"$logf" 2>&1 &
             TARGET_MAIN=$!
@@ -339,7 +369,16 @@ start_target() {
             local prefix="$WORK/nginx.$RUN_SEQ"
             mkdir -p "$prefix"
             local conns=$(( want_conns > NOFILE ? NOFILE : want_conns ))
+            local listen_ssl=""
+            : >"$prefix/tls.conf"
+            if [[ $TLS_RUN == 1 ]]; then
+                listen_ssl="ssl "
+                printf '%s\n' "ssl_certificate $WORK/tls.crt;" "ssl_certificate_key $WORK/tls.key;" \
+                    "ssl_protocols TLSv1.3;" "ssl_conf_command Ciphersuites $TLS_CIPHER;" \
+                    "ssl_ecdh_curve X25519;" "ssl_session_tickets on;" >"$prefix/tls.conf"
+            fi
             sed -e "s#@PREFIX@#$prefix#g" -e "s#@WORKERS@#$WORKERS#g" -e "s#@LISTEN_PORT@#$NGINX_PORT#g" \
+                -e "s#@LISTEN_SSL@#$listen_ssl#g" \
                 -e "s#@UPSTREAM_PORT@#$UPORT#g" -e "s#@NOFILE@#$NOFILE#g" -e "s#@WORKER_CONNECTIONS@#$conns#g" \
                 "$ROOT/bench/nginx.conf.in" >"$prefix/nginx.conf"
             "$NGINX_BIN" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" >"$prefix/stdout.log" 2>&1 &
@@ -408,6 +447,10 @@ wrk_run() {
         label="$w round $round"
     fi
     local url="http://127.0.0.1:$TARGET_PORT" out="$WORK/$key.$target.wrk" secs warmup=$WARMUP
+    if [[ $TLS_RUN == 1 ]]; then
+        url="https://localhost:$TARGET_PORT"
+        [[ -n "${R[$w|$target|tls]:-}" ]] || R[$w|$target|tls]=$(negotiated "$TARGET_PORT")
+    fi
     secs=$(secs_of "$w")
     if [[ $w == W5 ]] && (( warmup > secs )); then warmup=$secs; fi
     local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
@@ -475,7 +518,7 @@ median() {   # the median of the numeric arguments ("" and "-" skipped), or - wh
 # rounds_of WORKLOAD, secs_of WORKLOAD: how many rounds it runs in, how long each.
 rounds_of() {
     case $1 in
-        W1 | W2 | W3) echo "$ROUNDS" ;;
+        W1 | W2 | W3 | W1-tls | W2-tls) echo "$ROUNDS" ;;
         W5) echo "$W5_ROUNDS" ;;
         *) echo 1 ;;
     esac
@@ -610,6 +653,8 @@ w4_run() {
 WORKLOADS=(
     "W1 64 $WRK_THREADS - 0 300 chat"
     "W2 64 $WRK_THREADS ?events=30&size=200&delay_ms=0 1 300 chat"
+    "W1-tls 64 $WRK_THREADS - 0 300 chat"
+    "W2-tls 64 $WRK_THREADS ?events=30&size=200&delay_ms=0 1 300 chat"
     "W3 16 $WRK_THREADS ?events=200&size=200&delay_ms=0 1 262144 claude-code"
     "W5 1 1 - 0 300 chat"
 )
@@ -661,7 +706,13 @@ w4_next() {
 # rounds_of) and report the median of each figure.
 for spec in "${WORKLOADS[@]}"; do
     read -r w conns threads query stream body shape <<<"$spec"
-    has "$ONLY" "$w" || continue
+    # W1-tls and W2-tls come with --tls, when W1 (W2) is in the run.
+    has "$ONLY" "${w%-tls}" || continue
+    TLS_RUN=0
+    if [[ $w == *-tls ]]; then
+        [[ $WITH_TLS == 1 ]] || continue
+        TLS_RUN=1
+    fi
     [[ $query == - ]] && query=""
     rounds=$(rounds_of "$w")
     for ((round = 1; round <= rounds; round++)); do
@@ -678,6 +729,8 @@ for spec in "${WORKLOADS[@]}"; do
         for target in "${order[@]}"; do
             # The floor and nexus without its ledger calibrate the hot path: W1 and W2 only.
             [[ ( $target == floor || $target == nexus-nodb ) && $w != W1 && $w != W2 ]] && continue
+            # The mock and the floor speak no TLS: HTTPS is nexus against nginx.
+            [[ $TLS_RUN == 1 && $target != nexus && $target != nginx ]] && continue
             start_target "$target"
             wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape" ${tag:+"$tag"}
             # oha is a second opinion, once per target: in the first round only.
@@ -695,6 +748,7 @@ for spec in "${WORKLOADS[@]}"; do
     fi
     [[ $w == W1 ]] || w4_next
 done
+TLS_RUN=0
 
 while (( ${#W4_PENDING[@]} > 0 )); do
     w4_next
@@ -790,6 +844,23 @@ report() {
         if has "$ONLY" W4; then
             echo "| W4 | — | — | — | CPU: $(ratio "W4|nexus|cpu_s" "W4|nginx|cpu_s") | per stream: $(ratio "W4|nexus|kib_per_stream" "W4|nginx|kib_per_stream") |"
         fi
+    fi
+    if [[ $WITH_TLS == 1 ]]; then
+        echo
+        echo "## HTTPS: W1 and W2 over TLS (--tls)"
+        echo
+        echo "nexus (TLS_CERT_FILE) and nginx (\`listen ssl\`) terminate TLS with the same generated certificate (ECDSA P-256); wrk keeps its 64 connections open, so this is mostly the cost of record encryption, with one handshake per connection. Negotiated, as \`openssl s_client\` sees it: $(for t in nexus nginx; do printf '%s %s; ' "$t" "${R[W1-tls|$t|tls]:-?}"; done)"
+        echo
+        echo "| workload | target | req/s | p50 ms | p99 ms | CPU µs/req | user % | peak RSS MiB | errors |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        for w in W1-tls W2-tls; do
+            for t in nexus nginx; do
+                [[ -n "${R[$w|$t|rps]:-}" ]] || continue
+                echo "| $w | $t | $(fmt "${R[$w|$t|rps]}" 0) | $(fmt "${R[$w|$t|p50]}" 2) | $(fmt "${R[$w|$t|p99]}" 2) | $(fmt "${R[$w|$t|cpu]}" 1) | $(fmt "${R[$w|$t|user]:-}" 1) | $(fmt "${R[$w|$t|rss]}" 1) | ${R[$w|$t|err]} |"
+            done
+            [[ -n "${R[$w|nexus|rps]:-}" && -n "${R[$w|nginx|rps]:-}" ]] || continue
+            echo "| $w | nexus / nginx | $(ratio "$w|nexus|rps" "$w|nginx|rps") | $(ratio "$w|nexus|p50" "$w|nginx|p50") | $(ratio "$w|nexus|p99" "$w|nginx|p99") | $(ratio "$w|nexus|cpu" "$w|nginx|cpu") | | $(ratio "$w|nexus|rss" "$w|nginx|rss") | |"
+        done
     fi
     if has "$TARGETS" nexus && has "$TARGETS" floor && { has "$ONLY" W1 || has "$ONLY" W2; }; then
         echo

@@ -175,6 +175,20 @@ pub struct Config {
     /// `CLIENTS_FILE`: the named clients (`clients.json` in the working directory; used
     /// when it exists).
     pub clients_file: PathBuf,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (+ `TLS_CERTS_DIR`): HTTPS on the listening port.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listening side's certificates are (paths resolved against the working
+/// directory); read and watched by `crate::tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The default certificate chain (PEM), served when no SNI name has its own pair.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// `<domain>.crt` + `<domain>.key` pairs chosen by SNI.
+    pub certs_dir: Option<PathBuf>,
 }
 
 /// `NEXUS_DB`: the ledger's database.
@@ -545,7 +559,47 @@ impl Config {
                 src.string("CLIENTS_FILE")
                     .map_or_else(|| "clients.json".into(), |f| f.trim().to_string()),
             ),
+            tls: tls_files(&src, cwd)?,
         })
+    }
+}
+
+/// `TLS_CERT_FILE`, `TLS_KEY_FILE`, `TLS_CERTS_DIR`: both files or neither; a directory
+/// only beside them (its pairs fall back to the default one). The files are parsed at
+/// start by `crate::tls`, which names the file that is wrong.
+fn tls_files(src: &Sources, cwd: &Path) -> Result<Option<TlsFiles>, ConfigError> {
+    let path = |name| src.string(name).map(|v| cwd.join(v.trim()));
+    let (cert, key, dir) = (
+        path("TLS_CERT_FILE"),
+        path("TLS_KEY_FILE"),
+        path("TLS_CERTS_DIR"),
+    );
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => {
+            if let Some(dir) = dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(ConfigError(format!(
+                    "invalid TLS_CERTS_DIR {}: not a directory",
+                    dir.display()
+                )));
+            }
+            Ok(Some(TlsFiles {
+                cert_file,
+                key_file,
+                certs_dir: dir,
+            }))
+        }
+        (None, None) if dir.is_none() => Ok(None),
+        (None, None) => Err(ConfigError(
+            "TLS_CERTS_DIR is set without TLS_CERT_FILE and TLS_KEY_FILE: HTTPS needs a \
+             default certificate for clients whose SNI name has no pair in the directory"
+                .into(),
+        )),
+        (Some(_), None) => Err(ConfigError(
+            "TLS_CERT_FILE is set without TLS_KEY_FILE: HTTPS needs both".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "TLS_KEY_FILE is set without TLS_CERT_FILE: HTTPS needs both".into(),
+        )),
     }
 }
 
@@ -700,6 +754,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("UPSTREAM_CA_FILE"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_resolve_against_the_working_directory() {
+        let dir = temp_dir("tls");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let tls = |env: &[(&str, &str)]| load(Cli::default(), env, &dir).map(|c| c.tls);
+        assert_eq!(tls(&[]).unwrap(), None);
+        let pair = [("TLS_CERT_FILE", "a.crt"), ("TLS_KEY_FILE", "a.key")];
+        assert_eq!(
+            tls(&pair).unwrap(),
+            Some(TlsFiles {
+                cert_file: dir.join("a.crt"),
+                key_file: dir.join("a.key"),
+                certs_dir: None,
+            })
+        );
+        let with_dir = [pair[0], pair[1], ("TLS_CERTS_DIR", "certs")];
+        assert_eq!(
+            tls(&with_dir).unwrap().unwrap().certs_dir,
+            Some(dir.join("certs"))
+        );
+        for (env, says) in [
+            (&pair[..1], "without TLS_KEY_FILE"),
+            (&pair[1..], "without TLS_CERT_FILE"),
+            (
+                &[("TLS_CERTS_DIR", "certs")][..],
+                "TLS_CERTS_DIR is set without",
+            ),
+            (
+                &[pair[0], pair[1], ("TLS_CERTS_DIR", "nowhere")][..],
+                "not a directory",
+            ),
+        ] {
+            let err = tls(env).unwrap_err().to_string();
+            assert!(err.contains(says), "{env:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,12 +1,19 @@
 //! `nexus --check-health`: asks a running nexus for `GET /` and exits 0 on a 200.
 //!
 //! Made for container health checks (`HEALTHCHECK CMD ["nexus","--check-health"]`):
-//! std only, so the image needs no curl or shell. It reads the same configuration as
-//! the server (flags, environment, `.env`), so it knocks on the port nexus listens on.
+//! std only (and rustls, already linked), so the image needs no curl or shell. It reads
+//! the same configuration as the server (flags, environment, `.env`), so it knocks on the
+//! port nexus listens on, over TLS when the port serves HTTPS (`TLS_CERT_FILE`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The whole check, connect to status line, must fit in this.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,8 +27,9 @@ pub fn target_host(host: &str) -> &str {
     }
 }
 
-/// Runs the check; `Ok` with the status line on a 200, `Err` with why otherwise.
-pub fn check(host: &str, port: u16, timeout: Duration) -> Result<String, String> {
+/// Runs the check (over TLS when `tls`); `Ok` with the status line on a 200, `Err` with
+/// why otherwise.
+pub fn check(host: &str, port: u16, timeout: Duration, tls: bool) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let host = target_host(host)
         .trim_start_matches('[')
@@ -36,9 +44,20 @@ pub fn check(host: &str, port: u16, timeout: Duration) -> Result<String, String>
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    let mut stream = TcpStream::connect_timeout(&addr, left())
+    let tcp = TcpStream::connect_timeout(&addr, left())
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_write_timeout(Some(left()));
+    let _ = tcp.set_write_timeout(Some(left()));
+    let _ = tcp.set_read_timeout(Some(left()));
+    let mut stream: Box<dyn ReadWrite> = if tls {
+        // An address as the server name: no SNI is sent, so the Host below (the address)
+        // is not held to one.
+        let name = ServerName::IpAddress(addr.ip().into());
+        let session = rustls::ClientConnection::new(any_certificate_config()?, name)
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+        Box::new(rustls::StreamOwned::new(session, tcp))
+    } else {
+        Box::new(tcp)
+    };
     let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
@@ -49,7 +68,6 @@ pub fn check(host: &str, port: u16, timeout: Duration) -> Result<String, String>
         if Instant::now() >= deadline {
             return Err(format!("no answer from {addr} within {timeout:?}"));
         }
-        let _ = stream.set_read_timeout(Some(left()));
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -66,6 +84,64 @@ pub fn check(host: &str, port: u16, timeout: Duration) -> Result<String, String>
         Err(format!("{addr} closed the connection without a response"))
     } else {
         Err(format!("{addr} answered {line:?}"))
+    }
+}
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A client that accepts whatever certificate the port presents (its signatures still
+/// checked). The check asks whether this host's nexus answers, on loopback; it is not a
+/// client whose trust matters, and the certificate rarely names the loopback address.
+fn any_certificate_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -90,9 +166,11 @@ mod tests {
     #[test]
     fn ok_on_200_err_otherwise() {
         let port = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        assert!(check("127.0.0.1", port, TIMEOUT).is_ok());
+        assert!(check("127.0.0.1", port, TIMEOUT, false).is_ok());
         let port = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        assert!(check("0.0.0.0", port, TIMEOUT).unwrap_err().contains("503"));
+        assert!(check("0.0.0.0", port, TIMEOUT, false)
+            .unwrap_err()
+            .contains("503"));
     }
 
     #[test]
@@ -100,7 +178,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let started = Instant::now();
-        let err = check("127.0.0.1", port, Duration::from_millis(300)).unwrap_err();
+        let err = check("127.0.0.1", port, Duration::from_millis(300), false).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2), "{err}");
         drop(listener);
     }

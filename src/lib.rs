@@ -23,4 +23,5 @@ pub(crate) mod scan;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod tls;
 pub mod usage;

@@ -36,7 +36,7 @@ fn main() {
     }
     if cli.check_health {
         use nexus::health_check::{check, TIMEOUT};
-        match check(&config.host, config.port, TIMEOUT) {
+        match check(&config.host, config.port, TIMEOUT, config.tls.is_some()) {
             Ok(line) => {
                 println!("nexus: healthy ({line})");
                 return;
@@ -85,6 +85,12 @@ fn main() {
     let clients = start_clients(&config, &ledger);
     let notify =
         Hub::new(&config, Arc::clone(&stats), Arc::clone(&ledger)).unwrap_or_else(|e| fail(&e));
+    let tls = config
+        .tls
+        .as_ref()
+        .map(nexus::tls::ListenerTls::start)
+        .transpose()
+        .unwrap_or_else(|e| fail(&e));
     let max_connections = server::limits::max_connections(config.max_connections);
     let body_budget = BodyBudget::new(config.max_buffered_bytes);
     let shared = Arc::new(Shared {
@@ -98,6 +104,7 @@ fn main() {
         notify,
         ledger,
         clients,
+        tls,
         started: Instant::now(),
     });
     let drivers = server::start_workers(&shared).unwrap_or_else(|e| fail(&e));
@@ -110,10 +117,15 @@ fn main() {
         drivers[0].to_string()
     };
     println!(
-        "nexus {} listening on {}:{}, {} workers, driver {}, upstream {}, credentials {}, ledger {}",
+        "nexus {} listening on {}:{}{}, {} workers, driver {}, upstream {}, credentials {}, ledger {}",
         env!("CARGO_PKG_VERSION"),
         config.host,
         config.port,
+        shared
+            .tls
+            .as_ref()
+            .map(|tls| format!(" ({})", tls.describe()))
+            .unwrap_or_default(),
         config.workers,
         driver_note,
         shared.upstream.display,

@@ -228,6 +228,9 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
         Route::Metrics => {
             let mut text = stats.metrics_text(&shared.credentials.pool_figures());
             shared.ledger.metrics_text(&mut text);
+            if let Some(tls) = &shared.tls {
+                tls.metrics_text(&mut text);
+            }
             Reply::ok(
                 "text/plain; version=0.0.4; charset=utf-8",
                 text.into_bytes(),

@@ -29,5 +29,7 @@ pub struct Shared {
     pub ledger: Arc<Ledger>,
     /// The named clients (`CLIENTS_FILE`), re-read as the file changes.
     pub clients: Arc<Clients>,
+    /// HTTPS on the listening port (`TLS_CERT_FILE`), or `None` for plain HTTP.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
     pub started: Instant,
 }

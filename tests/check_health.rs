@@ -47,6 +47,34 @@ fn healthy_nexus_exits_0() {
 }
 
 #[test]
+fn healthy_https_nexus_exits_0_when_the_check_speaks_tls_too() {
+    let nexus = Nexus::builder()
+        .upstream("http://127.0.0.1:9")
+        .https()
+        .start();
+    let port = nexus.addr().port().to_string();
+    let certs = nexus.tls().unwrap();
+    let (cert, key) = (
+        certs.cert_file.to_str().unwrap(),
+        certs.key_file.to_str().unwrap(),
+    );
+
+    let (out, _) = check(
+        &["-p", &port],
+        &[("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
+    // Without the TLS settings the check speaks plain HTTP and gets the port's 400.
+    let (out, _) = check(&["-p", &port], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("400"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn nothing_listening_exits_1() {
     let port = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,5 +1,8 @@
 //! Hostile clients and failing upstreams: slowloris, malformed framing, upstreams that die
-//! mid-stream, clients that vanish or read slowly. Nothing may crash, leak or hang.
+//! mid-stream, clients that vanish or read slowly. Nothing may crash, leak or hang. Each
+//! client-side case runs over plain TCP and again over TLS (`_over_tls`), where the same
+//! guarantees must hold through the TLS layer; the TLS port's own hostile cases (garbage
+//! and truncated handshakes) are at the end.
 
 mod common;
 
@@ -9,7 +12,26 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::nexus::NexusBuilder;
 use common::*;
+
+/// nexus as the plain tests start it.
+fn plain(n: NexusBuilder) -> NexusBuilder {
+    n
+}
+
+/// nexus serving HTTPS with generated certificates.
+fn https(n: NexusBuilder) -> NexusBuilder {
+    n.https()
+}
+
+/// nexus serving HTTPS with a certificate of its own for `domain` too (a TLS client must
+/// name the domain its requests' Host names).
+fn https_naming(domain: &str) -> impl FnOnce(NexusBuilder) -> NexusBuilder {
+    let certs = common::tls::ListenerCerts::new();
+    certs.add_domain(domain);
+    move |n| n.https_with(certs)
+}
 
 const SSE_HEAD: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -32,9 +54,22 @@ fn dying_stream() -> MockReply {
 
 #[test]
 fn upstream_dying_mid_stream_ends_with_whole_events_and_an_error_event() {
-    let rig = Rig::plain(|_| dying_stream());
-    let response = rig
-        .nexus
+    upstream_dying_mid_stream(plain, Nexus::client);
+}
+
+#[test]
+fn upstream_dying_mid_stream_ends_with_whole_events_and_an_error_event_over_tls() {
+    upstream_dying_mid_stream(https_naming("dying.example.com"), |nexus| {
+        nexus.client_as("dying.example.com")
+    });
+}
+
+fn upstream_dying_mid_stream(
+    configure: impl FnOnce(NexusBuilder) -> NexusBuilder,
+    connect: impl Fn(&Nexus) -> Client,
+) {
+    let rig = Rig::start(Upstream::Plain, |_| dying_stream(), configure);
+    let response = connect(&rig.nexus)
         .request(&messages_request(stream_request_body()).host("dying.example.com"));
 
     assert_eq!(response.status, 200);
@@ -52,7 +87,16 @@ fn upstream_dying_mid_stream_ends_with_whole_events_and_an_error_event() {
 
 #[test]
 fn the_python_sdk_raises_instead_of_hanging_when_the_upstream_dies() {
-    let rig = Rig::plain(|_| dying_stream());
+    sdk_raises_when_the_upstream_dies(plain);
+}
+
+#[test]
+fn the_python_sdk_raises_instead_of_hanging_when_the_upstream_dies_over_tls() {
+    sdk_raises_when_the_upstream_dies(https);
+}
+
+fn sdk_raises_when_the_upstream_dies(configure: fn(NexusBuilder) -> NexusBuilder) {
+    let rig = Rig::start(Upstream::Plain, |_| dying_stream(), configure);
     let script = r#"
 import json, os, anthropic
 client = anthropic.Anthropic(base_url=os.environ["NEXUS_BASE_URL"], api_key="sk-ant-api03-test", max_retries=0, timeout=20.0)
@@ -64,13 +108,15 @@ try:
 except anthropic.APIError as e:
     print(json.dumps({"raised": type(e).__name__, "message": str(e)}))
 "#;
-    let output = run_bounded(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .env("NEXUS_BASE_URL", rig.nexus.url()),
-        Duration::from_secs(60),
-    );
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(script)
+        .env("NEXUS_BASE_URL", rig.nexus.url());
+    if let Some(certs) = rig.nexus.tls() {
+        command.env("SSL_CERT_FILE", &certs.ca_file);
+    }
+    let output = run_bounded(&mut command, Duration::from_secs(60));
     let result: serde_json::Value = serde_json::from_str(output.trim())
         .unwrap_or_else(|_| panic!("SDK run printed {output:?} (run tests/install-deps.sh)"));
     assert_ne!(
@@ -89,34 +135,39 @@ except anthropic.APIError as e:
 
 #[test]
 fn slowloris_connections_get_408_while_a_normal_client_is_served() {
+    slowloris(plain);
+}
+
+#[test]
+fn slowloris_connections_get_408_while_a_normal_client_is_served_over_tls() {
+    slowloris(https);
+}
+
+fn slowloris(configure: fn(NexusBuilder) -> NexusBuilder) {
     let rig = Rig::start(
         Upstream::Plain,
         |_| MockReply::json(200, "{}"),
-        |n| n.workers(1).env("NEXUS_HEADER_TIMEOUT_SECS", "2"),
+        |n| configure(n.workers(1).env("NEXUS_HEADER_TIMEOUT_SECS", "2")),
     );
-    let mut slow: Vec<TcpStream> = (0..500)
-        .map(|_| {
-            let s = TcpStream::connect(rig.nexus.addr()).expect("connect");
-            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            s
-        })
-        .collect();
+    let mut slow: Vec<Client> = (0..500).map(|_| rig.nexus.client()).collect();
     for s in &mut slow {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+        s.send_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
     }
     // A header byte per second per connection, while a normal client keeps asking.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(4) {
         for s in &mut slow {
-            let _ = s.write_all(b"X"); // fails once nexus has given up on it: fine
+            let _ = s.send_raw(b"X"); // fails once nexus has given up on it: fine
         }
         let response = rig.nexus.request(&Request::get("/"));
         assert_eq!(response.status, 200, "a normal client was starved");
         thread::sleep(Duration::from_millis(1000));
     }
     for (i, s) in slow.iter_mut().enumerate() {
-        let mut answer = Vec::new();
-        let _ = s.read_to_end(&mut answer);
+        let answer = s
+            .read_all()
+            .unwrap_or_else(|e| panic!("slow connection {i}: {e}"));
         let answer = String::from_utf8_lossy(&answer);
         assert!(
             answer.starts_with("HTTP/1.1 408 "),
@@ -130,10 +181,25 @@ fn slowloris_connections_get_408_while_a_normal_client_is_served() {
 /// the connection is closed, so nothing after it can be smuggled in as a second request.
 #[test]
 fn malformed_request_framing_is_400_and_closes_the_connection() {
+    malformed_request_framing(plain, Nexus::client);
+}
+
+#[test]
+fn malformed_request_framing_is_400_and_closes_the_connection_over_tls() {
+    // The cases name a.example.com: the connection does too.
+    malformed_request_framing(https_naming("a.example.com"), |nexus| {
+        nexus.client_as("a.example.com")
+    });
+}
+
+fn malformed_request_framing(
+    configure: impl FnOnce(NexusBuilder) -> NexusBuilder,
+    connect: impl Fn(&Nexus) -> Client,
+) {
     let rig = Rig::start(
         Upstream::Plain,
         |_| MockReply::json(200, "{}"),
-        |n| n.api_key("sk-ant-api03-env"),
+        |n| configure(n.api_key("sk-ant-api03-env")),
     );
     let post = "POST /v1/messages HTTP/1.1\r\nHost: a.example.com\r\n";
     let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(5000));
@@ -158,12 +224,11 @@ fn malformed_request_framing_is_400_and_closes_the_connection() {
         ("dot segments", "GET /v1/../admin HTTP/1.1\r\nHost: a\r\n\r\n".to_string()),
     ];
     for (name, raw) in &cases {
-        let mut s = TcpStream::connect(rig.nexus.addr()).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.write_all(raw.as_bytes()).unwrap();
-        let mut answer = Vec::new();
-        // read_to_end returns only when nexus closes the connection.
-        s.read_to_end(&mut answer)
+        let mut s = connect(&rig.nexus);
+        s.send_raw(raw.as_bytes()).unwrap();
+        // read_all returns only when nexus closes the connection.
+        let answer = s
+            .read_all()
             .unwrap_or_else(|e| panic!("{name}: connection left open ({e})"));
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 400 "), "{name}: {answer:?}");
@@ -211,49 +276,60 @@ fn untrustworthy_upstream_framing_is_502_and_tolerable_quirks_pass() {
 
 /// Clients that leave mid-stream: their upstream connections are closed (never pooled)
 /// and nexus's descriptors and memory come back.
-#[test]
-fn clients_aborting_mid_stream_leak_nothing() {
+/// nexus in front of a mock streaming 201 events, 20 ms apart.
+fn long_streams(configure: fn(NexusBuilder) -> NexusBuilder) -> Rig {
     let events: Vec<String> = std::iter::once(FIRST_EVENT.to_string())
         .chain((0..200).map(|i| {
             format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{i}\"}}}}\n\n")
         }))
         .collect();
-    let mut rig = Rig::start(
+    Rig::start(
         Upstream::Plain,
         move |_| MockReply::sse_paced(events.clone(), Duration::from_millis(20)),
         // The ledger's SQLite page cache (up to 2 MiB) fills as its file grows by ~250 KiB
         // per 1000 rows: bounded, but it would look like a leak in the blocks below. This
         // test is about the proxy path; the ledger's memory is bounded by its queue and
         // SQLite's cache (src/ledger/mod.rs).
-        |n| n.workers(2).env("NEXUS_DB", "off"),
-    );
-    let fds_before = rig.nexus.open_fds();
-    let round = |nexus: &Nexus| {
-        let clients: Vec<_> = (0..100)
-            .map(|_| {
-                let mut client = nexus.client();
-                thread::spawn(move || {
-                    client
-                        .send(&messages_request(stream_request_body()))
-                        .unwrap();
-                    let head = client.read_head().expect("head");
-                    let mut body = client.body_stream("POST", &head).unwrap();
-                    body.read_at_least(FIRST_EVENT.len()).expect("first event");
-                    // Dropping the client closes the socket mid-stream.
-                })
+        move |n| configure(n.workers(2).env("NEXUS_DB", "off")),
+    )
+}
+
+/// 100 clients at once, each leaving after the first event of its stream.
+fn abort_streams(nexus: &Nexus) {
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let mut client = nexus.client();
+            thread::spawn(move || {
+                client
+                    .send(&messages_request(stream_request_body()))
+                    .unwrap();
+                let head = client.read_head().expect("head");
+                let mut body = client.body_stream("POST", &head).unwrap();
+                body.read_at_least(FIRST_EVENT.len()).expect("first event");
+                // Dropping the client closes the socket mid-stream.
             })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
-    };
-    // Each stream notices its client is gone at its next event (20 ms apart).
-    let settle = |nexus: &mut Nexus| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while nexus.open_fds() > fds_before && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-    };
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
+/// Waits (up to 15 s) until nexus holds no more descriptors than `baseline`: each stream
+/// notices its client is gone at its next event (20 ms apart).
+fn settle_fds(nexus: &mut Nexus, baseline: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while nexus.open_fds() > baseline && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn clients_aborting_mid_stream_leak_nothing() {
+    let mut rig = long_streams(plain);
+    let fds_before = rig.nexus.open_fds();
+    let round = abort_streams;
+    let settle = |nexus: &mut Nexus| settle_fds(nexus, fds_before);
     // Warm-up: the allocator and the runtime reach their working size over many streams
     // (measured: ~1000 in a release build, ~2000-3000 in a debug one).
     for _ in 0..20 {
@@ -296,12 +372,44 @@ fn clients_aborting_mid_stream_leak_nothing() {
     rig.nexus.assert_alive();
 }
 
+/// The same over TLS, shorter (1000 aborted streams): descriptors come back, and no
+/// upstream connection of an aborted stream is reused.
+#[test]
+fn clients_aborting_mid_stream_over_tls_leak_no_descriptors() {
+    let mut rig = long_streams(https);
+    let fds_before = rig.nexus.open_fds();
+    for _ in 0..10 {
+        abort_streams(&rig.nexus);
+        settle_fds(&mut rig.nexus, fds_before);
+    }
+    assert_eq!(
+        rig.nexus.open_fds(),
+        fds_before,
+        "descriptors leaked after 1000 aborted TLS streams"
+    );
+    assert_eq!(rig.mock.connections(), rig.mock.requests().len());
+    rig.nexus.assert_alive();
+}
+
 /// A client reading a large response slowly makes nexus read the upstream slowly too: the
 /// bytes wait in the upstream's socket, not in nexus's memory.
 #[test]
 fn a_slow_reader_does_not_make_nexus_buffer_the_response() {
+    slow_reader(plain);
+}
+
+#[test]
+fn a_slow_reader_does_not_make_nexus_buffer_the_response_over_tls() {
+    slow_reader(https);
+}
+
+fn slow_reader(configure: fn(NexusBuilder) -> NexusBuilder) {
     let body = vec![b'x'; 50 * 1024 * 1024];
-    let mut rig = Rig::plain(move |_| MockReply::json(200, body.clone()));
+    let mut rig = Rig::start(
+        Upstream::Plain,
+        move |_| MockReply::json(200, body.clone()),
+        configure,
+    );
     let rss_before = rig.nexus.rss_kib();
     let mut client = rig.nexus.client();
     client.send(&messages_request("{}")).unwrap();
@@ -356,4 +464,86 @@ fn run_bounded(command: &mut Command, limit: Duration) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The TLS port's own hostile clients: ClientHellos cut short and abandoned, random bytes
+/// (after a handshake record's first byte, or none), clients that reset mid-handshake. Each
+/// is counted as a failure, promptly (no header timeout waited out), and the one worker
+/// serves on.
+#[test]
+fn garbage_and_truncated_handshakes_are_counted_and_never_take_a_worker_down() {
+    let mut nexus = Nexus::builder().https().workers(1).start();
+    let seed = common::rng::test_seed("garbage_and_truncated_handshakes");
+    let mut rng = common::rng::Rng::new(seed);
+    let hello = common::tls::client_hello_to("localhost");
+    let mut inputs: Vec<Vec<u8>> = (1..hello.len())
+        .step_by(hello.len() / 24 + 1)
+        .map(|cut| hello[..cut].to_vec())
+        .collect();
+    for i in 0..32 {
+        let len = 1 + rng.up_to(3000) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.up_to(255) as u8).collect();
+        if i % 2 == 0 {
+            bytes[0] = 0x16;
+        } else if bytes[0].is_ascii_uppercase() {
+            bytes[0] = 0; // (an uppercase first byte is plain HTTP, answered with a 400)
+        }
+        inputs.push(bytes);
+    }
+    let started = Instant::now();
+    for (i, input) in inputs.iter().enumerate() {
+        let mut s = TcpStream::connect(nexus.addr()).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = s.write_all(input);
+        if i % 5 == 4 {
+            // A reset rather than a FIN: close with unread bytes (the alert nexus sends).
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: SO_LINGER on the socket this test owns, from a local struct.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            continue;
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let failures = |nexus: &Nexus| -> f64 {
+        ["closed", "protocol", "timeout", "plain_http"]
+            .iter()
+            .map(|r| {
+                nexus.metric(&format!(
+                    "nexus_tls_handshake_failures_total{{reason=\"{r}\"}}"
+                ))
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failures(&nexus) < inputs.len() as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} hostile clients counted (seed {seed})",
+            failures(&nexus),
+            inputs.len()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        nexus.metric("nexus_tls_handshake_failures_total{reason=\"timeout\"}"),
+        0.0,
+        "a client that closed was left to time out (seed {seed})"
+    );
+    // Nothing here waited out the 30 s header timeout.
+    assert!(started.elapsed() < Duration::from_secs(25));
+    assert_eq!(nexus.request(&Request::get("/token-stats")).status, 200);
+    nexus.assert_alive();
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::fixtures::{
     stream_events, MESSAGE_TEXT, MESSAGE_TEXT_JSON, STREAM_TEXT, STREAM_TOOL_INPUT,
 };
+use common::nexus::NexusBuilder;
 use common::process::{ChildGuard, OutputLog};
 use common::*;
 
@@ -31,10 +32,14 @@ fn require_python_sdk() {
     }
 }
 
-/// Runs tests/sdk_client.py against `base_url` (bounded by 60 s) and parses its JSON line.
-fn run_sdk_client(base_url: &str) -> serde_json::Value {
+/// Runs tests/sdk_client.py against `nexus` (bounded by 60 s) and parses its JSON line.
+/// Over HTTPS the SDK trusts the test CA through SSL_CERT_FILE, as httpx reads it.
+fn run_sdk_client(nexus: &Nexus) -> serde_json::Value {
     let mut command = Command::new("python3");
-    command.arg(SCRIPT).env("NEXUS_BASE_URL", base_url);
+    command.arg(SCRIPT).env("NEXUS_BASE_URL", nexus.url());
+    if let Some(certs) = nexus.tls() {
+        command.env("SSL_CERT_FILE", &certs.ca_file);
+    }
     // The SDK reads these; the test decides everything itself.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ANTHROPIC_") {
@@ -83,22 +88,35 @@ fn usage(input: u64, output: u64, cache_creation: u64, cache_read: u64) -> serde
 
 #[test]
 fn anthropic_python_sdk_creates_and_streams_messages_through_nexus() {
-    require_python_sdk();
-    let rig = Rig::plain(|req| {
-        if req.path() != "/v1/messages" {
-            return MockReply::json(
-                404,
-                r#"{"type":"error","error":{"type":"not_found_error","message":"mock"}}"#,
-            );
-        }
-        if req.json()["stream"] == true {
-            MockReply::sse(stream_events()).header("request-id", "req_sdk_stream")
-        } else {
-            MockReply::json(200, MESSAGE_TEXT_JSON).header("request-id", "req_sdk_create")
-        }
-    });
+    creates_and_streams(|nexus| nexus);
+}
 
-    let result = run_sdk_client(&rig.nexus.url());
+#[test]
+fn anthropic_python_sdk_creates_and_streams_messages_over_https() {
+    creates_and_streams(|nexus| nexus.https());
+}
+
+fn creates_and_streams(configure: impl FnOnce(NexusBuilder) -> NexusBuilder) {
+    require_python_sdk();
+    let rig = Rig::start(
+        Upstream::Plain,
+        |req| {
+            if req.path() != "/v1/messages" {
+                return MockReply::json(
+                    404,
+                    r#"{"type":"error","error":{"type":"not_found_error","message":"mock"}}"#,
+                );
+            }
+            if req.json()["stream"] == true {
+                MockReply::sse(stream_events()).header("request-id", "req_sdk_stream")
+            } else {
+                MockReply::json(200, MESSAGE_TEXT_JSON).header("request-id", "req_sdk_create")
+            }
+        },
+        configure,
+    );
+
+    let result = run_sdk_client(&rig.nexus);
 
     let (created, streamed) = (&result["create"], &result["stream"]);
     assert_eq!(created["text"], MESSAGE_TEXT, "{result}");

@@ -6,6 +6,7 @@ mod body;
 pub mod body_budget;
 pub mod body_buffers;
 pub mod deadline;
+pub mod stream;
 
 use std::io;
 use std::rc::Rc;
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use crate::config::Config;
 use crate::credentials::domain::{Domain, HostCache};
@@ -22,6 +21,7 @@ use crate::http::request::{parse_request_into, HeadError, RequestHead, MAX_HEAD_
 pub use body::{BodyError, HeldBody};
 use body_buffers::BodyBuffers;
 use deadline::Deadline;
+pub use stream::ClientStream;
 
 /// Initial read buffer per connection; grows for large bodies and shrinks back after.
 const INITIAL_BUFFER: usize = 8 * 1024;
@@ -32,7 +32,9 @@ const SCRATCH_BUFFER: usize = 1024;
 
 /// The client side of a connection and its reusable buffers.
 pub struct ClientConn {
-    stream: TcpStream,
+    stream: ClientStream,
+    /// The SNI name of a TLS connection, which every request's Host must name.
+    server_name: Option<Box<str>>,
     /// Bytes read from the client; `buf[pos..]` is not yet consumed.
     buf: Vec<u8>,
     pos: usize,
@@ -56,13 +58,14 @@ pub struct ClientConn {
 impl ClientConn {
     /// A connection whose waits `deadline` bounds, lending large buffers from `bodies`.
     pub fn new(
-        stream: TcpStream,
+        stream: ClientStream,
         config: Arc<Config>,
         deadline: Rc<Deadline>,
         bodies: Rc<BodyBuffers>,
     ) -> Self {
         ClientConn {
             stream,
+            server_name: None,
             buf: Vec::with_capacity(INITIAL_BUFFER),
             pos: 0,
             out: Vec::with_capacity(SCRATCH_BUFFER),
@@ -74,6 +77,25 @@ impl ClientConn {
             config,
             bodies,
         }
+    }
+
+    /// Remembers the SNI name the TLS handshake carried.
+    pub fn set_server_name(&mut self, name: Option<String>) {
+        self.server_name = name.map(String::into_boxed_str);
+    }
+
+    /// The SNI name of a TLS connection (`None` on plain TCP, or when the client sent none).
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// Ends the connection's TLS session cleanly (nothing on plain TCP); bounded by the
+    /// write timeout.
+    pub async fn close(&mut self) {
+        let deadline = Rc::clone(&self.deadline);
+        let _ = deadline
+            .within(self.config.client_write_timeout, self.stream.close_notify())
+            .await;
     }
 
     /// Gives the read buffer room for `needed` bytes after the unconsumed ones, from the

@@ -9,14 +9,17 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::tls_accept::{self, Accepted};
 use super::worker::Worker;
-use crate::conn::ClientConn;
+use crate::conn::deadline::Deadline;
+use crate::conn::{ClientConn, ClientStream};
 use crate::http::error::{write_error, write_response, ErrorReply};
 use crate::http::request::{HeadError, Method, RequestHead};
 use crate::notify;
 use crate::proxy::{self, ProxyError};
 use crate::request_id::RequestId;
 use crate::routes::{self, Route};
+use crate::tls::Failure;
 
 /// Serves one client connection until it closes, errs, idles out or shutdown ends it.
 pub fn serve(stream: TcpStream, worker: Rc<Worker>) -> impl Future<Output = ()> {
@@ -24,13 +27,78 @@ pub fn serve(stream: TcpStream, worker: Rc<Worker>) -> impl Future<Output = ()> 
     // The connection is built here and lent to `serve_conn`, rather than `stream` being
     // passed to an async fn: an async fn keeps its arguments twice in its future (2 × 80 B
     // for the stream), and this future is held for as long as the connection is open.
-    let mut conn = ClientConn::new(
-        stream,
-        Arc::clone(&worker.shared.config),
+    let mut conn = client_conn(
+        ClientStream::Plain(stream),
+        &worker,
         worker.ticks.deadline(),
-        Rc::clone(&worker.body_buffers),
     );
     async move { serve_conn(&mut conn, &worker).await }
+}
+
+fn client_conn(stream: ClientStream, worker: &Worker, deadline: Rc<Deadline>) -> ClientConn {
+    ClientConn::new(
+        stream,
+        Arc::clone(&worker.shared.config),
+        deadline,
+        Rc::clone(&worker.body_buffers),
+    )
+}
+
+/// Serves one connection to the TLS port: handshake first (or a 400 to plain HTTP), then
+/// the same request loop as plain connections.
+pub async fn serve_tls(stream: TcpStream, worker: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let (Some(acceptor), Some(tls)) = (&worker.tls, &worker.shared.tls) else {
+        return;
+    };
+    let deadline = worker.ticks.deadline();
+    let accepted = {
+        // A handshake holds a descriptor too: it counts against the connection budget.
+        let _open = OpenConnection::count(&worker.shared.stats.proxy.open_connections);
+        // And shutdown serves a connection it accepted, as it does a plain one (whose
+        // request loop counts it busy until its first answer, as it does after this).
+        let _busy = worker.shared.lifecycle.busy_guard();
+        let limit = worker.shared.config.header_timeout;
+        tls_accept::accept(stream, acceptor, &deadline, limit).await
+    };
+    match accepted {
+        Ok(Accepted::Tls(stream, server_name)) => {
+            tls.counters.handshake();
+            let mut conn = client_conn(ClientStream::from(stream), &worker, deadline);
+            conn.set_server_name(server_name);
+            serve_conn(&mut conn, &worker).await;
+            conn.close().await;
+        }
+        Ok(Accepted::PlainHttp(stream)) => {
+            let mut conn = client_conn(ClientStream::Plain(stream), &worker, deadline);
+            refuse_plain_http(&mut conn, &worker).await;
+            tls.counters.failed(Failure::PlainHttp);
+        }
+        Err(why) => {
+            log::debug!(
+                "TLS client dropped before its first request: {}",
+                why.label()
+            );
+            tls.counters.failed(why);
+        }
+    }
+}
+
+/// Answers plain HTTP on the TLS port with a 400 the client can read. The head is read
+/// first: closing with it unread would reset the connection and lose the answer.
+async fn refuse_plain_http(conn: &mut ClientConn, worker: &Worker) {
+    let mut head = RequestHead::default();
+    if let Ok(false) = conn.read_head(true, &mut head).await {
+        return;
+    }
+    let reply = ErrorReply::new(
+        400,
+        "this port speaks HTTPS: plain HTTP was sent to a TLS listener; use https://",
+    );
+    let id = worker.request_ids.next();
+    log::debug!("{id} plain HTTP on the TLS port");
+    write_error(conn.out(), &reply, id.as_str(), true, false);
+    let _ = conn.write_out().await;
 }
 
 async fn serve_conn(conn: &mut ClientConn, worker: &Worker) {
@@ -82,6 +150,13 @@ async fn serve_conn(conn: &mut ClientConn, worker: &Worker) {
 async fn handle(conn: &mut ClientConn, worker: &Worker, head: &RequestHead) -> bool {
     let request_id = worker.request_ids.next();
     conn.begin_request(head);
+    if let Some(reply) = misdirected(conn, head) {
+        log::info!("{request_id} {}", reply.message);
+        let head_only = head.method == Method::Head;
+        write_error(conn.out(), &reply, request_id.as_str(), true, head_only);
+        let _ = conn.write_out().await;
+        return false;
+    }
 
     let result = match routes::route(head) {
         Route::Proxy => {
@@ -146,6 +221,25 @@ async fn answer_locally(
     notify::report::log_local(request_id, head, raw_head, reply.status, started.elapsed());
     written.map_err(|_| ProxyError::ClientGone)?;
     Ok(proxy::Outcome { close })
+}
+
+/// 421 when a TLS connection's request names a Host other than the SNI name its
+/// handshake chose a certificate for: credentials follow the Host, so a request must not
+/// ride another domain's TLS session.
+fn misdirected(conn: &ClientConn, head: &RequestHead) -> Option<ErrorReply> {
+    let sni = conn.server_name()?;
+    // No Host (HTTP/1.0) names no other server: nothing disagrees with the SNI name.
+    let host = head.host.as_deref()?;
+    if crate::tls::host::host_matches(host, sni) {
+        return None;
+    }
+    Some(ErrorReply::new(
+        421,
+        format!(
+            "misdirected request: Host {host:?} is not the TLS server name {sni:?} this \
+             connection was opened for"
+        ),
+    ))
 }
 
 /// Keeps the open-connections gauge right on every exit path.

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod limits;
 pub mod runtime;
+pub mod tls_accept;
 pub mod worker;
 
 use std::sync::mpsc;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio_rustls::TlsAcceptor;
 
 use super::runtime::Driver;
 use super::{connection, Shared};
@@ -35,6 +36,20 @@ pub struct Worker {
     pub ticks: Rc<Ticks>,
     /// Large request-body buffers kept for the next large body.
     pub body_buffers: Rc<BodyBuffers>,
+    /// Handshakes with the shared TLS configuration, when the port speaks HTTPS.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Worker {
+    /// Serves a connection just accepted: plain HTTP, or HTTPS when TLS is configured.
+    fn serve(self: &Rc<Self>, stream: TcpStream) {
+        // Two spawns rather than one future that branches: a plain connection's task
+        // stays the size it was.
+        match self.tls {
+            None => monoio::spawn(connection::serve(stream, Rc::clone(self))),
+            Some(_) => monoio::spawn(connection::serve_tls(stream, Rc::clone(self))),
+        };
+    }
 }
 
 /// The worker thread's main future: bind, report ready, serve until the process exits.
@@ -72,6 +87,10 @@ pub async fn run(
         request_ids: RequestIds::new(),
         ticks: Ticks::new(TICK),
         body_buffers: Rc::default(),
+        tls: shared
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(Arc::clone(&tls.config))),
     });
     let _ = ready.send(Ok(driver));
 
@@ -88,9 +107,7 @@ pub async fn run(
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
         match listener.cancelable_accept(accept_handle.clone()).await {
-            Ok((stream, _peer)) => {
-                monoio::spawn(connection::serve(stream, Rc::clone(&worker)));
-            }
+            Ok((stream, _peer)) => worker.serve(stream),
             Err(_) if shared.lifecycle.shutting_down() => break,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning on the error.
@@ -159,7 +176,7 @@ fn drain_backlog(listener: &TcpListener, worker: &Rc<Worker>) {
         match TcpStream::from_std(std_stream) {
             Ok(stream) => {
                 drained += 1;
-                monoio::spawn(connection::serve(stream, Rc::clone(worker)));
+                worker.serve(stream);
             }
             Err(e) => log::warn!(
                 "worker {}: cannot adopt a queued connection: {e}",

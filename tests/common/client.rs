@@ -194,17 +194,41 @@ impl Client {
 
     /// Connects over TLS, verifying the server as `localhost` with `config`'s roots.
     pub fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> io::Result<Client> {
+        Client::connect_tls_as(addr, config, "localhost")
+    }
+
+    /// Connects over TLS sending `name` as SNI and verifying the server as `name`; the
+    /// Host header defaults to `name:port`.
+    pub fn connect_tls_as(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<Client> {
         let tcp = open_tcp(addr);
-        let conn = rustls::ClientConnection::new(config, super::tls::localhost())
-            .map_err(io::Error::other)?;
+        let server_name =
+            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, server_name).map_err(io::Error::other)?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Client {
             reader: BufReader::new(Stream::Tls(Box::new(tls))),
-            host: format!("localhost:{}", addr.port()),
+            host: format!("{name}:{}", addr.port()),
         })
+    }
+
+    /// The TLS session of this connection (`None` on plain TCP).
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self.reader.get_ref() {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => Some(&tls.conn),
+        }
+    }
+
+    /// The leaf certificate the server presented (TLS only).
+    pub fn peer_leaf(&self) -> Option<Vec<u8>> {
+        Some(self.tls()?.peer_certificates()?.first()?.to_vec())
     }
 
     /// Changes the read timeout (for deliberate short waits in tests).
@@ -315,6 +339,31 @@ impl Client {
             !matches!(tcp.peek(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
         tcp.set_nonblocking(false).expect("blocking");
         ready
+    }
+
+    /// Reads everything until the server closes the connection. Over TLS it only reads:
+    /// rustls' own read would first try to send whatever this client wrote after the server
+    /// gave up on it, and fail on the closed socket before the answer is read.
+    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = self.reader.buffer().to_vec();
+        self.reader.consume(all.len());
+        match self.reader.get_mut() {
+            Stream::Plain(tcp) => {
+                tcp.read_to_end(&mut all)?;
+            }
+            Stream::Tls(tls) => loop {
+                match tls.conn.reader().read_to_end(&mut all) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if tls.conn.read_tls(&mut tls.sock)? == 0 {
+                    break;
+                }
+                tls.conn.process_new_packets().map_err(io::Error::other)?;
+            },
+        }
+        Ok(all)
     }
 
     /// Whether the server has closed the connection (waits up to the read timeout for EOF).

@@ -22,7 +22,12 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 /// Fetches `/metrics` from the nexus at `addr` and returns `series`; panics (with the
 /// exposition) when the request fails or the series is missing.
 pub fn read(addr: SocketAddr, series: &str) -> f64 {
-    let response = Client::connect(addr).request(&Request::get("/metrics"));
+    read_with(Client::connect(addr), series)
+}
+
+/// [`read`] over a given connection (e.g. a TLS one).
+pub fn read_with(mut client: Client, series: &str) -> f64 {
+    let response = client.request(&Request::get("/metrics"));
     assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
     let text = response.text();
     value(&text, series).unwrap_or_else(|| panic!("no `{series}` sample in /metrics:\n{text}"))

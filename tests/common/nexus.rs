@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::client::{Client, Request, Response};
 use super::process::{ChildGuard, OutputLog};
 use super::tempdir::TempDir;
+use super::tls::ListenerCerts;
 use super::IO_TIMEOUT;
 
 /// Variables taken from the test process's own environment when set there: the suite runs
@@ -31,9 +32,30 @@ pub struct NexusBuilder {
     args: Vec<String>,
     credentials_dir: Option<PathBuf>,
     credential_files: Vec<(String, String)>,
+    tls: Option<ListenerCerts>,
 }
 
 impl NexusBuilder {
+    /// Serves HTTPS (`TLS_CERT_FILE`, `TLS_KEY_FILE`, `TLS_CERTS_DIR`) with generated
+    /// certificates; [`Nexus::client`], [`Nexus::url`] and [`Nexus::metric`] then speak TLS.
+    pub fn https(self) -> NexusBuilder {
+        self.https_with(ListenerCerts::new())
+    }
+
+    /// [`NexusBuilder::https`] with given certificates.
+    pub fn https_with(mut self, certs: ListenerCerts) -> NexusBuilder {
+        let files = [
+            ("TLS_CERT_FILE", certs.cert_file.clone()),
+            ("TLS_KEY_FILE", certs.key_file.clone()),
+            ("TLS_CERTS_DIR", certs.certs_dir.clone()),
+        ];
+        for (name, path) in files {
+            self = self.env(name, path);
+        }
+        self.tls = Some(certs);
+        self
+    }
+
     /// `-w N` (default 2, one per core of the test machine).
     pub fn workers(mut self, n: usize) -> NexusBuilder {
         self.workers = n;
@@ -139,6 +161,7 @@ impl NexusBuilder {
             log,
             credentials_dir: dir,
             _scratch: scratch,
+            tls: self.tls,
         }
     }
 
@@ -181,6 +204,7 @@ pub struct Nexus {
     log: OutputLog,
     credentials_dir: PathBuf,
     _scratch: Option<TempDir>,
+    tls: Option<ListenerCerts>,
 }
 
 impl Nexus {
@@ -192,7 +216,13 @@ impl Nexus {
             args: Vec::new(),
             credentials_dir: None,
             credential_files: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// The listener's certificates when nexus serves HTTPS.
+    pub fn tls(&self) -> Option<&ListenerCerts> {
+        self.tls.as_ref()
     }
 
     /// The address nexus listens on.
@@ -200,9 +230,12 @@ impl Nexus {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` when nexus serves HTTPS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+        }
     }
 
     /// Everything nexus printed so far (stdout and stderr, prefixed per line).
@@ -215,9 +248,23 @@ impl Nexus {
         &self.credentials_dir
     }
 
-    /// A new client connection to nexus.
+    /// A new client connection to nexus (TLS, trusting its CA, when it serves HTTPS).
     pub fn client(&self) -> Client {
-        Client::connect(self.addr)
+        match &self.tls {
+            None => Client::connect(self.addr),
+            Some(certs) => Client::connect_tls(self.addr, certs.client_config())
+                .unwrap_or_else(|e| panic!("TLS handshake with nexus: {e}")),
+        }
+    }
+
+    /// A new TLS connection that sends `name` as SNI (and `name:port` as default Host).
+    pub fn client_as(&self, name: &str) -> Client {
+        let certs = self
+            .tls
+            .as_ref()
+            .expect("nexus serves HTTPS (NexusBuilder::https)");
+        Client::connect_tls_as(self.addr, certs.client_config(), name)
+            .unwrap_or_else(|e| panic!("TLS handshake with nexus as {name}: {e}"))
     }
 
     /// Sends `request` on a new connection and returns the response.
@@ -228,7 +275,7 @@ impl Nexus {
     /// The value of one `/metrics` series, e.g. `nexus_upstream_connections_opened_total`
     /// or `nexus_notify_dropped_total{sink="slack"}`; panics when nexus does not expose it.
     pub fn metric(&self, series: &str) -> f64 {
-        super::metrics::read(self.addr, series)
+        super::metrics::read_with(self.client(), series)
     }
 
     /// Sends SIGKILL and waits for the process to be gone (no shutdown, no cleanup).
@@ -251,6 +298,11 @@ impl Nexus {
                 self.logs()
             ),
         }
+    }
+
+    /// Waits up to `limit` for nexus to exit by itself (after a signal the test sent).
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.child.wait_for_exit(limit)
     }
 
     /// The process id, for reading /proc/PID.

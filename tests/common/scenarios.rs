@@ -5,6 +5,7 @@ use super::client::Request;
 use super::fixtures::{messages_request_body, stream_events, MESSAGE_TEXT_JSON};
 use super::http::{split_sizes, Headers};
 use super::mock::{Gate, MockReply};
+use super::nexus::NexusBuilder;
 use super::rig::{Rig, Upstream};
 use super::sse::SseReader;
 
@@ -96,6 +97,14 @@ pub fn chunked_request_body(upstream: Upstream) {
 /// Each SSE event is released by the mock only after the previous one came out of nexus,
 /// so a proxy that buffers the stream stalls here and the test fails on a 10 s read timeout.
 pub fn sse_event_by_event(upstream: Upstream) {
+    sse_event_by_event_via(upstream, |nexus| nexus);
+}
+
+/// [`sse_event_by_event`] through a nexus `configure` adjusts (e.g. serving HTTPS).
+pub fn sse_event_by_event_via(
+    upstream: Upstream,
+    configure: impl FnOnce(NexusBuilder) -> NexusBuilder,
+) {
     let mut events = stream_events();
     // Event types the proxy does not know must pass through too.
     events.insert(
@@ -104,7 +113,7 @@ pub fn sse_event_by_event(upstream: Upstream) {
     );
     let gate = Gate::new();
     let reply = MockReply::sse_gated(events.clone(), gate.clone());
-    let rig = Rig::start(upstream, move |_| reply.clone(), |nexus| nexus);
+    let rig = Rig::start(upstream, move |_| reply.clone(), configure);
     let mut client = rig.nexus.client();
     client
         .send(&messages_request(stream_request_body()))

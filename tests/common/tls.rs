@@ -62,11 +62,29 @@ impl TestCa {
 
     /// Issues a server certificate for [`SERVER_NAMES`].
     pub fn issue_server(&self) -> ServerIdentity {
-        let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("server params");
+        let (cert, key) = self.sign(&SERVER_NAMES);
+        ServerIdentity {
+            chain: vec![cert.der().clone(), self.cert_der.clone()],
+            key_pkcs8: key.serialize_der(),
+        }
+    }
+
+    /// Issues a server certificate for `names` as PEM files' contents.
+    pub fn issue_pem(&self, names: &[&str]) -> IssuedPem {
+        let (cert, key) = self.sign(names);
+        IssuedPem {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+            leaf_der: cert.der().to_vec(),
+        }
+    }
+
+    fn sign(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("server params");
         params
             .distinguished_name
-            .push(DnType::CommonName, "localhost");
+            .push(DnType::CommonName, names[0].as_str());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -76,11 +94,104 @@ impl TestCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("signing the server certificate");
-        ServerIdentity {
-            chain: vec![cert.der().clone(), self.cert_der.clone()],
-            key_pkcs8: key.serialize_der(),
+        (cert, key)
+    }
+}
+
+/// A server certificate (chain: leaf, then the CA) and its key, as PEM text.
+pub struct IssuedPem {
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// The leaf certificate, to compare with what a server presented.
+    pub leaf_der: Vec<u8>,
+}
+
+/// Certificates for nexus's own HTTPS listener: a CA the test clients trust, a default
+/// pair for [`SERVER_NAMES`] (`TLS_CERT_FILE`, `TLS_KEY_FILE`, mode 0600) and an empty
+/// `TLS_CERTS_DIR` for SNI pairs, all in a directory removed on drop.
+pub struct ListenerCerts {
+    pub ca: TestCa,
+    /// The default pair as first written.
+    pub default: IssuedPem,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub certs_dir: PathBuf,
+    pub ca_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl ListenerCerts {
+    /// A fresh CA and default pair.
+    pub fn new() -> ListenerCerts {
+        let ca = TestCa::new("nexus listener test CA");
+        let dir = TempDir::new("listener-tls");
+        let default = ca.issue_pem(&SERVER_NAMES);
+        let cert_file = dir.path().join("server.crt");
+        let key_file = dir.path().join("server.key");
+        write_pair(&cert_file, &key_file, &default);
+        let certs_dir = dir.subdir("certs");
+        let ca_file = ca.write_pem(&dir, "ca.pem");
+        ListenerCerts {
+            ca,
+            default,
+            cert_file,
+            key_file,
+            certs_dir,
+            ca_file,
+            _dir: dir,
         }
     }
+
+    /// Issues a pair for `domain` and writes it to `TLS_CERTS_DIR` as `<domain>.crt/.key`.
+    pub fn add_domain(&self, domain: &str) -> IssuedPem {
+        let pair = self.ca.issue_pem(&[domain]);
+        let base = self.certs_dir.join(domain);
+        write_pair(
+            &base.with_extension_str("crt"),
+            &base.with_extension_str("key"),
+            &pair,
+        );
+        pair
+    }
+
+    /// A client trusting the CA, offering ALPN http/1.1, without session resumption (so
+    /// every connection shows the certificate served now).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut config = (*client_config_from_pem(&self.ca_file)).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    }
+}
+
+/// `path` with `.ext` appended (a domain's dots are not an extension).
+trait WithExtensionStr {
+    fn with_extension_str(&self, ext: &str) -> PathBuf;
+}
+
+impl WithExtensionStr for PathBuf {
+    fn with_extension_str(&self, ext: &str) -> PathBuf {
+        let mut name = self.as_os_str().to_owned();
+        name.push(".");
+        name.push(ext);
+        PathBuf::from(name)
+    }
+}
+
+/// Writes a pair: the key with mode 0600 (nexus warns about a key others can read).
+pub fn write_pair(cert_file: &Path, key_file: &Path, pair: &IssuedPem) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::write(cert_file, &pair.chain_pem)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", cert_file.display()));
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(key_file)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", key_file.display()));
+    std::io::Write::write_all(&mut key, pair.key_pem.as_bytes())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", key_file.display()));
 }
 
 /// Certificate parameters for a TLS server at [`SERVER_NAMES`].
@@ -214,4 +325,20 @@ pub fn client_config_from_pem(path: &Path) -> Arc<rustls::ClientConfig> {
 /// `localhost` as a rustls server name.
 pub fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").expect("valid DNS name")
+}
+
+/// The first flight (the ClientHello) of a rustls client connecting to `name`.
+pub fn client_hello_to(name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from(name.to_string()).expect("a DNS name");
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("a client");
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).expect("writing to a Vec");
+    }
+    wire
 }
