@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
-/// The session header Claude Code sends with each request: a conversation's key.
-pub const SESSION_HEADER: &[u8] = b"x-claude-code-session-id";
 /// A conversation idle this long starts over (placed by headroom again).
 pub const IDLE_SECS: u64 = 3600;
 const SHARDS: usize = 16;

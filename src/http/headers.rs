@@ -17,6 +17,8 @@ pub enum Known {
     Authorization,
     AcceptEncoding,
     AnthropicBeta,
+    /// `x-claude-code-session-id`: Claude Code's conversation (pool affinity, the ledger).
+    SessionId,
     /// The other hop-by-hop headers (RFC 9110 §7.6.1) and the non-standard ones proxies
     /// also drop: keep-alive, proxy-connection, te, trailer, upgrade,
     /// proxy-authenticate, proxy-authorization.
@@ -46,6 +48,7 @@ impl Known {
             17 if is(b"transfer-encoding") => Known::TransferEncoding,
             18 if is(b"proxy-authenticate") => Known::OtherHopByHop,
             19 if is(b"proxy-authorization") => Known::OtherHopByHop,
+            24 if is(b"x-claude-code-session-id") => Known::SessionId,
             _ => Known::Unknown,
         }
     }
@@ -95,17 +98,6 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The value of the first header named `name` (lower case) in a raw request head, trimmed:
-/// for the rare header nexus does not parse into the head (it costs a scan of the head).
-pub fn find_raw<'a>(raw_head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    raw_head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name)
-            .then(|| line[colon + 1..].trim_ascii())
-    })
-}
-
 /// Parses a Content-Length value: ASCII digits only, no sign, no overflow.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
@@ -136,6 +128,7 @@ mod tests {
             ("authorization", Known::Authorization),
             ("accept-encoding", Known::AcceptEncoding),
             ("anthropic-beta", Known::AnthropicBeta),
+            ("x-claude-code-session-id", Known::SessionId),
             ("keep-alive", Known::OtherHopByHop),
             ("proxy-connection", Known::OtherHopByHop),
             ("te", Known::OtherHopByHop),

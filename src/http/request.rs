@@ -57,6 +57,8 @@ pub struct RequestHead {
     pub anthropic_beta: Option<String>,
     /// The client's `Accept-Encoding`; the proxy decides what the upstream is asked for.
     pub accept_encoding: Option<String>,
+    /// `x-claude-code-session-id` (the first, if valid UTF-8), trimmed.
+    pub session_id: Option<String>,
     /// Length of the head in bytes, including the blank line.
     pub head_len: usize,
 }
@@ -158,6 +160,7 @@ pub fn parse_request_into(
     let mut x_api_key = None;
     let mut authorization = None;
     let mut accept_encoding = None;
+    let mut session_id = None;
     let mut anthropic_beta_seen = false;
 
     for h in req.headers.iter() {
@@ -201,6 +204,10 @@ pub fn parse_request_into(
             Known::XApiKey => x_api_key = Some(text(value)?),
             Known::Authorization => authorization = Some(text(value)?),
             Known::AcceptEncoding => accept_encoding = Some(text(value)?),
+            // Not a header nexus must understand: one it cannot read is passed over.
+            Known::SessionId if session_id.is_none() => {
+                session_id = std::str::from_utf8(value).ok().map(str::trim)
+            }
             Known::AnthropicBeta => {
                 // Repeated headers are joined with ", " (one list, as RFC 9110 §5.3 reads them).
                 let value = text(value)?;
@@ -213,12 +220,13 @@ pub fn parse_request_into(
                 joined.push_str(value);
                 anthropic_beta_seen = true;
             }
-            Known::ContentType | Known::OtherHopByHop | Known::Unknown => {}
+            Known::ContentType | Known::SessionId | Known::OtherHopByHop | Known::Unknown => {}
         }
     }
     put(&mut head.x_api_key, x_api_key);
     put(&mut head.authorization, authorization);
     put(&mut head.accept_encoding, accept_encoding);
+    put(&mut head.session_id, session_id);
     if !anthropic_beta_seen {
         head.anthropic_beta = None;
     }
@@ -340,6 +348,33 @@ mod tests {
         let mut out = Vec::new();
         let result = parse_request(raw.as_bytes(), &upstream, &mut out);
         (result, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn the_session_header_is_read_whatever_its_case_and_only_if_readable() {
+        let session = |headers: &[u8]| {
+            let mut raw = b"POST /v1/messages HTTP/1.1\r\nHost: a\r\n".to_vec();
+            raw.extend_from_slice(headers);
+            raw.extend_from_slice(b"\r\n");
+            let mut out = Vec::new();
+            let upstream = parse_upstream_url("http://127.0.0.1:1").unwrap();
+            parse_request(&raw, &upstream, &mut out)
+                .expect("a valid head")
+                .expect("complete")
+                .session_id
+        };
+        assert_eq!(
+            session(b"X-Claude-Code-Session-Id:  s-123 \r\nx-claude-code-session-id: s-2\r\n")
+                .as_deref(),
+            Some("s-123"),
+            "the first, trimmed"
+        );
+        assert_eq!(session(b"x-claude-code-session-idx: no\r\n"), None);
+        assert_eq!(
+            session(b"x-claude-code-session-id: \xff\xfe\r\n"),
+            None,
+            "not UTF-8: passed over"
+        );
     }
 
     #[test]

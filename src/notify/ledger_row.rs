@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::credentials::affinity::SESSION_HEADER;
-use crate::http::headers::find_raw;
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::ledger::row::{Bodies, Row, RowText, Texts};
 use crate::request_id::RequestId;
@@ -33,18 +31,24 @@ pub struct LedgerNotes {
 }
 
 impl LedgerNotes {
-    /// Notes for a request whose raw head is `raw_head`.
-    pub fn new(raw_head: &[u8], bodies: bool, started: Instant) -> LedgerNotes {
+    /// Notes for a request with this `x-claude-code-session-id`.
+    pub fn new(session_id: Option<&str>, bodies: bool, started: Instant) -> LedgerNotes {
         LedgerNotes {
             bodies,
             started: Some(started),
-            session: find_raw(raw_head, SESSION_HEADER).map(|v| {
-                let v = &v[..v.len().min(SESSION_CAP)];
-                String::from_utf8_lossy(v).trim().to_string()
-            }),
+            session: session_id.map(|s| clip(s, SESSION_CAP).to_string()),
             ..LedgerNotes::default()
         }
     }
+}
+
+/// `text` cut to at most `cap` bytes, at a character boundary.
+fn clip(text: &str, cap: usize) -> &str {
+    let mut end = text.len().min(cap);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Everything the row is made of.
@@ -123,17 +127,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_header_is_found_whatever_its_case() {
-        let head =
-            b"POST /v1/messages HTTP/1.1\r\nHost: a\r\nX-Claude-Code-Session-Id:  s-123 \r\n\r\n";
-        assert_eq!(
-            LedgerNotes::new(head, false, Instant::now())
-                .session
-                .as_deref(),
-            Some("s-123")
-        );
-        let head = b"POST /v1/messages HTTP/1.1\r\nx-claude-code-session-idx: no\r\n\r\n";
-        assert_eq!(LedgerNotes::new(head, false, Instant::now()).session, None);
-        assert_eq!(LedgerNotes::new(b"", false, Instant::now()).session, None);
+    fn a_session_id_is_kept_up_to_its_cap_at_a_character_boundary() {
+        let notes = |id: &str| LedgerNotes::new(Some(id), false, Instant::now()).session;
+        assert_eq!(notes("s-123").as_deref(), Some("s-123"));
+        let long = "é".repeat(200); // 400 bytes
+        let kept = notes(&long).unwrap();
+        assert_eq!(kept.len(), SESSION_CAP);
+        assert!(long.starts_with(&kept));
+        assert_eq!(LedgerNotes::new(None, false, Instant::now()).session, None);
     }
 }

@@ -73,7 +73,7 @@ impl Report {
         let hub = outbox.hub();
         let ledger = hub.ledger.enabled().then(|| {
             Box::new(LedgerNotes::new(
-                raw_head,
+                head.session_id.as_deref(),
                 hub.ledger.store_bodies(),
                 started,
             ))

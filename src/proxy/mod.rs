@@ -23,9 +23,8 @@ use crate::client::Pool;
 use crate::clients::client::{Admitted, Used};
 use crate::clients::watch::LocalClients;
 use crate::conn::{ClientConn, HeldBody};
-use crate::credentials::affinity::{ConversationKey, SESSION_HEADER};
+use crate::credentials::affinity::ConversationKey;
 use crate::credentials::{self, domain::Domain, LocalView, Source};
-use crate::http::headers::find_raw;
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::notify::{trace, Outbox, Report};
 use crate::request_id::RequestId;
@@ -219,7 +218,7 @@ async fn forward_metered(
     // read now, while the head's bytes are still where they were parsed.
     let session = match &source {
         Source::Pool(entry) if entry.members.len() > 1 => {
-            find_raw(conn.raw_head(head), SESSION_HEADER).and_then(ConversationKey::session)
+            (head.session_id.as_deref().map(str::as_bytes)).and_then(ConversationKey::session)
         }
         _ => None,
     };
