@@ -429,6 +429,23 @@ fn id_writes_one_member_of_the_domains_pool_and_keeps_the_others() {
     );
     assert_eq!(read_credential(&credential_path(dir.path())), expected);
 
+    // The same id again, with new tokens: that member is replaced in place, not added.
+    let renewed = claude.write(
+        ".credentials.json",
+        json!({"claudeAiOauth": {
+            "accessToken": NEW_ACCESS, "refreshToken": NEW_REFRESH, "expiresAt": FAR_FUTURE_MS,
+            "scopes": ["user:inference"]
+        }})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(renewed, file, "the same Claude Code file, rewritten");
+    let run = login("max-1");
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    expected["credentials"][1]["oauth"]["accessToken"] = NEW_ACCESS.into();
+    expected["credentials"][1]["oauth"]["refreshToken"] = NEW_REFRESH.into();
+    assert_eq!(read_credential(&credential_path(dir.path())), expected);
+
     // An id that is not one: a usage error, nothing written.
     let before = snapshot(dir.path());
     let run = login("max 1");
