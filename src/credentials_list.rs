@@ -1,6 +1,7 @@
 //! `nexus credentials`: what `CREDENTIALS_DIR` holds, one line per domain — type,
-//! expiry, whether a refresh token is there — and never a secret (the last 4 characters
-//! of a long key or token at most). A file that does not parse is named with its field.
+//! expiry, whether a refresh token is there, the last refresh error nexus recorded — and
+//! never a secret (the last 4 characters of a long key or token at most). A file that
+//! does not parse is named with its field.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::credentials::domain_from_host;
 use crate::credentials::file::{parse_credential, Credential};
+use crate::credentials::refresh_errors;
 use crate::credentials::store::SUFFIX;
 
 /// A secret shorter than this shows nothing of itself.
@@ -55,13 +57,21 @@ pub fn list(dir: &Path, now_ms: u64) -> Listing {
     for (domain, path) in &files {
         match read(path).and_then(|text| parse_credential(&text)) {
             Ok(file) => {
+                let errors = refresh_errors::read(&refresh_errors::path_for(path, domain));
                 for member in &file.members {
                     // A pool's members each get a row, named `domain/id`.
                     let name = match file.pool {
                         true => format!("{domain}/{}", member.id),
                         false => domain.clone(),
                     };
-                    rows.push(describe(&name, &member.credential, now_ms));
+                    let mut cells = describe(&name, &member.credential, now_ms);
+                    if let (Some(note), Credential::OAuth(_)) = (
+                        refresh_errors::note(&errors, &member.id),
+                        &member.credential,
+                    ) {
+                        cells[5] = note;
+                    }
+                    rows.push(cells);
                 }
             }
             Err(why) => {

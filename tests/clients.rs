@@ -121,6 +121,10 @@ fn a_spent_daily_dollar_budget_refuses_until_midnight_and_still_does_after_a_res
         .nexus
         .request(&messages("nx-alice", "claude-sonnet-4-5"));
     assert_eq!(first.status, 200, "{}", first.text());
+    // Spend counts once the request has ended, just after its last byte went out.
+    wait_for("alice's first request to be counted", || {
+        get_json(&rig.nexus, "/api/me", Some("nx-alice")).1["requestCount"] == 1
+    });
     let refused = rig
         .nexus
         .request(&messages("nx-alice", "claude-sonnet-4-5"));

@@ -252,6 +252,23 @@ fn invalid_grant_serves_the_old_token_until_expiry_then_401_and_never_retries_un
     wait_for(Duration::from_secs(10), "the refresh attempt", || {
         (endpoint.calls() == 1).then_some(())
     });
+    // `nexus credentials` (another process) shows the refused refresh, and no secret.
+    let listing = wait_for(
+        Duration::from_secs(10),
+        "the error in `nexus credentials`",
+        || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+                .arg("credentials")
+                .env_clear()
+                .env("CREDENTIALS_DIR", rig.nexus.credentials_dir())
+                .output()
+                .expect("running nexus credentials");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("last refresh failed").then_some(text)
+        },
+    );
+    assert!(listing.contains("(invalid_grant)"), "{listing}");
+    assert_no_token_text(&listing, "nexus credentials");
 
     // Still valid: requests succeed with the old token.
     let mut served = 0;

@@ -20,6 +20,7 @@ pub mod oauth;
 pub mod persist;
 pub mod pool;
 pub mod refresh_board;
+pub mod refresh_errors;
 pub mod store;
 pub mod token_client;
 pub mod verdict;

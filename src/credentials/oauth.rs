@@ -17,6 +17,7 @@ use super::file::{apply_tokens, parse_value, Credential, OAuthTokens};
 use super::mask::mask;
 use super::persist::{lock_path, write_atomically, FileLock};
 use super::refresh_board::RefreshBoard;
+use super::refresh_errors;
 use super::store::{read_bounded, CredentialStore, RefreshState};
 use super::token_client::{now_ms, RefreshError, TokenEndpoint};
 use super::wait::who;
@@ -235,6 +236,7 @@ impl OAuthRefresher {
                         store.publish_file(domain, file, text);
                     }
                 }
+                refresh_errors::record(&refresh_errors::path_for(&path, domain), id, None);
                 if let Some(RefreshState::Failing { failures, .. }) = previous {
                     log::info!(
                         "credentials: {who}: refresh recovered after {failures} failed attempt(s)"
@@ -250,6 +252,14 @@ impl OAuthRefresher {
             Err(RefreshError::InvalidGrant) => {
                 let previous = store
                     .set_refresh_state(domain, id, &refresh_token, |_| RefreshState::InvalidGrant);
+                refresh_errors::record(
+                    &refresh_errors::path_for(&path, domain),
+                    id,
+                    Some((
+                        "the token endpoint refused the refresh token (invalid_grant)",
+                        now_ms(),
+                    )),
+                );
                 if previous.is_some_and(|p| p != RefreshState::InvalidGrant) {
                     log::error!(
                         "credentials: {who}: the token endpoint refused the refresh token \
@@ -289,6 +299,10 @@ impl OAuthRefresher {
                     retry_at: Instant::now() + backoff(failures),
                 }
             });
+        if failures == 1 {
+            let record = refresh_errors::path_for(&self.store.file_path(domain), domain);
+            refresh_errors::record(&record, id, Some((why, now_ms())));
+        }
         match failures {
             0 => {}
             1 => log::warn!(
