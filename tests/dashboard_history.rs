@@ -214,7 +214,15 @@ fn history_view_shows_what_the_ledger_api_says() {
     };
     let (_, listed) = api(&nexus, &format!("/api/requests?{range}"), None);
     assert_eq!(page["requests"], json!(ids(&listed)), "{page:#}");
-    assert_eq!(page["requests"][0], sent.last().unwrap().id.as_str());
+    // Newest first: the last request sent, unless another began in the same millisecond
+    // (a row's time is its id's, in ms).
+    let rows = listed["requests"].as_array().unwrap();
+    let last = sent.last().unwrap().id.as_str();
+    let last_row = rows
+        .iter()
+        .find(|r| r["id"] == last)
+        .expect("the last request listed");
+    assert_eq!(rows[0]["timestamp"], last_row["timestamp"], "{listed:#}");
     choose(&mut browser, "f-status", "429");
     let (_, errors) = api(&nexus, &format!("/api/requests?{range}&status=429"), None);
     assert_eq!(errors["requests"].as_array().unwrap().len(), 2, "{errors}");

@@ -72,7 +72,10 @@ impl RequestFilter {
         for (i, (condition, _)) in self.conditions().iter().enumerate() {
             sql.push_str(&format!(" AND {condition} {}", placeholder(i + 1)));
         }
-        sql.push_str(&format!(" ORDER BY ts_ms DESC, id LIMIT {}", self.limit));
+        sql.push_str(&format!(
+            " ORDER BY ts_ms DESC, id DESC LIMIT {}",
+            self.limit
+        ));
         sql
     }
 }
@@ -268,7 +271,7 @@ mod tests {
             f.sql(|n| format!("${n}")),
             format!(
                 "SELECT {COLUMNS} FROM requests WHERE 1 = 1 AND model = $1 AND status = $2 \
-                 AND ts_ms >= $3 AND ts_ms < $4 ORDER BY ts_ms DESC, id LIMIT 7"
+                 AND ts_ms >= $3 AND ts_ms < $4 ORDER BY ts_ms DESC, id DESC LIMIT 7"
             )
         );
         let values: Vec<_> = f.conditions().into_iter().map(|(_, v)| v).collect();
