@@ -228,6 +228,8 @@ pub fn answer(shared: &Shared, driver: &str, head: &RequestHead, route: Route) -
         Route::Metrics => {
             let mut text = stats.metrics_text(&shared.credentials.pool_figures());
             shared.ledger.metrics_text(&mut text);
+            let clients = shared.clients.current();
+            crate::clients::metrics::render(&clients, crate::stats::now_ms(), &mut text);
             if let Some(tls) = &shared.tls {
                 tls.metrics_text(&mut text);
             }

@@ -170,6 +170,26 @@ fn a_spent_daily_dollar_budget_refuses_until_midnight_and_still_does_after_a_res
     let (status, me) = get_json(&rig.nexus, "/api/me", Some("nx-bob"));
     assert_eq!((status, me["name"].as_str()), (200, Some("bob")));
     assert_eq!(get_json(&rig.nexus, "/api/me", Some("nx-nobody")).0, 401);
+    assert_eq!(
+        rig.nexus
+            .metric("nexus_client_requests_total{client=\"alice\"}"),
+        1.0
+    );
+    assert_eq!(
+        rig.nexus
+            .metric("nexus_client_tokens_total{client=\"alice\"}"),
+        FIXTURE_TOKENS as f64
+    );
+    assert!(
+        rig.nexus
+            .metric("nexus_client_budget_used_ratio{client=\"alice\",kind=\"usd\",window=\"day\"}")
+            >= 1.0
+    );
+    assert_eq!(
+        rig.nexus.metric("nexus_client_in_flight{client=\"bob\"}"),
+        0.0
+    );
+    assert_prometheus_parses(&rig.nexus.request(&Request::get("/metrics")).text());
     let (_, stats) = get_json(&rig.nexus, "/token-stats", None);
     assert_eq!(stats["clients"]["alice"]["inputTokens"], 57);
     assert_eq!(stats["clients"]["alice"]["budgets"][0]["window"], "day");
@@ -358,6 +378,32 @@ fn clients_added_changed_and_removed_take_effect_within_two_seconds() {
     });
     assert_eq!(status("nx-b"), 200);
     assert!(Path::new(&clients.path).exists());
+}
+
+/// The official Prometheus client's parser takes the whole `/metrics` text.
+fn assert_prometheus_parses(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_metrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (run tests/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "/metrics does not parse: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn hex_sha256(text: &str) -> String {

@@ -21,14 +21,14 @@ pub struct ClientState {
     /// Micro-dollars and tokens, per window.
     usd: Spend,
     tokens: Spend,
-    in_flight: AtomicU32,
+    pub(super) in_flight: AtomicU32,
     // Since start, as `/token-stats` counts.
-    requests: AtomicU64,
+    pub(super) requests: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
     cache_creation_input_tokens: AtomicU64,
     cache_read_input_tokens: AtomicU64,
-    cost_picos: AtomicU64,
+    pub(super) cost_picos: AtomicU64,
 }
 
 impl ClientState {
@@ -37,6 +37,24 @@ impl ClientState {
             Kind::Usd => &self.usd,
             Kind::Tokens => &self.tokens,
         }
+    }
+
+    /// Tokens of every kind used since start.
+    pub(super) fn tokens_used(&self) -> u64 {
+        [
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.cache_creation_input_tokens,
+            &self.cache_read_input_tokens,
+        ]
+        .iter()
+        .map(|n| n.load(Relaxed))
+        .sum()
+    }
+
+    /// What is spent of `kind` in `window` as of `now_ms` (micro-dollars or tokens).
+    pub(super) fn spent(&self, kind: Kind, window: Window, now_ms: u64) -> u64 {
+        self.spend(kind).spent(window, now_ms)
     }
 
     /// Counts spend made at `at_ms` (a request that ended, or spend restored from the
