@@ -38,7 +38,9 @@ const FIELDS: [&str; 5] = [
 /// What the history view shows, read out of its DOM: the range, the totals, a row per
 /// day and per split, and the request list.
 const READ_HISTORY: &str = r#"(() => {
-  if (!document.body || !document.querySelector('#h-from')) return {loading: location.href};
+  // The page may still be parsing: read it only once every element read below is there.
+  const need = ['#h-from', '#h-to', '#h-split-name', '#h-off', '#h-error', '#h-requests-error'];
+  if (!document.body || need.some((s) => !document.querySelector(s))) return {loading: location.href};
   const cells = (tr) => {
     const r = {};
     for (const td of tr.querySelectorAll('td[data-k]')) r[td.dataset.k] = {v: td.dataset.v, text: td.textContent};
@@ -51,7 +53,7 @@ const READ_HISTORY: &str = r#"(() => {
   };
   const totals = {};
   for (const c of document.querySelectorAll('#h-totals .card'))
-    totals[c.dataset.k] = {v: c.dataset.v, text: c.querySelector('.value').textContent};
+    totals[c.dataset.k] = {v: c.dataset.v, text: c.querySelector('.value')?.textContent};
   return {
     loads: Number(document.body.dataset.historyLoads || 0),
     view: document.body.dataset.view,
