@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -230,7 +229,7 @@ fn metrics_agree_with_token_stats(nexus: &Nexus) {
         .get("content-type")
         .unwrap_or_default()
         .starts_with("text/plain"));
-    let samples = parse_with_prometheus_client(&metrics.text());
+    let samples = common::metrics::parse_with_prometheus_client(&metrics.text());
 
     let sample = |name: &str, labels: &[(&str, &str)]| -> f64 {
         samples
@@ -300,26 +299,6 @@ fn metrics_agree_with_token_stats(nexus: &Nexus) {
         .map(|d| d["requestCount"].as_u64().unwrap())
         .sum();
     assert!(sample("nexus_request_duration_seconds_count", &[]) >= requests as f64);
-}
-
-fn parse_with_prometheus_client(text: &str) -> Vec<Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_metrics.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (run tests/install-deps.sh)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "prometheus_client could not parse /metrics (run tests/install-deps.sh): {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]

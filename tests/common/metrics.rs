@@ -1,6 +1,6 @@
-//! Reading single series out of nexus's `/metrics` (Prometheus text format). The full
-//! exposition is checked with the official parser in tests/accounting.rs; these helpers
-//! only pick one value, for tests that wait on a counter instead of on the clock.
+//! Reading nexus's `/metrics` (Prometheus text format): single series, for tests that
+//! wait on a counter instead of on the clock, and the whole exposition through the
+//! official Prometheus client's parser.
 
 use std::net::SocketAddr;
 
@@ -31,4 +31,32 @@ pub fn read_with(mut client: Client, series: &str) -> f64 {
     assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
     let text = response.text();
     value(&text, series).unwrap_or_else(|| panic!("no `{series}` sample in /metrics:\n{text}"))
+}
+
+/// Every sample of `text` as the official Prometheus client parses it
+/// (tests/parse_metrics.py); panics, showing the text, when it does not parse.
+pub fn parse_with_prometheus_client(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_metrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (run tests/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client could not parse /metrics (run tests/install-deps.sh): {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
