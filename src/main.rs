@@ -83,6 +83,7 @@ fn main() {
         );
     }
     let clients = start_clients(&config, &ledger);
+    share_with_fleet(&ledger, &clients, &credentials);
     let notify =
         Hub::new(&config, Arc::clone(&stats), Arc::clone(&ledger)).unwrap_or_else(|e| fail(&e));
     let tls = config
@@ -146,8 +147,10 @@ fn main() {
 fn start_clients(config: &Config, ledger: &Ledger) -> Arc<Clients> {
     let (clients, scanner) = Clients::load(&config.clients_file).unwrap_or_else(|e| fail(&e));
     scanner.spawn();
-    if clients.current().is_empty() {
-        return clients; // nobody's spend to read back
+    if clients.current().is_empty() || ledger.is_fleet() {
+        // Nobody's spend to read back, or the fleet thread reads it: every process's,
+        // this one's earlier starts included.
+        return clients;
     }
     let restore_into = Arc::clone(&clients);
     ledger.restore_spend(
@@ -161,6 +164,21 @@ fn start_clients(config: &Config, ledger: &Ledger) -> Arc<Clients> {
         },
     );
     clients
+}
+
+/// With a PostgreSQL ledger: counts what the other processes on it spent in the named
+/// clients' budgets, and rests the pool members they rested.
+fn share_with_fleet(ledger: &Ledger, clients: &Arc<Clients>, credentials: &Arc<CredentialStore>) {
+    let clients = Arc::clone(clients);
+    let credentials = Arc::clone(credentials);
+    ledger.start_fleet(nexus::ledger::fleet::Hooks {
+        spend: Box::new(move |lines, now| clients.current().set_fleet_spend(lines, now)),
+        rests: Box::new(move |rests, now| {
+            for rest in rests {
+                credentials.rest_member(&rest.domain, &rest.member, rest.until_ms, now);
+            }
+        }),
+    });
 }
 
 /// A body as the ledger stores it: every secret masked as the `DEBUG=true` trace masks it.

@@ -47,7 +47,7 @@ fn every_request_leaves_a_row_that_survives_a_restart() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[test]

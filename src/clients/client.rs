@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::file::{Budget, ClientSpec, Kind};
 use super::pattern::allowed;
-use super::spend::Spend;
+use super::spend::{FleetSpend, Spend};
 use super::window::Window;
 use crate::cost::Usd;
 
@@ -62,6 +62,13 @@ impl ClientState {
     pub fn add_spend(&self, at_ms: u64, tokens: u64, micro_dollars: u64) {
         self.usd.add(at_ms, micro_dollars);
         self.tokens.add(at_ms, tokens);
+    }
+
+    /// Replaces what the rest of the fleet spent (micro-dollars and tokens), read at
+    /// `now_ms`.
+    pub fn set_fleet_spend(&self, usd: &FleetSpend, tokens: &FleetSpend, now_ms: u64) {
+        self.usd.set_fleet(usd, now_ms);
+        self.tokens.set_fleet(tokens, now_ms);
     }
 }
 

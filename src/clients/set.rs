@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use super::client::{micro_dollars, Client, ClientState};
 use super::file::{digest, ClientSpec, KeyDigest};
-use super::spend::BUCKET_MS;
+use super::spend::{FleetSpend, BUCKET_MS};
 use super::window::{Window, ROLLING_MS};
-use crate::ledger::store::SpendLine;
+use crate::ledger::store::{FleetLines, SpendLine, FLEET_BUCKET_MS};
+
+// A fleet's shared buckets are the rolling window's own.
+const _: () = assert!(BUCKET_MS == FLEET_BUCKET_MS);
 
 /// Every named client, by the digest of its key.
 #[derive(Debug, Default)]
@@ -64,6 +67,36 @@ impl ClientSet {
                     .state
                     .add_spend(line.bucket_ms, line.tokens, micro_dollars(line.cost));
             }
+        }
+    }
+
+    /// Replaces what the rest of a fleet spent, as read from the shared ledger at `now_ms`
+    /// (see [`FleetLines`]); a client the lines do not name spent nothing elsewhere.
+    pub fn set_fleet_spend(&self, lines: &FleetLines, now_ms: u64) {
+        let mut by_client: HashMap<&str, [FleetSpend; 2]> = HashMap::new();
+        let calendar: Vec<_> = [Window::Day, Window::Week, Window::Month]
+            .into_iter()
+            .map(|w| w.calendar(now_ms).expect("a calendar window"))
+            .collect();
+        for day in &lines.days {
+            let [usd, tokens] = by_client.entry(&day.client).or_default();
+            for (i, c) in calendar.iter().enumerate() {
+                if (c.start_ms..c.end_ms).contains(&day.bucket_ms) {
+                    usd.calendar[i] += micro_dollars(day.cost);
+                    tokens.calendar[i] += day.tokens;
+                }
+            }
+        }
+        for bucket in &lines.buckets {
+            let [usd, tokens] = by_client.entry(&bucket.client).or_default();
+            let number = bucket.bucket_ms / BUCKET_MS;
+            usd.rolling.push((number, micro_dollars(bucket.cost)));
+            tokens.rolling.push((number, bucket.tokens));
+        }
+        let nothing = Default::default();
+        for client in &self.in_order {
+            let [usd, tokens] = by_client.get(&**client.name()).unwrap_or(&nothing);
+            client.state.set_fleet_spend(usd, tokens, now_ms);
         }
     }
 }
@@ -128,6 +161,44 @@ mod tests {
             "7 tokens of a new 5-token budget"
         );
         assert!(!Arc::ptr_eq(&after.named("b").unwrap().state, &a.state));
+    }
+
+    #[test]
+    fn the_fleets_spend_counts_in_its_windows_and_each_read_replaces_the_last() {
+        let s = set(
+            r#"{"clients":[{"name":"a","key":"a","budget":{"usd":{"day":1},"tokens":{"5h":100}}},
+                           {"name":"b","key":"b","budget":{"tokens":{"month":1000}}}]}"#,
+            &ClientSet::default(),
+        );
+        let today = NOW - NOW % crate::ledger::store::FLEET_DAY_MS;
+        let line = |client: &str, bucket_ms, tokens, micros: u128| SpendLine {
+            client: client.into(),
+            bucket_ms,
+            tokens,
+            cost: Some(crate::cost::Usd(micros * 1_000_000)),
+        };
+        let lines = FleetLines {
+            buckets: vec![
+                line("a", NOW - NOW % BUCKET_MS, 90, 0),
+                line("gone", NOW, 5, 0),
+            ],
+            days: vec![
+                line("a", today, 90, 999_000),
+                // Last week, this month: counts for b's month only.
+                line("b", today - 7 * crate::ledger::store::FLEET_DAY_MS, 999, 0),
+            ],
+        };
+        s.set_fleet_spend(&lines, NOW);
+        let a = s.named("a").unwrap();
+        a.state.add_spend(NOW, 10, 1_000);
+        assert!(a.admit("d", None, NOW).is_err(), "90 + 10 tokens of 100");
+        let b = s.named("b").unwrap();
+        b.state.add_spend(NOW, 1, 0);
+        assert!(b.admit("d", None, NOW).is_err(), "999 + 1 tokens of 1000");
+        // The next read no longer holds a's bucket: its tokens no longer count.
+        s.set_fleet_spend(&FleetLines::default(), NOW);
+        assert!(a.admit("d", None, NOW).is_ok());
+        assert!(b.admit("d", None, NOW).is_ok());
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! counted without locks: each counter is one atomic word holding a window tag and an
 //! amount, so a window that has rolled over is reset by the same compare-and-swap that
 //! adds to it, and a read never waits.
+//!
+//! Beside this process's own spend, a fleet sharing a PostgreSQL ledger keeps what the
+//! other processes spent, as last read from it ([`Spend::set_fleet`]); every check counts
+//! both.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -44,6 +48,14 @@ impl Tagged {
         });
     }
 
+    /// Holds `amount` for window `tag`, whatever it held.
+    fn set(&self, tag: u64, amount: u64) {
+        self.0.store(
+            (tag & TAG_MASK) << AMOUNT_BITS | amount.min(AMOUNT_MAX),
+            Relaxed,
+        );
+    }
+
     /// The amount of window `tag`; 0 if the counter holds another.
     fn get(&self, tag: u64) -> u64 {
         let word = self.0.load(Relaxed);
@@ -61,22 +73,51 @@ fn later(a: u64, b: u64) -> bool {
     ahead != 0 && ahead < 1 << (TAG_BITS - 1)
 }
 
-/// Spend of one kind over every window.
+/// Amounts per window: the calendar windows' and the rolling window's buckets.
 #[derive(Debug)]
-pub struct Spend {
+struct Counters {
     /// Day, week and month, in [`Window::ALL`] order after the rolling window.
     calendar: [Tagged; 3],
     /// Bucket `b` (ms / [`BUCKET_MS`]) is counted in slot `b % BUCKETS`.
     rolling: [Tagged; BUCKETS],
 }
 
-impl Default for Spend {
+impl Default for Counters {
     fn default() -> Self {
-        Spend {
+        Counters {
             calendar: Default::default(),
             rolling: std::array::from_fn(|_| Tagged::default()),
         }
     }
+}
+
+impl Counters {
+    fn calendar(&self, window: Window, now_ms: u64) -> u64 {
+        let calendar = window.calendar(now_ms).expect("a calendar window");
+        self.calendar[window.index() - 1].get(calendar.number)
+    }
+
+    fn bucket(&self, bucket: u64) -> u64 {
+        self.rolling[bucket as usize % BUCKETS].get(bucket)
+    }
+}
+
+/// What the other processes of a fleet spent in the windows open at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSpend {
+    /// Day, week and month.
+    pub calendar: [u64; 3],
+    /// The rolling window's buckets that hold any: (ms / [`BUCKET_MS`], amount).
+    pub rolling: Vec<(u64, u64)>,
+}
+
+/// Spend of one kind over every window.
+#[derive(Debug, Default)]
+pub struct Spend {
+    /// This process's.
+    own: Counters,
+    /// The rest of the fleet's, replaced by each read of the shared ledger.
+    fleet: Counters,
 }
 
 impl Spend {
@@ -85,18 +126,39 @@ impl Spend {
         if amount == 0 {
             return;
         }
-        for window in [Window::Day, Window::Week, Window::Month] {
+        for window in CALENDAR {
             let calendar = window.calendar(at_ms).expect("a calendar window");
-            self.calendar[window.index() - 1].add(calendar.number, amount);
+            self.own.calendar[window.index() - 1].add(calendar.number, amount);
         }
         let bucket = at_ms / BUCKET_MS;
-        self.rolling[bucket as usize % BUCKETS].add(bucket, amount);
+        self.own.rolling[bucket as usize % BUCKETS].add(bucket, amount);
     }
 
-    /// What is spent in `window` as of `now_ms`.
+    /// Replaces what the rest of the fleet spent with `fleet`, read at `now_ms`.
+    pub fn set_fleet(&self, fleet: &FleetSpend, now_ms: u64) {
+        for window in CALENDAR {
+            let calendar = window.calendar(now_ms).expect("a calendar window");
+            let i = window.index() - 1;
+            self.fleet.calendar[i].set(calendar.number, fleet.calendar[i]);
+        }
+        let newest = now_ms / BUCKET_MS;
+        for bucket in (newest + 1).saturating_sub(BUCKETS as u64)..=newest {
+            let amount = fleet
+                .rolling
+                .iter()
+                .find(|(b, _)| *b == bucket)
+                .map_or(0, |(_, amount)| *amount);
+            self.fleet.rolling[bucket as usize % BUCKETS].set(bucket, amount);
+        }
+    }
+
+    /// What is spent in `window` as of `now_ms`, here and in the rest of the fleet.
     pub fn spent(&self, window: Window, now_ms: u64) -> u64 {
         match window.calendar(now_ms) {
-            Some(calendar) => self.calendar[window.index() - 1].get(calendar.number),
+            Some(_) => self
+                .own
+                .calendar(window, now_ms)
+                .saturating_add(self.fleet.calendar(window, now_ms)),
             None => self.buckets(now_ms).map(|(_, amount)| amount).sum(),
         }
     }
@@ -131,10 +193,15 @@ impl Spend {
     /// The rolling window's buckets as of `now_ms`, oldest first: (bucket, amount).
     fn buckets(&self, now_ms: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         let newest = now_ms / BUCKET_MS;
-        ((newest + 1).saturating_sub(BUCKETS as u64)..=newest)
-            .map(move |bucket| (bucket, self.rolling[bucket as usize % BUCKETS].get(bucket)))
+        ((newest + 1).saturating_sub(BUCKETS as u64)..=newest).map(move |bucket| {
+            let amount = self.own.bucket(bucket);
+            (bucket, amount.saturating_add(self.fleet.bucket(bucket)))
+        })
     }
 }
+
+/// The calendar windows, in the order of their counters.
+const CALENDAR: [Window; 3] = [Window::Day, Window::Week, Window::Month];
 
 #[cfg(test)]
 mod tests {
@@ -207,6 +274,38 @@ mod tests {
         for w in Window::ALL {
             assert_eq!(spend.spent(w, NOW), 120_000, "{w:?}");
         }
+    }
+
+    #[test]
+    fn the_fleets_spend_counts_beside_this_processes_and_each_read_replaces_the_last() {
+        let spend = Spend::default();
+        let t0 = NOW - NOW % BUCKET_MS;
+        spend.add(t0, 100);
+        let bucket = t0 / BUCKET_MS;
+        let fleet = FleetSpend {
+            calendar: [40, 50, 60],
+            rolling: vec![(bucket - 12, 30), (bucket, 10)],
+        };
+        spend.set_fleet(&fleet, t0);
+        assert_eq!(spend.spent(Window::Day, t0), 140);
+        assert_eq!(spend.spent(Window::Week, t0), 150);
+        assert_eq!(spend.spent(Window::Month, t0), 160);
+        assert_eq!(spend.spent(Window::FiveHours, t0), 140);
+        // The fleet's oldest bucket leaves the rolling window first.
+        assert_eq!(
+            spend.frees_at(Window::FiveHours, 120, t0),
+            (bucket - 11) * BUCKET_MS + ROLLING_MS
+        );
+        // A later read replaces the figures; buckets it no longer holds count nothing.
+        spend.set_fleet(
+            &FleetSpend {
+                calendar: [5, 5, 5],
+                rolling: vec![(bucket, 5)],
+            },
+            t0,
+        );
+        assert_eq!(spend.spent(Window::Day, t0), 105);
+        assert_eq!(spend.spent(Window::FiveHours, t0), 105);
     }
 
     #[test]

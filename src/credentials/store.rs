@@ -259,6 +259,27 @@ impl CredentialStore {
         all
     }
 
+    /// Rests `member` of `domain` until `until_ms`, as another process of the fleet told
+    /// (a later rest already set stays); logged when it was not resting. Unknown domains
+    /// and members are passed over: the processes' files may differ for a moment.
+    pub fn rest_member(&self, domain: &str, member: &str, until_ms: u64, now_ms: u64) {
+        let current = self.current();
+        let Some(Ok(entry)) = current.get(domain) else {
+            return;
+        };
+        let found = entry.file.members.iter().zip(entry.members.iter());
+        for (m, state) in found.filter(|(m, _)| &*m.id == member) {
+            if state.live.cool_until(until_ms, now_ms) && until_ms > now_ms {
+                log::warn!(
+                    "credentials: {domain}: member {} cools down for {}s: another nexus on the \
+                     ledger rested it",
+                    m.id,
+                    (until_ms - now_ms).div_ceil(1000)
+                );
+            }
+        }
+    }
+
     /// Logs each member whose cooldown has ended since the last look. Its return needs no
     /// action (a request reads the cooldown's end itself); this is the operator's line.
     fn log_returns(&self) {

@@ -12,11 +12,15 @@
 //! - [`row`]: the row and its JSON; [`store`]: what an engine provides;
 //! - [`sqlite`], [`postgres`]: the engines and their versioned migrations
 //!   (`sqlite_insert`: SQLite's row insert, strings bound without copies);
-//! - [`writer`]: the writer thread; [`query`]: the query thread;
+//! - [`writer`]: the writer thread; [`query`]: the query thread; [`fleet`]: what the
+//!   processes on one PostgreSQL database share (spend, rested members; in
+//!   [`postgres_fleet`]);
 //! - [`api`]: `/api/requests`, `/api/requests/<id>`, `/api/usage`.
 
 pub mod api;
+pub mod fleet;
 pub mod postgres;
+pub mod postgres_fleet;
 pub mod query;
 pub mod row;
 pub mod sqlite;
@@ -28,7 +32,7 @@ mod writer;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use row::{Bodies, Row, RowText, Texts};
@@ -81,6 +85,8 @@ pub struct Ledger {
     store_bodies: bool,
     pub metrics: Arc<LedgerMetrics>,
     warn: Arc<Warner>,
+    /// Rests to share with the fleet, once [`Ledger::start_fleet`] started its thread.
+    fleet: OnceLock<SyncSender<postgres_fleet::Rest>>,
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10): the ledger's threads take
@@ -119,6 +125,7 @@ impl Ledger {
                 store_bodies: false,
                 metrics,
                 warn,
+                fleet: OnceLock::new(),
             });
         }
         let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -143,7 +150,38 @@ impl Ledger {
             store_bodies: config.store_bodies,
             metrics,
             warn,
+            fleet: OnceLock::new(),
         })
+    }
+
+    /// Whether processes share this ledger as a fleet (PostgreSQL): budgets count every
+    /// process's spend and a member one rests the others skip (see [`fleet`]).
+    pub fn is_fleet(&self) -> bool {
+        matches!(self.target, DbTarget::Postgres(_))
+    }
+
+    /// Starts the fleet thread with what to do with the fleet's figures; nothing unless
+    /// [`Ledger::is_fleet`]. Once.
+    pub fn start_fleet(&self, hooks: fleet::Hooks) {
+        let DbTarget::Postgres(url) = &self.target else {
+            return;
+        };
+        let (tx, rx) = mpsc::sync_channel(fleet::QUEUE);
+        if self.fleet.set(tx).is_ok() {
+            fleet::spawn(url.clone(), hooks, rx, Arc::clone(&self.warn));
+        }
+    }
+
+    /// Tells the fleet that a pool member rests until `until_ms`; never waits (a full
+    /// queue keeps the rest to this process).
+    pub fn share_rest(&self, domain: &str, member: &str, until_ms: u64) {
+        if let Some(tx) = self.fleet.get() {
+            let _ = tx.try_send(postgres_fleet::Rest {
+                domain: domain.to_string(),
+                member: member.to_string(),
+                until_ms,
+            });
+        }
     }
 
     /// Whether rows are kept at all.

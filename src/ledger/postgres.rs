@@ -54,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN cost_picos BIGINT;
     UPDATE requests SET cost_picos = ROUND(cost_usd * 1e12)::BIGINT;
     ALTER TABLE requests DROP COLUMN cost_usd;",
+    // 4: what a fleet's processes share (see `postgres_fleet`).
+    super::postgres_fleet::MIGRATION,
 ];
 
 /// Serialises migrations between processes starting at once (any constant will do).
@@ -116,6 +118,11 @@ impl Postgres {
                 ))
             }
         }
+    }
+
+    /// The connection, for the fleet's statements (`postgres_fleet`).
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.client
     }
 
     fn open_now(url: &str) -> Result<Postgres, String> {
@@ -213,6 +220,9 @@ impl Store for Postgres {
                  ON CONFLICT (id) DO NOTHING",
             )
             .map_err(e)?;
+        // Rows already there (a batch sent again after a commit whose answer was lost)
+        // are skipped, and so is their spend.
+        let mut inserted = Vec::with_capacity(rows.len());
         for row in rows {
             let status = i32::from(row.status);
             let nums = [
@@ -255,12 +265,15 @@ impl Store for Postgres {
                 &nums[7],
                 &t.error,
             ];
-            tx.execute(&insert, &params).map_err(e)?;
+            if tx.execute(&insert, &params).map_err(e)? == 1 {
+                inserted.push(&**row);
+            }
             if let Some(b) = &row.bodies {
                 tx.execute(&bodies, &[&t.id, &b.request, &b.response])
                     .map_err(e)?;
             }
         }
+        super::postgres_fleet::add_spend(&mut tx, inserted.into_iter())?;
         tx.commit().map_err(e)
     }
 

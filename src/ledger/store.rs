@@ -207,6 +207,21 @@ pub struct SpendLine {
     pub cost: Option<Usd>,
 }
 
+/// What the other processes of a fleet spent, per named client, as read from the shared
+/// ledger: 5-minute buckets for the rolling window, days for the calendar windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetLines {
+    /// Buckets of [`FLEET_BUCKET_MS`] from five hours and a bucket back.
+    pub buckets: Vec<SpendLine>,
+    /// Days from the start of the earlier of this week and this month.
+    pub days: Vec<SpendLine>,
+}
+
+/// The buckets in which the fleet shares its spend: the rolling window's own.
+pub const FLEET_BUCKET_MS: u64 = 5 * 60 * 1000;
+/// A day, the calendar windows' unit.
+pub const FLEET_DAY_MS: u64 = 24 * 3600 * 1000;
+
 /// `SELECT client, bucket, tokens, cost…` of named clients' rows in `[$from, $to)`, in
 /// buckets `bucket_ms` long (`from` and `to` are the engine's first two placeholders).
 pub fn spend_sql(from: &str, to: &str, bucket_ms: u64) -> String {

@@ -158,7 +158,9 @@ pub async fn exchange(
             && !refreshed.has(at.index);
         if !retry_oauth {
             tried.add(at.index);
-            rest(domain, &member.id, live, reason, status, &notes, now);
+            if let Some(until) = rest(domain, &member.id, live, reason, status, &notes, now) {
+                shared.ledger.share_rest(domain, &member.id, until);
+            }
         }
         let next = match (retry_oauth, replayable) {
             (true, _) => at.index,
@@ -251,6 +253,8 @@ fn first(
 
 /// Takes a member out of service after an answer that said it cannot serve: a rest until
 /// the moment the answer names, or, for a refused credential, until its file changes.
+/// Returns the rest's end, which the fleet is told (a refusal stays this process's: the
+/// others' files may hold another secret for the member).
 fn rest(
     domain: &str,
     id: &str,
@@ -259,7 +263,7 @@ fn rest(
     status: u16,
     notes: &ResponseNotes,
     now: u64,
-) {
+) -> Option<u64> {
     if reason == FailoverReason::Refused {
         if live.disable() {
             log::warn!(
@@ -267,7 +271,7 @@ fn rest(
                  to its credential; it stays out of service until the domain's file changes"
             );
         }
-        return;
+        return None;
     }
     let until = notes.rest_until_ms(reason, now);
     if live.cool_until(until, now) {
@@ -277,4 +281,5 @@ fn rest(
             reason.label()
         );
     }
+    Some(until)
 }
