@@ -1,8 +1,9 @@
 //! `GET /dashboard` in a real browser: headless Chromium loads the page from a nexus that
 //! has counted known traffic (through a mock upstream), and the test reads the rendered DOM
 //! until it shows those exact figures; more traffic while the page is open must show up in
-//! the tokens-per-minute sparkline the page computes from successive polls. A screenshot
-//! goes to target/ (and to docs/dashboard.png with NEXUS_UPDATE_SCREENSHOTS=1).
+//! the tokens-per-minute sparkline the page computes from successive polls. With named
+//! clients, the client table's figures and budget bars must equal `/token-stats`. A
+//! screenshot goes to target/ (and to docs/dashboard.png with NEXUS_UPDATE_SCREENSHOTS=1).
 //!
 //! Needs Debian's `chromium`: run tests/install-deps.sh. Without it the test fails.
 

@@ -32,11 +32,10 @@ window.nexusClients = (function () {
     for (const b of budgets) {
       const used = b.limit > 0 ? b.spent / b.limit : 1;
       const over = b.spent >= b.limit;
-      const state = over ? " over" : used >= WARN_AT ? " near" : "";
       const bar = el("div", { class: "bar" + (over ? " bad" : used >= WARN_AT ? " warn" : "") },
         el("b", { style: "width:" + (Math.min(1, used) * 100).toFixed(1) + "%" }));
       const figures = el("span", {
-        class: "budget" + state, "data-budget": b.kind + "/" + b.window,
+        class: over ? "budget over" : "budget", "data-budget": b.kind + "/" + b.window,
         "data-spent": String(b.spent), "data-limit": String(b.limit), "data-resets": b.resetsAt || "",
       }, amount(b.kind, b.spent) + " / " + amount(b.kind, b.limit));
       if (b.resetsAt) figures.append(el("span", { class: "muted" }, " · " + until(b.resetsAt)));
