@@ -291,6 +291,7 @@ const DASHBOARD_SCRIPTS: &[(&str, &str)] = &[
     ("history.js", include_str!("dashboard/history.js")),
     ("conversation.js", include_str!("dashboard/conversation.js")),
     ("request.js", include_str!("dashboard/request.js")),
+    ("clients.js", include_str!("dashboard/clients.js")),
 ];
 
 /// The page may talk to nexus itself and nothing else; its own scripts (inline and from

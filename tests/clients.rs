@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,28 +17,6 @@ use serde_json::{json, Value};
 /// cache-read and 19 output tokens.
 const FIXTURE_COST_USD: f64 = 0.000_804_45;
 const FIXTURE_TOKENS: u64 = 57 + 11 + 1024 + 19;
-
-/// A clients file in a directory of its own, given to nexus as `CLIENTS_FILE`.
-struct ClientsFile {
-    _dir: TempDir,
-    path: PathBuf,
-}
-
-impl ClientsFile {
-    fn new(clients: Value) -> ClientsFile {
-        let dir = TempDir::new("clients");
-        let path = dir.path().join("clients.json");
-        let file = ClientsFile { _dir: dir, path };
-        file.write(clients);
-        file
-    }
-
-    fn write(&self, clients: Value) {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, json!({ "clients": clients }).to_string()).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-}
 
 fn rig(clients: &ClientsFile, configure: impl FnOnce(NexusBuilder) -> NexusBuilder) -> Rig {
     let path = clients.path.clone();

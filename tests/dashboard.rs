@@ -1,8 +1,9 @@
 //! `GET /dashboard` in a real browser: headless Chromium loads the page from a nexus that
 //! has counted known traffic (through a mock upstream), and the test reads the rendered DOM
 //! until it shows those exact figures; more traffic while the page is open must show up in
-//! the tokens-per-minute sparkline the page computes from successive polls. A screenshot
-//! goes to target/ (and to docs/dashboard.png with NEXUS_UPDATE_SCREENSHOTS=1).
+//! the tokens-per-minute sparkline the page computes from successive polls. With named
+//! clients, the client table's figures and budget bars must equal `/token-stats`. A
+//! screenshot goes to target/ (and to docs/dashboard.png with NEXUS_UPDATE_SCREENSHOTS=1).
 //!
 //! Needs Debian's `chromium`: run tests/install-deps.sh. Without it the test fails.
 
@@ -164,6 +165,12 @@ fn reply(request: &Recorded) -> MockReply {
 }
 
 fn send(nexus: &Nexus, c: &Call) {
+    let response = nexus.request(&call_request(c, CLIENT_KEY));
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// The Messages request of `c`, presenting `key`.
+fn call_request(c: &Call, key: &str) -> Request {
     let mut body = json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
         "messages": [{"role": "user", "content": "hi"}]});
     if c.stream {
@@ -179,12 +186,12 @@ fn send(nexus: &Nexus, c: &Call) {
         "{},{input},{output},{cache_write},{cache_read},{},{}",
         c.stream as u8, c.tools, c.rate_limit
     );
-    let response = nexus.request(
-        &messages_request(body.to_string())
-            .host(c.domain)
-            .header("x-test-call", &spec),
-    );
-    assert_eq!(response.status, 200, "{}", response.text());
+    Request::post("/v1/messages")
+        .host(c.domain)
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-test-call", &spec)
+        .json(body.to_string())
 }
 
 /// What `/token-stats` must say after `calls`, per domain.
@@ -249,6 +256,7 @@ const READ_PAGE: &str = r#"(() => {
   const spark = document.querySelector('#spark');
   return {
     polls: Number(document.body.dataset.polls || 0),
+    clientsHidden: document.querySelector('#clients-panel').hidden,
     status: document.querySelector('#status').className,
     rows, totals,
     points: JSON.parse(spark.dataset.points),
@@ -328,6 +336,10 @@ fn dashboard_renders_live_stats_in_headless_chromium() {
         "{version}: the dashboard never showed the /token-stats figures {want:?}\npage: {page:#}"
     );
     assert_eq!(page["status"], "ok", "{page:#}");
+    assert_eq!(
+        page["clientsHidden"], true,
+        "no named clients, no client table"
+    );
 
     // Totals, as cards.
     let total = |k: &str| want.values().map(|d| d[k]).sum::<u64>();
@@ -500,7 +512,13 @@ fn dashboard_is_one_self_contained_page() {
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("/token-stats"));
     // Its scripts are nexus's own, served beside it; nothing else is loaded.
-    let scripts = ["page.js", "history.js", "conversation.js", "request.js"];
+    let scripts = [
+        "page.js",
+        "history.js",
+        "conversation.js",
+        "request.js",
+        "clients.js",
+    ];
     let mut own = html.clone();
     for name in scripts {
         let tag = format!("<script src=\"/dashboard/{name}\"></script>");
@@ -587,4 +605,145 @@ fn dashboard_shows_each_pool_member_and_its_state() {
         ok,
         "{version}: the page shows members {members}, not {want}"
     );
+}
+
+/// The client table, read out of the page's DOM: per client its figures (`data-v`, and
+/// `data-max` for in flight) and per budget its `data-*` figures, text and marking.
+const READ_CLIENTS: &str = r#"(() => {
+  const panel = document.querySelector('#clients-panel');
+  if (!panel) return {loading: location.href};
+  const rows = {};
+  for (const tr of document.querySelectorAll('#clients tr[data-client]')) {
+    const r = {over: tr.classList.contains('over'), cells: {}, budgets: {}};
+    for (const td of tr.querySelectorAll('td[data-k]'))
+      r.cells[td.dataset.k] = {v: Number(td.dataset.v), max: td.dataset.max,
+        text: td.firstChild.textContent.trim()};
+    for (const b of tr.querySelectorAll('[data-budget]'))
+      r.budgets[b.dataset.budget] = {spent: Number(b.dataset.spent), limit: Number(b.dataset.limit),
+        resets: b.dataset.resets, over: b.classList.contains('over'),
+        barMarked: b.previousElementSibling.classList.contains('bad'),
+        color: getComputedStyle(b).color, text: b.textContent};
+    rows[tr.dataset.client] = r;
+  }
+  return {hidden: panel.hidden, rows};
+})()"#;
+
+#[test]
+fn dashboard_shows_named_clients_with_budget_bars_marking_a_spent_one() {
+    let version = require_chromium();
+    const FRUGAL_KEY: &str = "nx-frugal-0123456789";
+    const STEADY_KEY: &str = "nx-steady-0123456789";
+    // frugal's budgets are smaller than one request; steady's are far from spent.
+    let clients = ClientsFile::new(json!([
+        {"name": "frugal", "key": FRUGAL_KEY,
+         "budget": {"usd": {"day": 0.0001}, "tokens": {"5h": 100}}},
+        {"name": "steady", "key": STEADY_KEY, "maxConcurrent": 4,
+         "budget": {"usd": {"month": 60}, "tokens": {"week": 20_000_000}}}
+    ]));
+    let path = clients.path.clone();
+    let rig = Rig::start(Upstream::Plain, reply, |n| {
+        n.api_key("sk-ant-api03-nexus-own")
+            .env("CLIENTS_FILE", path)
+    });
+    let nexus = &rig.nexus;
+    let sent = [
+        (FRUGAL_KEY, call(0, CI)),
+        (STEADY_KEY, call(1, CI)),
+        (STEADY_KEY, call(2, CI)),
+    ];
+    for (key, c) in &sent {
+        let response = nexus.request(&call_request(c, key));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let stats = wait_for_requests(nexus, sent.len() as u64);
+    let refused = nexus.request(&call_request(&call(3, CI), FRUGAL_KEY));
+    assert_eq!(refused.status, 429, "frugal's budget is spent");
+    let stats_clients = &stats["clients"];
+    assert_eq!(stats_clients["frugal"]["requestCount"], 1, "{stats:#}");
+    assert_eq!(stats_clients["steady"]["requestCount"], 2, "{stats:#}");
+
+    let mut browser = Browser::launch(WIDTH, HEIGHT);
+    browser.goto(&format!("{}/dashboard?interval={POLL_MS}", nexus.url()));
+    let (ok, page) = browser.eval_until(READ_CLIENTS, PAGE_WAIT, |p| {
+        ["frugal", "steady"].iter().all(|name| {
+            p["rows"][name]["cells"]["requestCount"]["v"] == stats_clients[name]["requestCount"]
+        })
+    });
+    assert!(
+        ok,
+        "{version}: the client table never showed /token-stats' clients {stats_clients:#}\npage: {page:#}"
+    );
+    assert_eq!(page["hidden"], false, "{page:#}");
+
+    for name in ["frugal", "steady"] {
+        let want = &stats_clients[name];
+        let row = &page["rows"][name];
+        let cells = &row["cells"];
+        let tokens: u64 = [
+            "inputTokens",
+            "outputTokens",
+            "cacheCreationInputTokens",
+            "cacheReadInputTokens",
+        ]
+        .iter()
+        .map(|k| want[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(
+            cells["tokens"]["v"].as_u64(),
+            Some(tokens),
+            "{name}: {row:#}"
+        );
+        assert_eq!(cells["tokens"]["text"], grouped(tokens), "{name}: {row:#}");
+        assert_eq!(cells["costUsd"]["v"], want["costUsd"], "{name}: {row:#}");
+        assert!(cells["costUsd"]["text"].as_str().unwrap().starts_with('$'));
+        assert_eq!(cells["inFlight"]["v"], want["inFlight"], "{name}: {row:#}");
+        let max = want["maxConcurrent"].as_u64().map(|m| m.to_string());
+        assert_eq!(cells["inFlight"]["max"], max.clone().unwrap_or_default());
+        if let Some(max) = max {
+            assert_eq!(cells["inFlight"]["text"], format!("0 / {max}"), "{row:#}");
+        }
+
+        let budgets = want["budgets"].as_array().unwrap();
+        assert_eq!(
+            row["budgets"].as_object().unwrap().len(),
+            budgets.len(),
+            "{name}: a bar per budget, {row:#}"
+        );
+        for b in budgets {
+            let id = format!(
+                "{}/{}",
+                b["kind"].as_str().unwrap(),
+                b["window"].as_str().unwrap()
+            );
+            let bar = &row["budgets"][&id];
+            let what = format!("{name} {id}: {bar:#}");
+            assert_eq!(bar["spent"].as_f64(), b["spent"].as_f64(), "{what}");
+            assert_eq!(bar["limit"].as_f64(), b["limit"].as_f64(), "{what}");
+            assert_eq!(bar["resets"], b["resetsAt"], "{what}");
+            let text = bar["text"].as_str().unwrap();
+            if b["kind"] == "tokens" {
+                let figures = format!(
+                    "{} / {}",
+                    grouped(b["spent"].as_u64().unwrap()),
+                    grouped(b["limit"].as_u64().unwrap())
+                );
+                assert!(text.starts_with(&figures), "{what}");
+            } else {
+                assert!(text.starts_with('$') && text.contains(" / $"), "{what}");
+            }
+            assert!(text.contains("resets in"), "{what}");
+            let spent = b["spent"].as_f64() >= b["limit"].as_f64();
+            assert_eq!(spent, name == "frugal", "the test's budgets: {what}");
+            assert_eq!(bar["over"], spent, "marked over exactly when spent: {what}");
+            assert_eq!(bar["barMarked"], spent, "{what}");
+            if spent {
+                assert_eq!(bar["color"], "rgb(248, 81, 73)", "red: {what}");
+            }
+        }
+        assert_eq!(row["over"], name == "frugal", "{name}: {row:#}");
+    }
+    // For a person to look at.
+    browser.eval("document.querySelector('#clients-panel').scrollIntoView()");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-clients.png");
+    std::fs::write(&out, browser.screenshot_png()).unwrap();
 }

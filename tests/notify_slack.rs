@@ -185,3 +185,36 @@ fn an_upstream_error_is_sent_as_an_error_and_a_query_evaluation_sends_nothing() 
     );
     assert_eq!(dropped(&rig.nexus, "slack"), 0);
 }
+
+#[test]
+fn the_context_line_names_the_named_client_and_never_shows_its_key() {
+    let slack = sink();
+    let (rig, _clients) =
+        with_named_client(|n| n.env("SLACK_WEBHOOK_URL", hook_url(&slack, "/services/X")));
+    let mut client = rig.nexus.client();
+    let mut send = |key: &str, text: &str| {
+        send_with_key(&mut client, key, tagged_body("stream", true, None, text))
+    };
+    let named = send(NAMED_CLIENT_KEY, "from alice");
+    let unnamed = send(CLIENT_KEY, "from someone");
+
+    let to_named = post_for(&slack, &named);
+    assert_eq!(
+        slack_context(&to_named),
+        Some((named.clone(), Some(NAMED_CLIENT.to_string()))),
+        "{to_named:#}"
+    );
+    assert!(
+        slack_text(&to_named).starts_with("👤 User: from alice\n"),
+        "{to_named:#}"
+    );
+    let to_unnamed = post_for(&slack, &unnamed);
+    assert_eq!(
+        slack_context(&to_unnamed),
+        Some((unnamed.clone(), None)),
+        "an unnamed key: no client, {to_unnamed:#}"
+    );
+    for post in slack.requests() {
+        assert_masked(&post.body_text(), &[NAMED_CLIENT_KEY], "a Slack message");
+    }
+}

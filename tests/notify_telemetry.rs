@@ -253,3 +253,37 @@ fn events_go_over_https_on_one_kept_alive_connection() {
     );
     assert!(telemetry.requests().iter().all(|r| r.conn == 0));
 }
+
+#[test]
+fn an_event_names_the_named_client_and_never_shows_its_key() {
+    let telemetry = sink();
+    let (rig, _clients) =
+        with_named_client(|n| n.env("TELEMETRY_ENDPOINT", hook_url(&telemetry, "/t")));
+    let mut client = rig.nexus.client();
+    let named = send_with_key(
+        &mut client,
+        NAMED_CLIENT_KEY,
+        tagged_body("stream", true, None, "hi"),
+    );
+    let unnamed = send_with_key(
+        &mut client,
+        CLIENT_KEY,
+        tagged_body("json", false, None, "hi"),
+    );
+
+    let events = posts_by_id(&telemetry, 2);
+    assert_eq!(
+        events[&named]["client"], NAMED_CLIENT,
+        "{:#}",
+        events[&named]
+    );
+    assert_eq!(
+        events[&unnamed]["client"],
+        Value::Null,
+        "an unnamed key: no client, {:#}",
+        events[&unnamed]
+    );
+    for post in telemetry.requests() {
+        assert_masked(&post.body_text(), &[NAMED_CLIENT_KEY], "a telemetry event");
+    }
+}

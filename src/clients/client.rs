@@ -192,6 +192,7 @@ impl Client {
             "cacheReadInputTokens": s.cache_read_input_tokens.load(Relaxed),
             "costUsd": crate::ledger::row::usd_json(Some(cost)),
             "inFlight": s.in_flight.load(Relaxed),
+            "maxConcurrent": self.spec.max_concurrent,
             "budgets": self.spec.budgets.iter().map(|b| self.budget_json(b, now_ms)).collect::<Vec<_>>(),
         })
     }
@@ -359,6 +360,7 @@ mod tests {
             Err(Refusal::Limited { retry_after: 1, .. })
         ));
         assert_eq!(c.to_json(NOW)["inFlight"], 1);
+        assert_eq!(c.to_json(NOW)["maxConcurrent"], 1);
         drop(first);
         assert!(c.admit("d", None, NOW).is_ok());
     }
@@ -397,6 +399,7 @@ mod tests {
         assert_eq!(json["inputTokens"], 10);
         assert_eq!(json["costUsd"], 0.5);
         assert_eq!(json["inFlight"], 0);
+        assert_eq!(json["maxConcurrent"], Value::Null, "no limit");
         let budgets = json["budgets"].as_array().unwrap();
         let usd = budgets.iter().find(|b| b["kind"] == "usd").unwrap();
         assert_eq!(usd["window"], "month");

@@ -1,4 +1,4 @@
-// What every view of /dashboard shares: building DOM from text, number formats, reading
+// What every view of /dashboard shares: building DOM from text, number and time formats, reading
 // nexus's JSON, and choosing the view from the URL's fragment (#live, #history,
 // #request/<id>) — fragments, so one page serves every view, the back button walks them,
 // and a request's page is a link a person can share.
@@ -12,6 +12,14 @@ window.nexusPage = (function () {
   const usd = (v) => "$" + v.toLocaleString("en-US",
     { minimumFractionDigits: 2, maximumFractionDigits: Math.abs(v) < 1 ? 4 : 2 });
   const $ = (sel) => document.querySelector(sel);
+  // How long until an ISO time, for a person: "resets in 4m".
+  const until = (iso) => {
+    const s = Math.round((Date.parse(iso) - Date.now()) / 1000);
+    if (!isFinite(s)) return "";
+    if (s <= 0) return "reset due";
+    return "resets in " + (s < 120 ? s + "s" : s < 7200 ? Math.round(s / 60) + "m"
+      : s < 172800 ? Math.round(s / 3600) + "h" : Math.round(s / 86400) + "d");
+  };
 
   // An element with attributes and children; a string child becomes a text node.
   const el = (tag, attrs, ...children) => {
@@ -22,6 +30,14 @@ window.nexusPage = (function () {
     for (const c of children) if (c !== undefined && c !== null) node.append(c);
     return node;
   };
+
+  // A table cell with a count: data-k and data-v for the view to update (and a test to
+  // read), the figure as text, and an optional line beneath it.
+  function numberCell(key, value, sub) {
+    const td = el("td", { "data-k": key, "data-v": String(value) }, fmt.format(value));
+    if (sub) td.append(el("small", { class: "sub" }, sub));
+    return td;
+  }
 
   // GET a route of nexus itself: the response and its JSON (null when it is not JSON).
   // The admin key, when nexus has one, travels as the browser's Basic credentials (asked
@@ -101,5 +117,5 @@ window.nexusPage = (function () {
   window.addEventListener("hashchange", route);
   document.addEventListener("DOMContentLoaded", () => { buildCards(); route(); });
 
-  return { fmt, usd, $, el, getJson, health, ledgerEnabled, addView };
+  return { fmt, usd, until, $, el, numberCell, getJson, health, ledgerEnabled, addView };
 })();

@@ -61,6 +61,8 @@ pub struct SlackJob {
     pub request_id: RequestId,
     /// The domain's credential entry (its `slack` block), if it has a file.
     pub domain: Option<Arc<DomainEntry>>,
+    /// The named client the request came from, named beside the request id.
+    pub client: Option<Arc<str>>,
     pub text: String,
 }
 
@@ -219,7 +221,7 @@ impl Outbox {
                 };
                 Some((
                     endpoint,
-                    slack::payload(&job.text, &job.request_id, &settings),
+                    slack::payload(&job.text, &job.request_id, job.client.as_deref(), &settings),
                 ))
             }
         }

@@ -279,6 +279,7 @@ impl Report {
                 domain: domain.to_string(),
                 api_key: self.api_key,
                 credential: credential.cloned(),
+                client: self.client,
                 model,
                 input_tokens: record.input_tokens,
                 output_tokens: record.output_tokens,
@@ -362,6 +363,7 @@ impl Report {
         outbox.push(Job::Slack(Box::new(SlackJob {
             request_id: *request_id,
             domain: entry,
+            client: self.client.clone(),
             text,
         })));
     }

@@ -138,11 +138,21 @@ pub fn truncate(text: &str) -> String {
     out
 }
 
-/// The incoming-webhook payload: `text` (with the request id as its last line),
-/// `username`, `icon_emoji`, and `channel` when one is set.
-pub fn payload(text: &str, request_id: &RequestId, settings: &SlackSettings<'_>) -> Vec<u8> {
+/// The incoming-webhook payload: `text` with a last line of context (the request id, and
+/// the named client's name when the request had one), `username`, `icon_emoji`, and
+/// `channel` when one is set.
+pub fn payload(
+    text: &str,
+    request_id: &RequestId,
+    client: Option<&str>,
+    settings: &SlackSettings<'_>,
+) -> Vec<u8> {
+    let context = match client {
+        Some(name) => format!("_request {request_id} · client {name}_"),
+        None => format!("_request {request_id}_"),
+    };
     let mut body = json!({
-        "text": format!("{text}\n_request {request_id}_"),
+        "text": format!("{text}\n{context}"),
         "username": settings.username,
         "icon_emoji": settings.icon_emoji,
     });
@@ -393,7 +403,7 @@ mod tests {
             username: "U",
             icon_emoji: ":e:",
         };
-        let v: Value = serde_json::from_slice(&payload("hi", &id, &s)).unwrap();
+        let v: Value = serde_json::from_slice(&payload("hi", &id, None, &s)).unwrap();
         assert_eq!(v["text"], format!("hi\n_request {id}_"));
         assert_eq!(
             (
@@ -404,7 +414,9 @@ mod tests {
             (Some("#c"), Some("U"), Some(":e:"))
         );
         let no_channel = SlackSettings { channel: None, ..s };
-        let v: Value = serde_json::from_slice(&payload("hi", &id, &no_channel)).unwrap();
+        let v: Value = serde_json::from_slice(&payload("hi", &id, None, &no_channel)).unwrap();
         assert!(v.get("channel").is_none());
+        let named: Value = serde_json::from_slice(&payload("hi", &id, Some("alice"), &s)).unwrap();
+        assert_eq!(named["text"], format!("hi\n_request {id} · client alice_"));
     }
 }

@@ -25,6 +25,8 @@ pub struct TelemetryEvent {
     /// The id of the pool member that served it (`default` for a single-credential file);
     /// `None` for a request that went with the client's own key or `CLAUDE_API_KEY`.
     pub credential: Option<std::sync::Arc<str>>,
+    /// The named client the request came from (`CLIENTS_FILE`): its name, never its key.
+    pub client: Option<std::sync::Arc<str>>,
     pub model: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -51,6 +53,7 @@ impl TelemetryEvent {
             "path": self.path,
             "apiKey": self.api_key,
             "credential": self.credential.as_deref(),
+            "client": self.client.as_deref(),
             "model": self.model,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
@@ -104,6 +107,7 @@ mod tests {
             domain: "a.example.com".into(),
             api_key: Some("****0123456789".into()),
             credential: Some("max-1".into()),
+            client: Some("alice".into()),
             model: Some("claude-sonnet-4-5".into()),
             input_tokens: 150,
             output_tokens: 200,
@@ -123,6 +127,7 @@ mod tests {
         assert_eq!(v["apiKey"], "****0123456789");
         assert_eq!(v["requestType"], "inference");
         assert_eq!(v["toolCallCount"], 2);
+        assert_eq!(v["client"], "alice");
         assert_eq!(v["duration"], 1250);
         assert!(v.get("error").is_none(), "no error, no field: {v}");
         let text = String::from_utf8(event.to_json()).unwrap();
@@ -132,11 +137,13 @@ mod tests {
             status: 429,
             request_kind: None,
             cost: None,
+            client: None,
             ..event
         };
         let v: Value = serde_json::from_slice(&failed.to_json()).unwrap();
         assert_eq!(v["error"], "rate_limit_error");
         assert_eq!(v["requestType"], Value::Null);
         assert_eq!(v["costUsd"], Value::Null, "unpriced: null, never a guess");
+        assert_eq!(v["client"], Value::Null, "no named client: null");
     }
 }

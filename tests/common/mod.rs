@@ -5,6 +5,7 @@
 
 pub mod assertions;
 pub mod client;
+pub mod clients_file;
 pub mod credentials;
 pub mod fixtures;
 pub mod http;
@@ -29,6 +30,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use assertions::*;
 pub use client::{Client, Request, Response};
+pub use clients_file::ClientsFile;
 pub use http::Headers;
 pub use mock::{Gate, MockReply, MockUpstream, Recorded};
 pub use nexus::Nexus;

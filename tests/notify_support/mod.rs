@@ -54,13 +54,18 @@ pub fn request_id_of(body: &Value) -> Option<String> {
     if let Some(id) = body["requestId"].as_str() {
         return Some(id.to_string());
     }
-    let text = body["text"].as_str()?;
-    let last = text.lines().last()?;
-    Some(
-        last.strip_prefix("_request ")?
-            .strip_suffix('_')?
-            .to_string(),
-    )
+    slack_context(body).map(|(id, _client)| id)
+}
+
+/// A Slack text's last line, `_request <id>_` or `_request <id> · client <name>_`: the
+/// request id and the named client's name.
+pub fn slack_context(body: &Value) -> Option<(String, Option<String>)> {
+    let last = body["text"].as_str()?.lines().last()?;
+    let context = last.strip_prefix("_request ")?.strip_suffix('_')?;
+    Some(match context.split_once(" · client ") {
+        Some((id, client)) => (id.to_string(), Some(client.to_string())),
+        None => (context.to_string(), None),
+    })
 }
 
 /// A Slack text without its request-id line.
@@ -155,4 +160,39 @@ pub fn assert_masked(text: &str, secrets: &[&str], what: &str) {
             );
         }
     }
+}
+
+/// The named client of [`with_named_client`] and its key.
+pub const NAMED_CLIENT: &str = "alice";
+pub const NAMED_CLIENT_KEY: &str = "nx-alice-0123456789abcdefghij";
+
+/// nexus with one named client ([`NAMED_CLIENT`]) in a clients file, [`CLIENT_KEY`] as an
+/// unnamed client key beside it (both swapped for nexus's own key), and `configure`'s
+/// settings. The file lives as long as the rig.
+pub fn with_named_client(
+    configure: impl FnOnce(nexus::NexusBuilder) -> nexus::NexusBuilder,
+) -> (Rig, ClientsFile) {
+    let clients = ClientsFile::new(json!([{"name": NAMED_CLIENT, "key": NAMED_CLIENT_KEY}]));
+    let path = clients.path.clone();
+    let rig = Rig::start(Upstream::Plain, upstream_reply, |n| {
+        configure(
+            n.api_key("sk-ant-api03-nexus-own-key-000000")
+                .env("CLIENT_API_KEYS", CLIENT_KEY)
+                .env("CLIENTS_FILE", path),
+        )
+    });
+    (rig, clients)
+}
+
+/// Sends a Messages request (`body`, tagged for [`upstream_reply`]) presenting `key`;
+/// it must answer 200. Returns its request id.
+pub fn send_with_key(client: &mut Client, key: &str, body: String) -> String {
+    let response = client.request(
+        &Request::post("/v1/messages")
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    id_of(&response)
 }
