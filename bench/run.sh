@@ -3,12 +3,18 @@
 # nginx in front of it, on 127.0.0.1, workload after workload. Prints a table and writes
 # bench/RESULTS.md. How to run and how to read it: bench/README.md.
 #
-#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--targets direct,floor,nexus,nexus-nodb,nginx] [--no-install] [--oha] [--tls]
+#   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--no-install] [--oha] [--tls]
+#       [--targets direct,floor,nexus,nexus-nodb,nexus-pool3,nexus-clients100,nginx]
 #
 # Targets: direct (the mock upstream alone), floor (bench/floor_relay.rs: the leanest relay
 # monoio allows, W1/W2 only, to show what the machine costs before nexus does any work),
 # nexus (its defaults: the SQLite ledger on), nexus-nodb (NEXUS_DB=off, W1/W2 only: what
-# the ledger costs), nginx.
+# the ledger costs), nexus-pool3 (W1/W2 only: wrk's domain served by a pool file of 3
+# API-key members instead of CLAUDE_API_KEY: what pools cost), nexus-clients100 (W1/W2
+# only: a CLIENTS_FILE of 100 named clients with budgets in every window, wrk sending two
+# of their keys: what named clients cost), nginx. After each run of those two, the script
+# checks in nexus's /metrics that the pool's members (the named clients) served the
+# requests, and fails the run when they did not.
 #
 # --tls adds W1 and W2 over HTTPS (W1-tls, W2-tls): nexus and nginx each terminating TLS
 # with the same generated certificate (ECDSA P-256, openssl) and the same cipher
@@ -51,7 +57,7 @@ for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENC
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
 done
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
-TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nginx}
+TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nexus-pool3,nexus-clients100,nginx}
 INSTALL=1
 WITH_OHA=0
 WITH_TLS=${BENCH_TLS:-0}
@@ -164,6 +170,17 @@ children_of() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_thread_gone PID COMM WHAT: until no thread of PID is named COMM (Linux keeps the
+# first 15 bytes of a thread's name), at most 120 s.
+wait_thread_gone() {
+    local pid=$1 comm=$2 what=$3 i
+    for ((i = 0; i < 1200; i++)); do
+        grep -qxF "$comm" /proc/"$pid"/task/*/comm 2>/dev/null || return 0
+        sleep 0.1
+    done
+    note "$what was still running after 120 s; the run measured it too"
+}
 
 # wait_ready PID LOG PORT WHAT [PATTERN]: until PATTERN shows in LOG (or PORT accepts).
 wait_ready() {
@@ -311,6 +328,66 @@ status_kb() {   # status_kb FIELD pids...: FIELD (VmHWM, VmRSS) summed, in KiB
     echo "$total"
 }
 
+# ---------------------------------------------------------------- pool and named clients
+# wrk sends "Host: 127.0.0.1:PORT", so its requests name the domain 127.0.0.1 (nexus
+# strips the port).
+WRK_DOMAIN=127.0.0.1
+# nexus-pool3: that domain's file makes it a pool of three API-key members (the mock
+# answers any key). The file sits in a credentials directory of its own: the other nexus
+# targets keep serving from CLAUDE_API_KEY.
+POOL_DIR=$WORK/credentials-pool3
+POOL_MEMBERS=(bench-key-1 bench-key-2 bench-key-3)
+write_pool_file() {
+    local members=() id
+    for id in "${POOL_MEMBERS[@]}"; do
+        members+=("{\"id\":\"$id\",\"type\":\"api_key\",\"api_key\":\"sk-ant-api03-$id\"}")
+    done
+    mkdir -p -m 700 "$POOL_DIR"
+    (IFS=,; printf '{"type":"pool","credentials":[%s]}\n' "${members[*]}") >"$POOL_DIR/$WRK_DOMAIN.credentials.json"
+    chmod 600 "$POOL_DIR/$WRK_DOMAIN.credentials.json"
+}
+
+# nexus-clients100: 100 named clients, each with a budget in dollars and in tokens in
+# every window, far above what the whole suite spends (a refusal would measure the 429
+# path): the mock's answers cost ~$0.005 and ~4 100 tokens each, so this target's runs in
+# a default suite (~4 million requests) spend ~$20 000 and ~2e10 tokens in all, while each
+# client's budgets are $1e9 and 1e15 tokens.
+# The file is not clients.json in nexus's working directory, which every nexus target
+# would read: only this target is given it, as CLIENTS_FILE.
+CLIENTS_PATH=$WORK/clients100.json
+CLIENT_COUNT=100
+client_name() { printf 'bench-client-%03d' "$1"; }
+client_key() { printf 'nx-bench-key-%03d' "$1"; }
+write_clients_file() {
+    local i sep="" usd=1000000000 tokens=1000000000000000 usd_windows tokens_windows
+    usd_windows="{\"5h\":$usd,\"day\":$usd,\"week\":$usd,\"month\":$usd}"
+    tokens_windows="{\"5h\":$tokens,\"day\":$tokens,\"week\":$tokens,\"month\":$tokens}"
+    {
+        printf '{"clients":[\n'
+        for ((i = 1; i <= CLIENT_COUNT; i++)); do
+            printf '%s{"name":"%s","key":"%s","budget":{"usd":%s,"tokens":%s}}' \
+                "$sep" "$(client_name "$i")" "$(client_key "$i")" "$usd_windows" "$tokens_windows"
+            sep=$',\n'
+        done
+        printf '\n]}\n'
+    } >"$CLIENTS_PATH"
+    chmod 600 "$CLIENTS_PATH"
+}
+# The keys wrk sends (bench/wrk/messages.lua, BENCH_API_KEYS): one per wrk thread, so
+# that wrk keeps sending one prebuilt request per thread (a key per request would need a
+# Lua request() call per request, which costs wrk CPU that the other targets' runs do not
+# spend). The first and the last client: keys are found by their digest, so which
+# two does not matter.
+CLIENTS_SENT=(1 "$CLIENT_COUNT")
+client_keys_sent() {
+    local i keys=()
+    for i in "${CLIENTS_SENT[@]}"; do keys+=("$(client_key "$i")"); done
+    (IFS=,; echo "${keys[*]}")
+}
+
+if has "$TARGETS" nexus-pool3; then write_pool_file; fi
+if has "$TARGETS" nexus-clients100; then write_clients_file; fi
+
 # ---------------------------------------------------------------- targets
 MOCK_PID=""
 start_mock() {
@@ -345,10 +422,17 @@ start_target() {
             wait_ready "$TARGET_MAIN" "$WORK/floor.$RUN_SEQ.log" "$FLOOR_PORT" "floor relay" "listening on 127.0.0.1:$FLOOR_PORT"
             TARGET_PIDS=("$TARGET_MAIN")
             ;;
-        nexus|nexus-nodb)
+        nexus|nexus-nodb|nexus-pool3|nexus-clients100)
             TARGET_PORT=$NEXUS_PORT
-            local logf="$WORK/$target.$RUN_SEQ.log" db=sqlite:nexus.db
-            [[ $target == nexus-nodb ]] && db=off
+            local logf="$WORK/$target.$RUN_SEQ.log"
+            # Each variant is nexus at its defaults with one setting changed (env: the
+            # last assignment of a name wins).
+            local variant=()
+            case $target in
+                nexus-nodb) variant=(NEXUS_DB=off) ;;
+                nexus-pool3) variant=(CREDENTIALS_DIR="$POOL_DIR") ;;
+                nexus-clients100) variant=(CLIENTS_FILE="$CLIENTS_PATH") ;;
+            esac
             local tls_env=()
             if [[ $TLS_RUN == 1 ]]; then
                 tls_env=(TLS_CERT_FILE="$WORK/tls.crt" TLS_KEY_FILE="$WORK/tls.key")
@@ -356,13 +440,21 @@ start_target() {
             (
                 cd "$WORK"   # no stray .env or credentials/ from the checkout
                 exec env UPSTREAM_URL="http://127.0.0.1:$UPORT" CLAUDE_API_KEY=sk-ant-api03-bench \
-                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" NEXUS_DB=$db "${tls_env[@]}" \
+                    STATS_INTERVAL_SECS=0 CREDENTIALS_DIR="$WORK/credentials" NEXUS_DB=sqlite:nexus.db \
+                    "${variant[@]}" "${tls_env[@]}" \
                     "$NEXUS_BIN" -p "$NEXUS_PORT" -H 127.0.0.1 -w "$WORKERS"
             ) >"$logf" 2>&1 &
             TARGET_MAIN=$!
             STARTED+=("$TARGET_MAIN")
             wait_ready "$TARGET_MAIN" "$logf" "$NEXUS_PORT" nexus "listening on 127.0.0.1:$NEXUS_PORT"
             TARGET_PIDS=("$TARGET_MAIN")
+            # With named clients nexus reads their earlier spend back from the ledger at
+            # start, on a thread of its own. The ledger holds every earlier nexus run's rows
+            # (millions by W2), so that scan takes seconds of CPU, counted in this process's
+            # figures: a cost of starting, not of a request. The warm-up waits for it.
+            if [[ $target == nexus-clients100 ]]; then
+                wait_thread_gone "$TARGET_MAIN" nexus-ledger-re "nexus-clients100's spend read-back"
+            fi
             ;;
         nginx)
             TARGET_PORT=$NGINX_PORT
@@ -411,7 +503,7 @@ stop_target() {
     for pid in "${TARGET_PIDS[@]}"; do stop_pid "$pid"; done
     local logf=""
     case "$target" in
-        nexus|nexus-nodb) logf="$WORK/$target.$RUN_SEQ.log" ;;
+        nexus*) logf="$WORK/$target.$RUN_SEQ.log" ;;
         nginx) logf="$WORK/nginx.$RUN_SEQ/error.log" ;;
         floor) logf="$WORK/floor.$RUN_SEQ.log" ;;
     esac
@@ -454,6 +546,7 @@ wrk_run() {
     secs=$(secs_of "$w")
     if [[ $w == W5 ]] && (( warmup > secs )); then warmup=$secs; fi
     local envs=(BENCH_QUERY="$query" BENCH_STREAM="$stream" BENCH_BODY_BYTES="$body" BENCH_BODY_SHAPE="$shape")
+    [[ $target == nexus-clients100 ]] && envs+=(BENCH_API_KEYS="$(client_keys_sent)")
     if (( warmup > 0 )); then
         env "${envs[@]}" timeout --foreground $((warmup + 30)) wrk -t"$threads" -c"$conns" -d"${warmup}s" \
             -s "$ROOT/bench/wrk/messages.lua" "$url" >/dev/null 2>&1 || true
@@ -475,6 +568,7 @@ wrk_run() {
     local reqs dur
     reqs=$(kv "$line" requests)
     dur=$(kv "$line" duration_us)
+    R[$key|$target|reqs]=$reqs
     R[$key|$target|rps]=$(awk -v r="$reqs" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
     R[$key|$target|p50]=$(awk -v v="$(kv "$line" p50_us)" 'BEGIN { printf "%.3f", v / 1000 }')
     R[$key|$target|p99]=$(awk -v v="$(kv "$line" p99_us)" 'BEGIN { printf "%.3f", v / 1000 }')
@@ -564,10 +658,11 @@ oha_run() {
     local pad=$(( body - ${#prefix} - ${#suffix} ))
     (( pad < 0 )) && pad=0
     printf '%s%s%s' "$prefix" "$(head -c "$pad" /dev/zero | tr '\0' x)" "$suffix" >"$bodyf"
-    local c0 c1
+    local c0 c1 key_header=()
+    [[ $target == nexus-clients100 ]] && key_header=(-H "x-api-key: $(client_key "${CLIENTS_SENT[0]}")")
     c0=$(cpu_ticks "${TARGET_PIDS[@]}")
     timeout --foreground $((SECS + 30)) "$OHA_BIN" --no-tui -z "${SECS}s" -c "$conns" -m POST \
-        -H 'content-type: application/json' -D "$bodyf" \
+        -H 'content-type: application/json' "${key_header[@]}" -D "$bodyf" \
         "http://127.0.0.1:$TARGET_PORT/v1/messages$query" >"$out" 2>&1 || true
     c1=$(cpu_ticks "${TARGET_PIDS[@]}")
     local responses
@@ -583,6 +678,99 @@ oha_run() {
 }
 oha_pct() {   # "50.00% in 0.0010 secs" (or ms) → milliseconds
     awk -v p="$2%" '$1 == p && $2 == "in" { v = $3; u = $4; if (u ~ /^secs?/) v *= 1000; else if (u ~ /^(us|µs)/) v /= 1000; print v; exit }' "$1"
+}
+
+# ---------------------------------------------------------------- who served the requests
+# nexus-pool3 and nexus-clients100 measure a pool and named clients only when those served
+# the requests: a file nexus did not load, a key it did not know or a budget it enforced
+# would measure CLAUDE_API_KEY, or the 401 or 429 path, at full speed. So after each of
+# their runs, before nexus stops, its /metrics must show them at work.
+
+# nexus_metrics: nexus's /metrics (Prometheus text) without the response head, over
+# bash's /dev/tcp, so that the bench needs no HTTP client.
+nexus_metrics() {
+    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" >&3
+        cat <&3' _ "$NEXUS_PORT" | tr -d '\r' | sed '1,/^$/d'
+}
+# metric TEXT SERIES: one series' value, e.g. SERIES 'nexus_errors_total{domain="a"}'.
+metric() { awk -v s="$2" '$1 == s { print $2; exit }' <<<"$1"; }
+
+# served_series TARGET: the series that count the requests its pool members (its clients
+# whose keys wrk sends) served; nothing for the other targets.
+served_series() {
+    local id
+    case $1 in
+        nexus-pool3)
+            for id in "${POOL_MEMBERS[@]}"; do
+                echo "nexus_credential_requests_total{domain=\"$WRK_DOMAIN\",credential=\"$id\"}"
+            done ;;
+        nexus-clients100)
+            for id in "${CLIENTS_SENT[@]}"; do
+                echo "nexus_client_requests_total{client=\"$(client_name "$id")\"}"
+            done ;;
+    esac
+}
+
+declare -A SERVED   # TARGET → "W1 round 1: 1 / 2 / 3; …": what check_served found, for the report
+
+# check_served WORKLOAD TARGET LABEL [ROUND]: each of served_series counted requests,
+# together at least as many as wrk completed in the measured run (nexus's counters
+# include the warm-up), nexus counted no error on the domain (a request its client's
+# budget or lists refused is one), and nexus-clients100 loaded all its clients. If not,
+# the run fails and its figures are dropped from the medians.
+check_served() {
+    local w=$1 target=$2 label=$3 key=$1 series=() m s n sum=0 split="" problems="" reqs
+    [[ -n ${4:-} ]] && key="$w.r$4"
+    mapfile -t series < <(served_series "$target")
+    (( ${#series[@]} > 0 )) || return 0
+    reqs=${R[$key|$target|reqs]:-}
+    [[ -n $reqs ]] || return 0   # wrk printed no summary: noted as failed already
+    m=$(nexus_metrics) || true
+    if [[ -z $m ]]; then
+        problems="could not read nexus's /metrics; "
+    else
+        for s in "${series[@]}"; do
+            n=$(metric "$m" "$s")
+            split+="${split:+ / }${n:-0}"
+            sum=$((sum + ${n:-0}))
+            [[ ${n:-0} != 0 ]] || problems+="$s is ${n:-absent}; "
+        done
+        (( sum >= reqs )) || problems+="they served $sum requests, wrk completed $reqs; "
+        n=$(metric "$m" "nexus_errors_total{domain=\"$WRK_DOMAIN\"}")
+        [[ ${n:-0} == 0 ]] || problems+="nexus counted $n errors on $WRK_DOMAIN; "
+        if [[ $target == nexus-clients100 ]]; then
+            n=$(grep -c '^nexus_client_requests_total{' <<<"$m" || true)
+            (( n == CLIENT_COUNT )) || problems+="nexus loaded $n named clients, not $CLIENT_COUNT; "
+        fi
+    fi
+    if [[ -n $problems ]]; then
+        note "$label against $target did not measure what it says, its figures are dropped: ${problems%; }"
+        FAILED=1
+        drop_run "$key" "$target"
+        return 0
+    fi
+    SERVED[$target]+="${SERVED[$target]:+; }$label: $split"
+    log "$label $target: served by $(served_who "$target"): $split requests since start (wrk completed $reqs)"
+}
+
+# served_who TARGET: whom served_series counts, for the log and the report.
+served_who() {
+    local id names=() out
+    case $1 in
+        nexus-pool3) names=("${POOL_MEMBERS[@]}") ;;
+        nexus-clients100) for id in "${CLIENTS_SENT[@]}"; do names+=("$(client_name "$id")"); done ;;
+    esac
+    printf -v out '%s / ' "${names[@]}"
+    echo "${out% / }"
+}
+
+# drop_run KEY TARGET: forgets a run's figures (median_rounds then skips the round).
+drop_run() {
+    local k
+    for k in reqs rps p50 p99 cpu user rss err; do
+        unset "R[$1|$2|$k]"
+    done
 }
 
 # After a W4 run ~2 sockets per stream sit in TIME_WAIT for 60 s; each W4 target starts
@@ -678,13 +866,17 @@ round_order() {
     if (( $1 % 2 == 1 )); then echo "${TARGET_LIST[*]}"; else echo "${REVERSED_LIST[*]}"; fi
 }
 
+# w12_only TARGET: the floor and nexus with one setting changed calibrate the hot path
+# against nexus at its defaults: they run in W1 and W2 only.
+w12_only() { [[ $1 == floor || $1 == nexus-* ]]; }
+
 # W4 leaves ~2 sockets per stream in TIME_WAIT for 60 s, and each W4 target starts only
 # once they are gone (settle_time_wait). So W4's targets run one at a time after W2, W3
 # and W5, and those workloads' runs fill the wait; W1 and W2 run first, on a clean machine.
 W4_PENDING=()
 if has "$ONLY" W4; then
     for target in "${TARGET_LIST[@]}"; do
-        [[ $target == floor || $target == nexus-nodb ]] || W4_PENDING+=("$target")
+        w12_only "$target" || W4_PENDING+=("$target")
     done
 fi
 w4_next() {
@@ -727,12 +919,12 @@ for spec in "${WORKLOADS[@]}"; do
             tag=""
         fi
         for target in "${order[@]}"; do
-            # The floor and nexus without its ledger calibrate the hot path: W1 and W2 only.
-            [[ ( $target == floor || $target == nexus-nodb ) && $w != W1 && $w != W2 ]] && continue
+            w12_only "$target" && [[ $w != W1 && $w != W2 ]] && continue
             # The mock and the floor speak no TLS: HTTPS is nexus against nginx.
             [[ $TLS_RUN == 1 && $target != nexus && $target != nginx ]] && continue
             start_target "$target"
             wrk_run "$w" "$target" "$conns" "$threads" "$query" "$stream" "$body" "$shape" ${tag:+"$tag"}
+            check_served "$w" "$target" "$label" ${tag:+"$tag"}
             # oha is a second opinion, once per target: in the first round only.
             if [[ $WITH_OHA == 1 && ( $w == W1 || $w == W2 ) && $round == 1 ]]; then
                 oha_run "$w" "$target" "$conns" "$query" "$stream" "$body"
@@ -762,6 +954,25 @@ ratio() {   # ratio KEY-A KEY-B with 2 decimals, or —
     local r
     r=$(div "${R[$1]:-}" "${R[$2]:-}")
     fmt "$r" 2
+}
+
+# w12_ratio_table A B: A's W1 and W2 req/s and CPU per request over B's, each beside
+# the lowest and highest ratio of a single round.
+w12_ratio_table() {
+    local a=$1 b=$2 w
+    echo "| workload | req/s | (rounds) | CPU/req | (rounds) |"
+    echo "|---|---:|---:|---:|---:|"
+    for w in W1 W2; do
+        has "$ONLY" "$w" || continue
+        echo "| $w | $(ratio "$w|$a|rps" "$w|$b|rps") | $(round_range "$w" rps "$a" "$b") | $(ratio "$w|$a|cpu" "$w|$b|cpu") | $(round_range "$w" cpu "$a" "$b") |"
+    done
+}
+
+# served_note TARGET WHAT: what check_served found after each run of TARGET.
+served_note() {
+    [[ -n "${SERVED[$1]:-}" ]] || return 0
+    echo
+    echo "$2 ($(served_who "$1")), as nexus's /metrics counted them after each run (warm-up included; nexus counted no error on $WRK_DOMAIN, so no request was refused): ${SERVED[$1]}."
 }
 
 round_range() {   # round_range W METRIC TARGET-A TARGET-B: lowest–highest A/B over the rounds
@@ -1000,12 +1211,7 @@ report() {
         echo
         echo "nexus at its defaults (the SQLite ledger writing a row per request) against the same build with \`NEXUS_DB=off\`, from the same interleaved rounds; in brackets the lowest and highest ratio of a single round."
         echo
-        echo "| workload | req/s | (rounds) | CPU/req | (rounds) |"
-        echo "|---|---:|---:|---:|---:|"
-        for w in W1 W2; do
-            has "$ONLY" "$w" || continue
-            echo "| $w | $(ratio "$w|nexus|rps" "$w|nexus-nodb|rps") | $(round_range "$w" rps nexus nexus-nodb) | $(ratio "$w|nexus|cpu" "$w|nexus-nodb|cpu") | $(round_range "$w" cpu nexus nexus-nodb) |"
-        done
+        w12_ratio_table nexus nexus-nodb
         if [[ -n "${LEDGER_WRITER:-}" ]]; then
             echo
             echo "The writer thread alone (\`bench/ledger_writer.rs\`: the SQLite engine writing W1-like rows in the writer's batches, one core, no other load):"
@@ -1014,6 +1220,24 @@ report() {
             echo "$LEDGER_WRITER"
             echo '```'
         fi
+    fi
+    if has "$TARGETS" nexus && has "$TARGETS" nexus-pool3 && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        echo
+        echo "## What a pool costs: nexus-pool3 ÷ nexus"
+        echo
+        echo "nexus with the domain of wrk's requests ($WRK_DOMAIN) served by a pool file of ${#POOL_MEMBERS[@]} API-key members (${POOL_MEMBERS[*]}), against nexus at its defaults, from the same interleaved rounds; in brackets the lowest and highest ratio of a single round. Above 1 is better for the pool in req/s, worse in CPU/req. nexus at its defaults has no domain file (\`CLAUDE_API_KEY\`), so the ratio holds the whole pool path: the file's lookup, a member chosen per request and (W2) a stream's first event read before its head is relayed, so that an overloaded stream could fail over. Issue 20 asks for req/s within 3 %."
+        echo
+        w12_ratio_table nexus-pool3 nexus
+        served_note nexus-pool3 "Requests each member sent upstream"
+    fi
+    if has "$TARGETS" nexus && has "$TARGETS" nexus-clients100 && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+        echo
+        echo "## What named clients cost: nexus-clients100 ÷ nexus"
+        echo
+        echo "nexus with a \`CLIENTS_FILE\` of $CLIENT_COUNT named clients, each with a budget in dollars and in tokens in every window (5h, day, week, month) far above what the run spends, wrk's two threads each sending one client's key ($(served_who nexus-clients100)), against nexus at its defaults (no clients, no client key), from the same interleaved rounds; in brackets the lowest and highest ratio of a single round. Above 1 is better for the clients in req/s, worse in CPU/req. Issue 21 asks for req/s within 3 %."
+        echo
+        w12_ratio_table nexus-clients100 nexus
+        served_note nexus-clients100 "Requests of each client"
     fi
     if [[ -n "${PARSERS:-}" ]]; then
         echo

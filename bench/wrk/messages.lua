@@ -7,6 +7,8 @@
 --                     many turns, as Claude Code sends them); default "chat"
 --   BENCH_STREAM      "1" adds "stream":true to the body
 --   BENCH_QUERY       query string for the mock upstream, e.g. "?events=30&size=200"
+--   BENCH_API_KEYS    comma-separated client keys: wrk thread N sends key N (cycling) as
+--                     x-api-key; none by default
 
 local body_bytes = tonumber(os.getenv("BENCH_BODY_BYTES") or "300")
 local shape = os.getenv("BENCH_BODY_SHAPE") or "chat"
@@ -51,6 +53,27 @@ wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
 if stream then wrk.headers["Accept"] = "text/event-stream" end
+
+-- One client key per thread, not per request: a request() function would make wrk build
+-- every request in Lua, costing the load generator CPU the other targets' runs do not
+-- spend (it shares the cores with the proxy). setup() numbers the threads in the main
+-- state; each thread's init() runs before wrk formats its one static request.
+local api_keys = {}
+for key in string.gmatch(os.getenv("BENCH_API_KEYS") or "", "[^,]+") do
+  api_keys[#api_keys + 1] = key
+end
+local threads_set_up = 0
+
+function setup(thread)
+  threads_set_up = threads_set_up + 1
+  thread:set("bench_thread", threads_set_up)
+end
+
+function init(args)
+  if #api_keys > 0 then
+    wrk.headers["x-api-key"] = api_keys[(bench_thread - 1) % #api_keys + 1]
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
