@@ -36,15 +36,17 @@ impl<T> Published<T> {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Runs `f` on the current version, through the worker's own reference.
-    pub fn with<R>(&self, local: &Local<T>, f: impl FnOnce(&T) -> R) -> R {
+    /// Runs `f` on the current version, through the worker's own reference, with the
+    /// number the worker knows that version by: it grows with every version the worker
+    /// reads, so what a worker keeps about one version can be told from the next.
+    pub fn with<R>(&self, local: &Local<T>, f: impl FnOnce(&T, u64) -> R) -> R {
         let generation = self.generation.load(Ordering::Acquire);
         let mut cached = local.0.borrow_mut();
         match &*cached {
-            Some((seen, value)) if *seen == generation => f(value),
+            Some((seen, value)) if *seen == generation => f(value, generation),
             _ => {
                 let value = self.get();
-                let result = f(&value);
+                let result = f(&value, generation);
                 *cached = Some((generation, value));
                 result
             }
@@ -70,13 +72,15 @@ mod tests {
     fn readers_see_a_new_version_at_their_next_read() {
         let p = Published::new(1);
         let local = Local::default();
-        assert_eq!(p.with(&local, |v| *v), 1);
+        assert_eq!(p.with(&local, |v, _| *v), 1);
+        let first = p.with(&local, |_, version| version);
         p.publish(2);
-        assert_eq!(p.with(&local, |v| *v), 2);
+        assert_eq!(p.with(&local, |v, _| *v), 2);
+        assert!(p.with(&local, |_, version| version) > first);
         assert_eq!(*p.get(), 2);
         // Unchanged: the worker's own reference, the same Arc.
-        let a = p.with(&local, |v| v as *const i32);
-        let b = p.with(&local, |v| v as *const i32);
+        let a = p.with(&local, |v, _| v as *const i32);
+        let b = p.with(&local, |v, _| v as *const i32);
         assert_eq!(a, b);
     }
 }

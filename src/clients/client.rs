@@ -57,11 +57,16 @@ impl ClientState {
         self.spend(kind).spent(window, now_ms)
     }
 
-    /// Counts spend made at `at_ms` (a request that ended, or spend restored from the
-    /// ledger at start).
+    /// Counts spend made now, at `at_ms` (a request that ended).
     pub fn add_spend(&self, at_ms: u64, tokens: u64, micro_dollars: u64) {
         self.usd.add(at_ms, micro_dollars);
         self.tokens.add(at_ms, tokens);
+    }
+
+    /// Counts spend made at `at_ms`, maybe long past (read back from the ledger at start).
+    pub fn add_past_spend(&self, at_ms: u64, tokens: u64, micro_dollars: u64) {
+        self.usd.add_past(at_ms, micro_dollars);
+        self.tokens.add_past(at_ms, tokens);
     }
 
     /// Replaces what the rest of the fleet spent (micro-dollars and tokens), read at

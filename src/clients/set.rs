@@ -65,7 +65,7 @@ impl ClientSet {
             if let Some(client) = self.named(&line.client) {
                 client
                     .state
-                    .add_spend(line.bucket_ms, line.tokens, micro_dollars(line.cost));
+                    .add_past_spend(line.bucket_ms, line.tokens, micro_dollars(line.cost));
             }
         }
     }

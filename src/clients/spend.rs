@@ -7,7 +7,8 @@
 //! other processes spent, as last read from it ([`Spend::set_fleet`]); every check counts
 //! both.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::window::{Window, ROLLING_MS};
 
@@ -93,8 +94,8 @@ impl Default for Counters {
 
 impl Counters {
     fn calendar(&self, window: Window, now_ms: u64) -> u64 {
-        let calendar = window.calendar(now_ms).expect("a calendar window");
-        self.calendar[window.index() - 1].get(calendar.number)
+        let number = window.number(now_ms).expect("a calendar window");
+        self.calendar[window.index() - 1].get(number)
     }
 
     fn bucket(&self, bucket: u64) -> u64 {
@@ -118,7 +119,22 @@ pub struct Spend {
     own: Counters,
     /// The rest of the fleet's, replaced by each read of the shared ledger.
     fleet: Counters,
+    /// The rolling window's spend but for its two newest buckets, kept so that a check
+    /// reads a few words, not every bucket (see [`Spend::rolling`]): tagged with the
+    /// newest bucket it was summed for and the [`Spend::changes`] it saw.
+    older: AtomicU64,
+    /// Counts changes to buckets older than the two newest (spend read back at start, each
+    /// read of the fleet's), which [`Spend::older`] must be summed again after. Spend that
+    /// ends a request lands in the newest bucket.
+    changes: AtomicU64,
 }
+
+/// [`Spend::older`]'s word: a bit set once it was summed, the newest bucket's number and
+/// the changes seen (their low bits), the amount.
+const OLDER_SUMMED: u64 = 1 << (TAG_BITS - 1);
+const OLDER_CHANGES_BITS: u32 = 4;
+const OLDER_TAG_MASK: u64 = (1 << (TAG_BITS - 1 - OLDER_CHANGES_BITS)) - 1;
+const OLDER_CHANGES_MASK: u64 = (1 << OLDER_CHANGES_BITS) - 1;
 
 impl Spend {
     /// Counts `amount` spent at `at_ms` in every window holding that moment.
@@ -127,11 +143,17 @@ impl Spend {
             return;
         }
         for window in CALENDAR {
-            let calendar = window.calendar(at_ms).expect("a calendar window");
-            self.own.calendar[window.index() - 1].add(calendar.number, amount);
+            let number = window.number(at_ms).expect("a calendar window");
+            self.own.calendar[window.index() - 1].add(number, amount);
         }
         let bucket = at_ms / BUCKET_MS;
         self.own.rolling[bucket as usize % BUCKETS].add(bucket, amount);
+    }
+
+    /// Counts spend made at `at_ms`, which may be long past (read back from the ledger).
+    pub fn add_past(&self, at_ms: u64, amount: u64) {
+        self.add(at_ms, amount);
+        self.changes.fetch_add(1, Release);
     }
 
     /// Replaces what the rest of the fleet spent with `fleet`, read at `now_ms`.
@@ -150,17 +172,43 @@ impl Spend {
                 .map_or(0, |(_, amount)| *amount);
             self.fleet.rolling[bucket as usize % BUCKETS].set(bucket, amount);
         }
+        self.changes.fetch_add(1, Release);
     }
 
     /// What is spent in `window` as of `now_ms`, here and in the rest of the fleet.
     pub fn spent(&self, window: Window, now_ms: u64) -> u64 {
-        match window.calendar(now_ms) {
-            Some(_) => self
+        match window {
+            Window::FiveHours => self.rolling(now_ms),
+            _ => self
                 .own
                 .calendar(window, now_ms)
                 .saturating_add(self.fleet.calendar(window, now_ms)),
-            None => self.buckets(now_ms).map(|(_, amount)| amount).sum(),
         }
+    }
+
+    /// What is spent in the rolling window as of `now_ms`: the sum of its older buckets,
+    /// summed again only when the newest bucket or an older one changed, and its two
+    /// newest buckets.
+    fn rolling(&self, now_ms: u64) -> u64 {
+        let newest = now_ms / BUCKET_MS;
+        let changes = self.changes.load(Acquire) & OLDER_CHANGES_MASK;
+        let tag = OLDER_SUMMED | (newest & OLDER_TAG_MASK) << OLDER_CHANGES_BITS | changes;
+        let word = self.older.load(Relaxed);
+        let older = if word >> AMOUNT_BITS == tag {
+            word & AMOUNT_MAX
+        } else {
+            let sum = self
+                .buckets(now_ms)
+                .take(BUCKETS - 2)
+                .fold(0u64, |sum, (_, amount)| sum.saturating_add(amount))
+                .min(AMOUNT_MAX);
+            self.older.store(tag << AMOUNT_BITS | sum, Relaxed);
+            sum
+        };
+        let recent = [newest.saturating_sub(1), newest]
+            .into_iter()
+            .map(|b| self.own.bucket(b).saturating_add(self.fleet.bucket(b)));
+        recent.fold(older, u64::saturating_add)
     }
 
     /// When what is spent in `window` will be below `limit` again (ms since the epoch):
@@ -259,6 +307,34 @@ mod tests {
         assert_eq!(spend.spent(Window::FiveHours, later), 0);
         spend.add(later, 7);
         assert_eq!(spend.spent(Window::FiveHours, later), 7);
+    }
+
+    #[test]
+    fn the_rolling_windows_older_sum_is_summed_again_when_it_changes() {
+        let spend = Spend::default();
+        let t0 = NOW - NOW % BUCKET_MS;
+        spend.add(t0, 100);
+        assert_eq!(spend.spent(Window::FiveHours, t0), 100);
+        // Three buckets on, t0's is an older one: summed once, then read from the sum.
+        let later = t0 + 3 * BUCKET_MS;
+        assert_eq!(spend.spent(Window::FiveHours, later), 100);
+        spend.add(later, 5);
+        assert_eq!(spend.spent(Window::FiveHours, later), 105);
+        // Spend read back into an older bucket counts at once.
+        spend.add_past(t0 - HOUR_MS, 50);
+        assert_eq!(spend.spent(Window::FiveHours, later), 155);
+        // As does the fleet's, and each read of it replaces the last.
+        let fleet = |amount| FleetSpend {
+            calendar: [0; 3],
+            rolling: vec![(t0 / BUCKET_MS - 1, amount)],
+        };
+        spend.set_fleet(&fleet(7), later);
+        assert_eq!(spend.spent(Window::FiveHours, later), 162);
+        spend.set_fleet(&fleet(1), later);
+        assert_eq!(spend.spent(Window::FiveHours, later), 156);
+        // Past five hours and a bucket, only the newest spend is left.
+        let gone = later + ROLLING_MS;
+        assert_eq!(spend.spent(Window::FiveHours, gone), 5);
     }
 
     #[test]

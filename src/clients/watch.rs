@@ -3,6 +3,8 @@
 //! parse keeps the clients before it, and the log names the file and the field, once per
 //! distinct error.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,13 +65,14 @@ impl Clients {
 
     /// The client whose key is `presented`, through the worker's reference.
     pub fn by_key(&self, local: &LocalClients, presented: &str) -> Option<Arc<Client>> {
-        self.set
-            .with(&local.0, |set| set.by_key(presented).map(Arc::clone))
+        self.set.with(&local.set, |set, version| {
+            local.found.find(set, version, presented)
+        })
     }
 
     /// Whether any named client exists (no key lookup needed otherwise).
     pub fn any(&self, local: &LocalClients) -> bool {
-        self.set.with(&local.0, |set| !set.is_empty())
+        self.set.with(&local.set, |set, _| !set.is_empty())
     }
 
     /// Whether named clients exist, and the one whose key the request presented (its
@@ -79,14 +82,14 @@ impl Clients {
         local: &LocalClients,
         presented: [Option<&str>; 2],
     ) -> (bool, Option<Arc<Client>>) {
-        self.set.with(&local.0, |set| {
+        self.set.with(&local.set, |set, version| {
             if set.is_empty() {
                 return (false, None);
             }
             let named = presented
                 .into_iter()
                 .flatten()
-                .find_map(|key| set.by_key(key).map(Arc::clone));
+                .find_map(|key| local.found.find(set, version, key));
             (true, named)
         })
     }
@@ -97,9 +100,44 @@ impl Clients {
     }
 }
 
-/// A worker's reference to the clients it last read.
+/// A worker's reference to the clients it last read, and the keys it found them by.
 #[derive(Debug, Default)]
-pub struct LocalClients(Local<ClientSet>);
+pub struct LocalClients {
+    set: Local<ClientSet>,
+    found: FoundKeys,
+}
+
+/// Keys a worker has found a client by, so that a key presented again is looked up
+/// without hashing it (a SHA-256 per request cost more than the budget checks). Only
+/// keys that named a client are kept, and at most [`FOUND_MAX`]; a new version of the
+/// clients file starts afresh.
+#[derive(Debug, Default)]
+struct FoundKeys(RefCell<(Option<u64>, HashMap<Box<str>, Arc<Client>>)>);
+
+/// Keys a worker keeps at most; past this it starts again from none.
+const FOUND_MAX: usize = 4096;
+
+impl FoundKeys {
+    /// The client of `set` (the worker's `version` of the clients) whose key is
+    /// `presented`.
+    fn find(&self, set: &ClientSet, version: u64, presented: &str) -> Option<Arc<Client>> {
+        let mut found = self.0.borrow_mut();
+        let (kept_for, keys) = &mut *found;
+        if *kept_for != Some(version) {
+            *kept_for = Some(version);
+            keys.clear();
+        }
+        if let Some(client) = keys.get(presented) {
+            return Some(Arc::clone(client));
+        }
+        let client = set.by_key(presented)?;
+        if keys.len() >= FOUND_MAX {
+            keys.clear();
+        }
+        keys.insert(presented.into(), Arc::clone(client));
+        Some(Arc::clone(client))
+    }
+}
 
 /// Re-reads the file; [`Scanner::spawn`] does it on a thread of its own.
 #[derive(Debug)]

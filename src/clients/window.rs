@@ -1,6 +1,8 @@
 //! The windows a named client's budgets are counted over: `5h` rolling, and `day`,
 //! `week` (from Monday) and `month` calendar windows in UTC.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 /// Milliseconds in an hour and a day.
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 24 * HOUR_MS;
@@ -40,6 +42,19 @@ impl Window {
     /// Position in [`Window::ALL`].
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// The number of the calendar window holding `now_ms` (as [`Calendar::number`]); none
+    /// for the rolling window. What every budget check asks: the month's is worked out
+    /// once a day, not per request.
+    pub fn number(self, now_ms: u64) -> Option<u64> {
+        let day = now_ms / DAY_MS;
+        match self {
+            Window::FiveHours => None,
+            Window::Day => Some(day),
+            Window::Week => Some((day + 3) / 7),
+            Window::Month => Some(month_number(day)),
+        }
     }
 
     /// The calendar window holding `now_ms`, as `[start, end)` in ms since the epoch, and
@@ -84,6 +99,24 @@ pub struct Calendar {
     pub number: u64,
     pub start_ms: u64,
     pub end_ms: u64,
+}
+
+/// The month number of day `day` (see [`Window::calendar`]), through a one-day cache
+/// shared by every thread: the day above, the month's number below.
+fn month_number(day: u64) -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let last = LAST.load(Relaxed);
+    if last >> 32 == day {
+        return last & u64::from(u32::MAX);
+    }
+    let number = Window::Month
+        .calendar(day * DAY_MS)
+        .expect("a calendar window")
+        .number;
+    if day <= u64::from(u32::MAX) && number <= u64::from(u32::MAX) {
+        LAST.store(day << 32 | number, Relaxed);
+    }
+    number
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (days ≥ 0).
@@ -160,6 +193,21 @@ mod tests {
         );
         let march = Window::Month.calendar(feb.end_ms).unwrap();
         assert_eq!(march.number, feb.number + 1);
+    }
+
+    #[test]
+    fn a_windows_number_is_its_calendars() {
+        for day in (0..40_000).step_by(7) {
+            for w in [Window::Day, Window::Week, Window::Month] {
+                let at = day * DAY_MS + 12 * HOUR_MS;
+                assert_eq!(
+                    w.number(at),
+                    w.calendar(at).map(|c| c.number),
+                    "{w:?} {day}"
+                );
+            }
+        }
+        assert_eq!(Window::FiveHours.number(0), None);
     }
 
     #[test]

@@ -36,15 +36,20 @@ pub struct ResponseNotes {
 impl ResponseNotes {
     /// Takes one response header.
     pub fn header(&mut self, name: &str, value: &[u8]) {
+        // By name first: most headers are none of these, and are passed over unread.
+        let retry_after = name.eq_ignore_ascii_case("retry-after");
+        let which = if retry_after { None } else { figure(name) };
+        if !retry_after && which.is_none() {
+            return;
+        }
         let Ok(value) = std::str::from_utf8(value) else {
             return;
         };
         let value = value.trim();
-        if name.eq_ignore_ascii_case("retry-after") {
+        let Some(which) = which else {
             self.retry_after_s = value.parse().ok();
             return;
-        }
-        let Some(which) = figure(name) else { return };
+        };
         let f = &mut self.figures;
         match which {
             Figure::Limit(k) => f.limit[k] = value.parse().ok(),
