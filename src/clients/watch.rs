@@ -112,7 +112,14 @@ pub struct LocalClients {
 /// keys that named a client are kept, and at most [`FOUND_MAX`]; a new version of the
 /// clients file starts afresh.
 #[derive(Debug, Default)]
-struct FoundKeys(RefCell<(Option<u64>, HashMap<Box<str>, Arc<Client>>)>);
+struct FoundKeys(RefCell<Found>);
+
+/// The version of the clients the keys were found in, and the keys.
+#[derive(Debug, Default)]
+struct Found {
+    version: Option<u64>,
+    keys: HashMap<Box<str>, Arc<Client>>,
+}
 
 /// Keys a worker keeps at most; past this it starts again from none.
 const FOUND_MAX: usize = 4096;
@@ -122,7 +129,10 @@ impl FoundKeys {
     /// `presented`.
     fn find(&self, set: &ClientSet, version: u64, presented: &str) -> Option<Arc<Client>> {
         let mut found = self.0.borrow_mut();
-        let (kept_for, keys) = &mut *found;
+        let Found {
+            version: kept_for,
+            keys,
+        } = &mut *found;
         if *kept_for != Some(version) {
             *kept_for = Some(version);
             keys.clear();
