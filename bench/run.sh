@@ -4,13 +4,14 @@
 # bench/RESULTS.md. How to run and how to read it: bench/README.md.
 #
 #   bash bench/run.sh [--only W1,W2,W3,W4,W5] [--no-install] [--oha] [--tls]
-#       [--targets direct,floor,nexus,nexus-nodb,nexus-pool3,nexus-clients100,nginx]
+#       [--targets direct,floor,nexus,nexus-nodb,nexus-key1,nexus-pool3,nexus-clients100,nginx]
 #
 # Targets: direct (the mock upstream alone), floor (bench/floor_relay.rs: the leanest relay
 # monoio allows, W1/W2 only, to show what the machine costs before nexus does any work),
 # nexus (its defaults: the SQLite ledger on), nexus-nodb (NEXUS_DB=off, W1/W2 only: what
-# the ledger costs), nexus-pool3 (W1/W2 only: wrk's domain served by a pool file of 3
-# API-key members instead of CLAUDE_API_KEY: what pools cost), nexus-clients100 (W1/W2
+# the ledger costs), nexus-key1 (W1/W2 only: wrk's domain served by a file of one API key
+# instead of CLAUDE_API_KEY: what pools are measured against), nexus-pool3 (W1/W2 only:
+# that domain served by a pool file of 3 API-key members: what pools cost), nexus-clients100 (W1/W2
 # only: a CLIENTS_FILE of 100 named clients with budgets in every window, wrk sending two
 # of their keys: what named clients cost), nginx. After each run of those two, the script
 # checks in nexus's /metrics that the pool's members (the named clients) served the
@@ -57,7 +58,7 @@ for v in BENCH_ONLY BENCH_TARGETS BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENC
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
 done
 ONLY=${BENCH_ONLY:-W1,W2,W3,W4,W5}
-TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nexus-pool3,nexus-clients100,nginx}
+TARGETS=${BENCH_TARGETS:-direct,floor,nexus,nexus-nodb,nexus-key1,nexus-pool3,nexus-clients100,nginx}
 INSTALL=1
 WITH_OHA=0
 WITH_TLS=${BENCH_TLS:-0}
@@ -333,10 +334,12 @@ status_kb() {   # status_kb FIELD pids...: FIELD (VmHWM, VmRSS) summed, in KiB
 # strips the port).
 WRK_DOMAIN=127.0.0.1
 # nexus-pool3: that domain's file makes it a pool of three API-key members (the mock
-# answers any key). The file sits in a credentials directory of its own: the other nexus
-# targets keep serving from CLAUDE_API_KEY.
+# answers any key); nexus-key1: a file of one API key, the single-credential domain issue
+# 20 measures a pool against. Each file sits in a credentials directory of its own: the
+# other nexus targets keep serving from CLAUDE_API_KEY.
 POOL_DIR=$WORK/credentials-pool3
 POOL_MEMBERS=(bench-key-1 bench-key-2 bench-key-3)
+KEY1_DIR=$WORK/credentials-key1
 write_pool_file() {
     local members=() id
     for id in "${POOL_MEMBERS[@]}"; do
@@ -345,6 +348,11 @@ write_pool_file() {
     mkdir -p -m 700 "$POOL_DIR"
     (IFS=,; printf '{"type":"pool","credentials":[%s]}\n' "${members[*]}") >"$POOL_DIR/$WRK_DOMAIN.credentials.json"
     chmod 600 "$POOL_DIR/$WRK_DOMAIN.credentials.json"
+}
+write_key1_file() {
+    mkdir -p -m 700 "$KEY1_DIR"
+    printf '{"type":"api_key","api_key":"sk-ant-api03-bench-key1"}\n' >"$KEY1_DIR/$WRK_DOMAIN.credentials.json"
+    chmod 600 "$KEY1_DIR/$WRK_DOMAIN.credentials.json"
 }
 
 # nexus-clients100: 100 named clients, each with a budget in dollars and in tokens in
@@ -386,6 +394,7 @@ client_keys_sent() {
 }
 
 if has "$TARGETS" nexus-pool3; then write_pool_file; fi
+if has "$TARGETS" nexus-key1; then write_key1_file; fi
 if has "$TARGETS" nexus-clients100; then write_clients_file; fi
 
 # ---------------------------------------------------------------- targets
@@ -422,7 +431,7 @@ start_target() {
             wait_ready "$TARGET_MAIN" "$WORK/floor.$RUN_SEQ.log" "$FLOOR_PORT" "floor relay" "listening on 127.0.0.1:$FLOOR_PORT"
             TARGET_PIDS=("$TARGET_MAIN")
             ;;
-        nexus|nexus-nodb|nexus-pool3|nexus-clients100)
+        nexus|nexus-nodb|nexus-key1|nexus-pool3|nexus-clients100)
             TARGET_PORT=$NEXUS_PORT
             local logf="$WORK/$target.$RUN_SEQ.log"
             # Each variant is nexus at its defaults with one setting changed (env: the
@@ -431,6 +440,7 @@ start_target() {
             case $target in
                 nexus-nodb) variant=(NEXUS_DB=off) ;;
                 nexus-pool3) variant=(CREDENTIALS_DIR="$POOL_DIR") ;;
+                nexus-key1) variant=(CREDENTIALS_DIR="$KEY1_DIR") ;;
                 nexus-clients100) variant=(CLIENTS_FILE="$CLIENTS_PATH") ;;
             esac
             local tls_env=()
@@ -705,6 +715,8 @@ served_series() {
             for id in "${POOL_MEMBERS[@]}"; do
                 echo "nexus_credential_requests_total{domain=\"$WRK_DOMAIN\",credential=\"$id\"}"
             done ;;
+        nexus-key1)
+            echo "nexus_credential_requests_total{domain=\"$WRK_DOMAIN\",credential=\"default\"}" ;;
         nexus-clients100)
             for id in "${CLIENTS_SENT[@]}"; do
                 echo "nexus_client_requests_total{client=\"$(client_name "$id")\"}"
@@ -759,6 +771,7 @@ served_who() {
     local id names=() out
     case $1 in
         nexus-pool3) names=("${POOL_MEMBERS[@]}") ;;
+        nexus-key1) names=(default) ;;
         nexus-clients100) for id in "${CLIENTS_SENT[@]}"; do names+=("$(client_name "$id")"); done ;;
     esac
     printf -v out '%s / ' "${names[@]}"
@@ -1221,13 +1234,13 @@ report() {
             echo '```'
         fi
     fi
-    if has "$TARGETS" nexus && has "$TARGETS" nexus-pool3 && { has "$ONLY" W1 || has "$ONLY" W2; }; then
+    if has "$TARGETS" nexus-key1 && has "$TARGETS" nexus-pool3 && { has "$ONLY" W1 || has "$ONLY" W2; }; then
         echo
-        echo "## What a pool costs: nexus-pool3 ÷ nexus"
+        echo "## What a pool costs: nexus-pool3 ÷ nexus-key1"
         echo
-        echo "nexus with the domain of wrk's requests ($WRK_DOMAIN) served by a pool file of ${#POOL_MEMBERS[@]} API-key members (${POOL_MEMBERS[*]}), against nexus at its defaults, from the same interleaved rounds; in brackets the lowest and highest ratio of a single round. Above 1 is better for the pool in req/s, worse in CPU/req. nexus at its defaults has no domain file (\`CLAUDE_API_KEY\`), so the ratio holds the whole pool path: the file's lookup, a member chosen per request and (W2) a stream's first event read before its head is relayed, so that an overloaded stream could fail over. Issue 20 asks for req/s within 3 %."
+        echo "nexus with the domain of wrk's requests ($WRK_DOMAIN) served by a pool file of ${#POOL_MEMBERS[@]} API-key members (${POOL_MEMBERS[*]}), against the same domain served by a file of one API key (nexus-key1), from the same interleaved rounds; in brackets the lowest and highest ratio of a single round. Above 1 is better for the pool in req/s, worse in CPU/req. The ratio holds what a pool adds: a member chosen per request, its rate-limit headers read, and (W2) a stream's first event read before its head is relayed, so that an overloaded stream could fail over. Issue 20 asks for req/s within 3 %."
         echo
-        w12_ratio_table nexus-pool3 nexus
+        w12_ratio_table nexus-pool3 nexus-key1
         served_note nexus-pool3 "Requests each member sent upstream"
     fi
     if has "$TARGETS" nexus && has "$TARGETS" nexus-clients100 && { has "$ONLY" W1 || has "$ONLY" W2; }; then
