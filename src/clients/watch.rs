@@ -118,7 +118,7 @@ struct FoundKeys(RefCell<Found>);
 #[derive(Debug, Default)]
 struct Found {
     version: Option<u64>,
-    keys: HashMap<Box<str>, Arc<Client>>,
+    keys: HashMap<Box<str>, Arc<Client>, foldhash::fast::RandomState>,
 }
 
 /// Keys a worker keeps at most; past this it starts again from none.
