@@ -2,16 +2,14 @@
 //!
 //! A background thread scans `CREDENTIALS_DIR` twice a second and publishes an immutable
 //! snapshot when anything changed; the OAuth refresher publishes the same way when a token
-//! is refreshed or a refresh fails. A request's lookup is one atomic load of the
-//! generation plus a hash lookup in the worker's cached snapshot: no disk I/O, no lock
-//! (the snapshot's read lock is taken only when the generation moved, and never across I/O).
+//! is refreshed or a refresh fails. A request's lookup is a hash lookup in the worker's
+//! own reference to the snapshot ([`Published`]): no disk I/O, and a lock only after a
+//! change, never across I/O.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::counters::COUNTERS;
@@ -21,6 +19,7 @@ use super::oauth::OAuthRefresher;
 use super::pool::PoolShared;
 use super::refresh_board::RefreshBoard;
 use crate::config::Config;
+use crate::published::{Local, Published};
 
 /// What a credential file's name ends with, after the domain.
 pub const SUFFIX: &str = ".credentials.json";
@@ -151,8 +150,7 @@ pub(super) type Snapshot = Arc<HashMap<String, Entry>>;
 /// Credentials by domain, hot-reloaded from one directory.
 pub struct CredentialStore {
     dir: PathBuf,
-    generation: AtomicU64,
-    snapshot: RwLock<Snapshot>,
+    snapshot: Published<HashMap<String, Entry>>,
     /// Held by whoever publishes (scanner, refresh jobs), so publishes never interleave.
     /// Holds each file's bytes as last loaded (or as a refresh wrote them).
     writer: Mutex<HashMap<String, Vec<u8>>>,
@@ -164,8 +162,7 @@ impl CredentialStore {
     pub fn open(dir: PathBuf) -> Arc<CredentialStore> {
         let store = Arc::new(CredentialStore {
             dir,
-            generation: AtomicU64::new(0),
-            snapshot: RwLock::new(Arc::new(HashMap::new())),
+            snapshot: Published::default(),
             writer: Mutex::new(HashMap::new()),
             refresh_board: RefreshBoard::default(),
         });
@@ -225,15 +222,11 @@ impl CredentialStore {
 
     /// The latest published snapshot.
     pub(super) fn current(&self) -> Snapshot {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.snapshot.get()
     }
 
     fn publish(&self, next: HashMap<String, Entry>) {
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.snapshot.publish(next);
     }
 
     /// Every domain file's members with their figures, domains sorted, members in file
@@ -444,18 +437,14 @@ impl CredentialStore {
 
     /// The entry for `domain`, if it has a file. Cheap: see [`LocalView`].
     pub fn lookup(&self, view: &LocalView, domain: &str) -> Option<Entry> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let mut cached = view.0.borrow_mut();
-        if cached.0 != generation || cached.1.is_none() {
-            *cached = (generation, Some(self.current()));
-        }
-        cached.1.as_ref().and_then(|s| s.get(domain).cloned())
+        self.snapshot
+            .with(&view.0, |entries, _| entries.get(domain).cloned())
     }
 }
 
-/// A worker's cached copy of the latest snapshot, refreshed when the generation moves.
+/// A worker's reference to the snapshot it last read (see [`Published`]).
 #[derive(Default)]
-pub struct LocalView(RefCell<(u64, Option<Snapshot>)>);
+pub struct LocalView(Local<HashMap<String, Entry>>);
 
 /// Why a file's bytes could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
