@@ -96,8 +96,10 @@ impl RowInsert {
         debug_assert_eq!(b.at as usize, self.rows * ROW_COLUMNS as usize);
         let bound = b.ok;
         // SAFETY: `stmt` is a live statement of `conn`. Every parameter was bound above
-        // from `rows`, which outlive this call; the bindings are cleared before returning,
-        // so no pointer into `rows` is left behind.
+        // from `rows`, which outlive this call. The bindings are not cleared after it (a
+        // clear costs as much as a tenth of the binds): the pointers into `rows` they keep
+        // are never read, because SQLite reads a parameter only in a step, and no step
+        // runs before every parameter has been bound again (`bound`).
         let rc = unsafe {
             let rc = if bound {
                 ffi::sqlite3_step(self.stmt)
@@ -105,7 +107,6 @@ impl RowInsert {
                 ffi::SQLITE_MISUSE
             };
             ffi::sqlite3_reset(self.stmt);
-            ffi::sqlite3_clear_bindings(self.stmt);
             rc
         };
         match rc {
@@ -133,8 +134,9 @@ impl Binder {
 
     fn text(&mut self, value: Option<&str>) {
         let at = self.next();
-        // SAFETY: `stmt` is live; SQLITE_STATIC is sound because `RowInsert::run` steps,
-        // resets and clears the bindings while the rows (and so `value`) are borrowed.
+        // SAFETY: `stmt` is live; SQLITE_STATIC is sound because `RowInsert::run` steps
+        // while the rows (and so `value`) are borrowed, and steps again only after binding
+        // every parameter anew.
         let rc = unsafe {
             match value {
                 Some(s) => ffi::sqlite3_bind_text64(
