@@ -165,7 +165,8 @@ fn migrate(client: &mut Client) -> Result<(), String> {
     tx.commit().map_err(err)
 }
 
-fn int(n: u64) -> i64 {
+/// A count or time as PostgreSQL's BIGINT (saturating).
+pub(super) fn int(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
 

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use postgres::Transaction;
 
-use super::postgres::Postgres;
+use super::postgres::{int, Postgres};
 use super::row::Row;
 use super::store::{FleetLines, SpendLine, FLEET_BUCKET_MS, FLEET_DAY_MS};
 use crate::cost::Usd;
@@ -69,10 +69,6 @@ pub struct Rest {
     pub domain: String,
     pub member: String,
     pub until_ms: u64,
-}
-
-fn int(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
 }
 
 fn e(e: postgres::Error) -> String {
