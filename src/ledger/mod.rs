@@ -24,6 +24,7 @@ pub mod postgres_fleet;
 pub mod query;
 pub mod row;
 pub mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_insert;
 pub mod store;
 mod warn;
@@ -89,10 +90,9 @@ pub struct Ledger {
     fleet: OnceLock<SyncSender<postgres_fleet::Rest>>,
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10): the ledger's threads take
+/// Lowers the calling thread's scheduling priority (nice 10): the ledger's readers take
 /// the CPU the workers leave, and when the two contend for a core the workers go first.
-/// The writer needs a small share to keep up; under a load that leaves it none, rows wait
-/// in the queue, not requests.
+/// Not the writer: under a load that leaves it no core, its queue would overflow.
 fn yield_to_workers() {
     // SAFETY: plain syscalls on this thread's own id; a failure leaves the priority as is.
     unsafe {

@@ -10,8 +10,8 @@ use postgres::{Client, NoTls};
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
 use super::store::{
-    spend_sql, summed_cost, FilterValue, RequestFilter, SpendLine, Store, UsageLine, UsageQuery,
-    COLUMNS,
+    spend_sql, summed_cost, FilterValue, Pace, RequestFilter, SpendLine, Store, UsageLine,
+    UsageQuery, COLUMNS,
 };
 use crate::cost::Usd;
 
@@ -205,7 +205,7 @@ fn row_from(r: &postgres::Row) -> Row {
 }
 
 impl Store for Postgres {
-    fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+    fn insert(&mut self, rows: &[Box<Row>], _: Pace) -> Result<(), String> {
         let e = |e: postgres::Error| e.to_string();
         let mut tx = self.client.transaction().map_err(e)?;
         let insert = tx

@@ -1,15 +1,16 @@
 //! The embedded engine: one SQLite file in WAL mode (readers never wait for the writer).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params_from_iter, types::Value as Sql, Connection, OptionalExtension};
 
 use super::row::{class_name, Bodies, Row, RowText, Texts};
+use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_insert::RowInsert;
 use super::store::{
-    spend_sql, summed_cost, FilterValue, RequestFilter, SpendLine, Store, UsageLine, UsageQuery,
-    COLUMNS,
+    spend_sql, summed_cost, FilterValue, Pace, RequestFilter, SpendLine, Store, UsageLine,
+    UsageQuery, COLUMNS,
 };
 use crate::cost::Usd;
 use crate::request_id::v7_millis;
@@ -93,11 +94,11 @@ const MIGRATIONS: &[&str] = &[
 /// Rows one insert statement carries: one statement per row spent more of the writer's
 /// time starting and finishing statements than storing rows.
 const ROWS_PER_INSERT: usize = 16;
-/// Inserts between which the writer offers its core to any thread waiting for one. A
-/// batch's rows are written in one go, a millisecond or more of CPU under load; when a
-/// worker, or the client or upstream it talks to, waits for that core meanwhile, the
-/// request pays it in latency (W5's p99). Yielding every few dozen rows bounds the wait
-/// to tens of microseconds, for a syscall per few dozen rows.
+/// Inserts between which a polite writer ([`Pace::Polite`]) offers its core to any thread
+/// waiting for one. A batch's rows are written in one go, a millisecond or more of CPU
+/// under load; when a worker, or the client or upstream it talks to, waits for that core
+/// meanwhile, the request pays it in latency (W5's p99). Yielding every few dozen rows
+/// bounds the wait to tens of microseconds, for a syscall per few dozen rows.
 const INSERTS_BETWEEN_YIELDS: usize = 4;
 /// Ms either side of the time in a request's id within which its row is looked for (rows
 /// written before migration 3 took their time from the clock, within a ms or two of it).
@@ -108,7 +109,10 @@ pub struct Sqlite {
     /// The writer's inserts, prepared on its first batch: of [`ROWS_PER_INSERT`] rows,
     /// and of one. Declared before `conn`, so they are finalized before it closes.
     inserts: Option<(RowInsert, RowInsert)>,
+    /// The writer's checkpoint thread, started with its first batch.
+    checkpoints: Option<Checkpoints>,
     conn: Connection,
+    path: PathBuf,
 }
 
 impl Sqlite {
@@ -118,14 +122,23 @@ impl Sqlite {
         // Another process (or this one's query thread) may hold the lock for a moment.
         conn.busy_timeout(Duration::from_secs(2))
             .map_err(|e| e.to_string())?;
+        // Pages of 32 KiB (a new file's; a file keeps the size it was made with): the
+        // writer appends rows of a few hundred bytes, and with 4 KiB pages it spent a
+        // fifth of its time splitting pages and writing them to the WAL one by one.
         // WAL: readers and the writer do not block each other; NORMAL: a commit is
-        // durable at the next checkpoint, and the file is never corrupt.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(|e| e.to_string())?;
+        // durable at the next checkpoint, and the file is never corrupt; a WAL that grew
+        // past 32 MiB in a burst is cut back when it starts over.
+        conn.execute_batch(
+            "PRAGMA page_size = 32768; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA journal_size_limit = 33554432;",
+        )
+        .map_err(|e| e.to_string())?;
         migrate(&mut conn)?;
         Ok(Sqlite {
             inserts: None,
+            checkpoints: None,
             conn,
+            path: path.to_path_buf(),
         })
     }
 }
@@ -204,7 +217,13 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 }
 
 impl Store for Sqlite {
-    fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+    fn insert(&mut self, rows: &[Box<Row>], pace: Pace) -> Result<(), String> {
+        if self.checkpoints.is_none() {
+            self.checkpoints = Some(Checkpoints::start(&self.path)?);
+            self.conn
+                .execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .map_err(|e| e.to_string())?;
+        }
         if self.inserts.is_none() {
             self.inserts = Some((
                 RowInsert::prepare(&self.conn, ROWS_PER_INSERT)?,
@@ -216,7 +235,7 @@ impl Store for Sqlite {
         let chunks = rows.chunks_exact(many.rows());
         let rest = chunks.remainder();
         for (i, chunk) in chunks.enumerate() {
-            if i > 0 && i % INSERTS_BETWEEN_YIELDS == 0 {
+            if pace == Pace::Polite && i > 0 && i % INSERTS_BETWEEN_YIELDS == 0 {
                 std::thread::yield_now();
             }
             many.run(&tx, chunk)?;
@@ -239,7 +258,11 @@ impl Store for Sqlite {
                 }
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit().map_err(|e| e.to_string())?;
+        if let Some(c) = &self.checkpoints {
+            c.committed();
+        }
+        Ok(())
     }
 
     fn requests(&mut self, f: &RequestFilter) -> Result<Vec<Row>, String> {
@@ -396,6 +419,31 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_thread_copies_the_wal_into_the_file_and_the_writer_closes_last() {
+        let path = temp_db("checkpoint");
+        let mut db = Sqlite::open(&path).unwrap();
+        let ids = RequestIds::new();
+        let rows: Vec<Box<Row>> = (0..2000).map(|n| row(&ids, n, false)).collect();
+        let empty = std::fs::metadata(&path).unwrap().len();
+        db.insert(&rows, Pace::Behind).unwrap();
+        // The writer does not checkpoint: the file grows only through the thread.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() <= empty {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(db);
+        let wal = path.with_file_name("ledger.db-wal");
+        assert!(!wal.exists(), "the last connection to close removes the WAL");
+        let again = Sqlite::open(&path).unwrap();
+        let listed = again
+            .conn
+            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        assert_eq!(listed, 2000);
+    }
+
+    #[test]
     fn rows_in_several_statements_of_a_batch_all_come_back_by_id() {
         let path = temp_db("batch");
         let mut db = Sqlite::open(&path).unwrap();
@@ -404,7 +452,7 @@ mod tests {
         let rows: Vec<Box<Row>> = (0..2 * ROWS_PER_INSERT as u64 + 5)
             .map(|n| row(&ids, n, n % 3 == 0))
             .collect();
-        db.insert(&rows).unwrap();
+        db.insert(&rows, Pace::Polite).unwrap();
         let listed = db
             .requests(&RequestFilter {
                 limit: 1000,
@@ -472,7 +520,7 @@ mod tests {
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
         // New rows go in beside it.
-        db.insert(&[row_for_test()]).unwrap();
+        db.insert(&[row_for_test()], Pace::Polite).unwrap();
         assert_eq!(db.delete_before(1795603409988).unwrap(), 1);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -515,12 +563,15 @@ mod tests {
     /// Two days, two models, two domains.
     fn ledger() -> Sqlite {
         let mut db = Sqlite::open(Path::new(":memory:")).unwrap();
-        db.insert(&[
-            usage_row("a1", T0 + 1_000, "a.example", "sonnet", 10, 0.25),
-            usage_row("a2", T0 + 2_000, "a.example", "haiku", 20, 0.5),
-            usage_row("err3", T0 + 3_000, "b.example", "sonnet", 0, 0.0),
-            usage_row("b4", T0 + DAY + 1_000, "b.example", "sonnet", 40, 1.0),
-        ])
+        db.insert(
+            &[
+                usage_row("a1", T0 + 1_000, "a.example", "sonnet", 10, 0.25),
+                usage_row("a2", T0 + 2_000, "a.example", "haiku", 20, 0.5),
+                usage_row("err3", T0 + 3_000, "b.example", "sonnet", 0, 0.0),
+                usage_row("b4", T0 + DAY + 1_000, "b.example", "sonnet", 40, 1.0),
+            ],
+            Pace::Polite,
+        )
         .unwrap();
         db
     }
@@ -614,14 +665,17 @@ mod tests {
             row
         };
         let bucket = 300_000;
-        db.insert(&[
-            by("1", Some("alice"), T0 + 10, 5, Some(7)),
-            by("2", Some("alice"), T0 + 20, 6, None),
-            by("3", Some("alice"), T0 + bucket, 1, Some(1_000_001)),
-            by("4", Some("bob"), T0 + 30, 2, None),
-            by("5", None, T0 + 40, 100, Some(5)),
-            by("6", Some("alice"), T0 - 1, 100, Some(5)),
-        ])
+        db.insert(
+            &[
+                by("1", Some("alice"), T0 + 10, 5, Some(7)),
+                by("2", Some("alice"), T0 + 20, 6, None),
+                by("3", Some("alice"), T0 + bucket, 1, Some(1_000_001)),
+                by("4", Some("bob"), T0 + 30, 2, None),
+                by("5", None, T0 + 40, 100, Some(5)),
+                by("6", Some("alice"), T0 - 1, 100, Some(5)),
+            ],
+            Pace::Polite,
+        )
         .unwrap();
         let mut lines = db.spend(T0, T0 + DAY, bucket).unwrap();
         lines.sort_by(|a, b| (&a.client, a.bucket_ms).cmp(&(&b.client, b.bucket_ms)));
@@ -654,8 +708,11 @@ mod tests {
         unpriced.cost = None;
         // Two amounts each near the largest a BIGINT holds, and an odd few picodollars.
         let big = 9_000_000_000_000_000_000u128;
-        db.insert(&[priced("x", big), priced("y", big), priced("z", 3), unpriced])
-            .unwrap();
+        db.insert(
+            &[priced("x", big), priced("y", big), priced("z", 3), unpriced],
+            Pace::Polite,
+        )
+        .unwrap();
         let q = UsageQuery {
             from_ms: T0,
             to_ms: T0 + DAY,

@@ -8,8 +8,9 @@ pub trait Store: Send {
     /// Inserts `rows` in one transaction (bodies already masked and compressed). A batch
     /// whose transaction failed is written again: an engine that cannot tell whether a
     /// failed commit went in (a lost PostgreSQL connection) leaves a row whose id is
-    /// already stored as it is.
-    fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String>;
+    /// already stored as it is. `pace`: whether to offer the core to other threads
+    /// between statements.
+    fn insert(&mut self, rows: &[Box<Row>], pace: Pace) -> Result<(), String>;
     /// Rows newest first, filtered.
     fn requests(&mut self, filter: &RequestFilter) -> Result<Vec<Row>, String>;
     /// One row and its stored (compressed) bodies.
@@ -22,6 +23,17 @@ pub trait Store: Send {
     /// bucket.
     fn spend(&mut self, from_ms: u64, to_ms: u64, bucket_ms: u64)
         -> Result<Vec<SpendLine>, String>;
+}
+
+/// How the writer spends its core on a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// The writer keeps up: it offers its core to any waiting thread every few dozen rows,
+    /// so that a worker's request never waits behind a batch.
+    Polite,
+    /// Rows are piling up: the batch is written straight through, since a full queue
+    /// loses rows.
+    Behind,
 }
 
 /// `GET /api/requests` filters.

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::store::Store;
+use super::store::{Pace, Store};
 use super::warn::Warner;
 use super::{LedgerMetrics, Masker, Msg, Row, BATCH, BODY_CAP, HELD_MAX};
 use crate::config::DbTarget;
@@ -25,6 +25,9 @@ const ZSTD_LEVEL: i32 = 3;
 /// transaction per few rows cost the writer thread more CPU than the request it records
 /// (W1 at ~40k requests/s), one per thousands of rows a fraction of it.
 const GATHER: Duration = Duration::from_millis(100);
+/// Rows waiting at the start of a write from which the writer stops offering its core to
+/// other threads ([`Pace::Behind`]): a few batches, a small part of the queue.
+const BEHIND: usize = 4 * BATCH;
 
 /// Opens the writer's connection (the engine's, or a test's stand-in).
 pub type Connect = Box<dyn FnMut() -> Result<Box<dyn Store>, String> + Send>;
@@ -51,7 +54,9 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
-        super::yield_to_workers();
+        // At the workers' own priority, not below it: a writer that yields to them gets
+        // no core at all while they keep both busy, and its queue overflows (rows lost).
+        // It yields between statements instead, while it keeps up (`Pace`).
         let mut store: Option<Box<dyn Store>> = None;
         let mut held: VecDeque<Box<Row>> = VecDeque::new();
         let mut flushes: Vec<SyncSender<bool>> = Vec::new();
@@ -189,10 +194,14 @@ impl Writer {
     /// Writes held rows a batch (one transaction) at a time; a failed batch stays held.
     fn write(&self, store: &mut dyn Store, held: &mut VecDeque<Box<Row>>) -> Result<(), String> {
         while !held.is_empty() {
+            let pace = match held.len() >= BEHIND {
+                true => Pace::Behind,
+                false => Pace::Polite,
+            };
             let n = held.len().min(BATCH);
             let batch = &held.make_contiguous()[..n];
             let started = Instant::now();
-            store.insert(batch)?;
+            store.insert(batch, pace)?;
             self.metrics.write_latency.observe(started.elapsed());
             self.metrics.rows.fetch_add(n as u64, Relaxed);
             held.drain(..n);
@@ -232,7 +241,7 @@ mod tests {
     struct Fake(Arc<Mutex<Vec<String>>>);
 
     impl Store for Fake {
-        fn insert(&mut self, rows: &[Box<Row>]) -> Result<(), String> {
+        fn insert(&mut self, rows: &[Box<Row>], _: Pace) -> Result<(), String> {
             self.0
                 .lock()
                 .unwrap()
