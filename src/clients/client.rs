@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::file::{Budget, ClientSpec, Kind};
 use super::pattern::allowed;
 use super::spend::{FleetSpend, Spend};
-use super::window::Window;
+use super::window::{Moment, Window};
 use crate::cost::Usd;
 
 /// Picodollars in a micro-dollar: budgets count dollars in micro-dollars.
@@ -59,8 +59,9 @@ impl ClientState {
 
     /// Counts spend made now, at `at_ms` (a request that ended).
     pub fn add_spend(&self, at_ms: u64, tokens: u64, micro_dollars: u64) {
-        self.usd.add(at_ms, micro_dollars);
-        self.tokens.add(at_ms, tokens);
+        let at = Moment::at(at_ms);
+        self.usd.add_at(&at, micro_dollars);
+        self.tokens.add_at(&at, tokens);
     }
 
     /// Counts spend made at `at_ms`, maybe long past (read back from the ledger at start).
@@ -152,9 +153,10 @@ impl Client {
                 "client {name} may not use model {model}"
             )));
         }
+        let now = Moment::at(now_ms);
         for budget in &self.spec.budgets {
             let spend = self.state.spend(budget.kind);
-            let spent = spend.spent(budget.window, now_ms);
+            let spent = spend.spent_at(budget.window, &now);
             if spent >= budget.limit {
                 let frees = spend.frees_at(budget.window, budget.limit, now_ms);
                 return Err(Refusal::Limited {

@@ -10,7 +10,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use super::window::{Window, ROLLING_MS};
+use super::window::{Moment, Window, ROLLING_MS};
 
 /// The rolling window is counted in buckets this long: spend leaves it a bucket at a time.
 pub const BUCKET_MS: u64 = 5 * 60 * 1000;
@@ -93,8 +93,8 @@ impl Default for Counters {
 }
 
 impl Counters {
-    fn calendar(&self, window: Window, now_ms: u64) -> u64 {
-        let number = window.number(now_ms).expect("a calendar window");
+    fn calendar(&self, window: Window, now: &Moment) -> u64 {
+        let number = now.number(window).expect("a calendar window");
         self.calendar[window.index() - 1].get(number)
     }
 
@@ -139,14 +139,19 @@ const OLDER_CHANGES_MASK: u64 = (1 << OLDER_CHANGES_BITS) - 1;
 impl Spend {
     /// Counts `amount` spent at `at_ms` in every window holding that moment.
     pub fn add(&self, at_ms: u64, amount: u64) {
+        self.add_at(&Moment::at(at_ms), amount);
+    }
+
+    /// Counts `amount` spent at `at` in every window holding that moment.
+    pub fn add_at(&self, at: &Moment, amount: u64) {
         if amount == 0 {
             return;
         }
         for window in CALENDAR {
-            let number = window.number(at_ms).expect("a calendar window");
+            let number = at.number(window).expect("a calendar window");
             self.own.calendar[window.index() - 1].add(number, amount);
         }
-        let bucket = at_ms / BUCKET_MS;
+        let bucket = at.ms / BUCKET_MS;
         self.own.rolling[bucket as usize % BUCKETS].add(bucket, amount);
     }
 
@@ -177,12 +182,17 @@ impl Spend {
 
     /// What is spent in `window` as of `now_ms`, here and in the rest of the fleet.
     pub fn spent(&self, window: Window, now_ms: u64) -> u64 {
+        self.spent_at(window, &Moment::at(now_ms))
+    }
+
+    /// What is spent in `window` as of `now`, here and in the rest of the fleet.
+    pub fn spent_at(&self, window: Window, now: &Moment) -> u64 {
         match window {
-            Window::FiveHours => self.rolling(now_ms),
+            Window::FiveHours => self.rolling(now.ms),
             _ => self
                 .own
-                .calendar(window, now_ms)
-                .saturating_add(self.fleet.calendar(window, now_ms)),
+                .calendar(window, now)
+                .saturating_add(self.fleet.calendar(window, now)),
         }
     }
 

@@ -9,6 +9,38 @@ pub const DAY_MS: u64 = 24 * HOUR_MS;
 /// The rolling window's length.
 pub const ROLLING_MS: u64 = 5 * HOUR_MS;
 
+/// One moment and the numbers of the calendar windows holding it, worked out once for
+/// all the budgets a request is checked against or counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    pub ms: u64,
+    /// Day, week and month numbers, in [`Window::ALL`] order after the rolling window.
+    numbers: [u64; 3],
+}
+
+impl Moment {
+    pub fn at(ms: u64) -> Moment {
+        let number = |w: Window| w.number(ms).expect("a calendar window");
+        Moment {
+            ms,
+            numbers: [
+                number(Window::Day),
+                number(Window::Week),
+                number(Window::Month),
+            ],
+        }
+    }
+
+    /// The number of the calendar window `window` at this moment (as
+    /// [`Window::number`]); none for the rolling window.
+    pub fn number(&self, window: Window) -> Option<u64> {
+        match window {
+            Window::FiveHours => None,
+            _ => Some(self.numbers[window.index() - 1]),
+        }
+    }
+}
+
 /// A budget's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {

@@ -36,7 +36,11 @@ pub struct ResponseNotes {
 impl ResponseNotes {
     /// Takes one response header.
     pub fn header(&mut self, name: &str, value: &[u8]) {
-        // By name first: most headers are none of these, and are passed over unread.
+        // By name first: most headers are none of these, and are passed over unread —
+        // most by their first letter (`anthropic-ratelimit-…`, `retry-after`).
+        if !matches!(name.as_bytes().first(), Some(b'a' | b'A' | b'r' | b'R')) {
+            return;
+        }
         let retry_after = name.eq_ignore_ascii_case("retry-after");
         let which = if retry_after { None } else { figure(name) };
         if !retry_after && which.is_none() {

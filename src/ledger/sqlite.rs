@@ -434,7 +434,10 @@ mod tests {
         }
         drop(db);
         let wal = path.with_file_name("ledger.db-wal");
-        assert!(!wal.exists(), "the last connection to close removes the WAL");
+        assert!(
+            !wal.exists(),
+            "the last connection to close removes the WAL"
+        );
         let again = Sqlite::open(&path).unwrap();
         let listed = again
             .conn

@@ -248,10 +248,10 @@ async fn forward_metered(
     if let Some(named) = &named {
         let domain = domain.map_or(registry::INVALID_HOST, |d| d.name.as_str());
         let model = report.class.as_ref().and_then(|c| c.model.as_deref());
-        let now = crate::stats::now_ms();
+        // As of the request's start (its id's time): no clock read of its own.
         *admitted = Some(
             named
-                .admit(domain, model, now)
+                .admit(domain, model, request.id.unix_ms())
                 .map_err(ProxyError::Client)?,
         );
     }
