@@ -761,9 +761,11 @@ check_served() {
             sum=$((sum + ${n:-0}))
             [[ ${n:-0} != 0 ]] || problems+="$s is ${n:-absent}; "
         done
-        (( ${#series[@]} == 0 || sum >= reqs )) || problems+="they served $sum requests, wrk completed $reqs; "
-        n=$(metric "$m" "nexus_errors_total{domain=\"$WRK_DOMAIN\"}")
-        [[ ${n:-0} == 0 ]] || problems+="nexus counted $n errors on $WRK_DOMAIN; "
+        if (( ${#series[@]} > 0 )); then
+            (( sum >= reqs )) || problems+="they served $sum requests, wrk completed $reqs; "
+            n=$(metric "$m" "nexus_errors_total{domain=\"$WRK_DOMAIN\"}")
+            [[ ${n:-0} == 0 ]] || problems+="nexus counted $n errors on $WRK_DOMAIN; "
+        fi
         if [[ $target == nexus-clients100 ]]; then
             n=$(grep -c '^nexus_client_requests_total{' <<<"$m" || true)
             (( n == CLIENT_COUNT )) || problems+="nexus loaded $n named clients, not $CLIENT_COUNT; "
