@@ -109,7 +109,9 @@ pub struct Sqlite {
     /// The writer's inserts, prepared on its first batch: of [`ROWS_PER_INSERT`] rows,
     /// and of one. Declared before `conn`, so they are finalized before it closes.
     inserts: Option<(RowInsert, RowInsert)>,
-    /// The writer's checkpoint thread, started with its first batch.
+    /// The writer's checkpoint thread, started with its first batch. Declared before
+    /// `conn` too: dropping it ends the thread, so that `conn` is the last connection to
+    /// close (which checkpoints what is left and removes the WAL).
     checkpoints: Option<Checkpoints>,
     conn: Connection,
     path: PathBuf,

@@ -18,6 +18,8 @@ use rusqlite::Connection;
 const EVERY: Duration = Duration::from_millis(500);
 /// WAL bytes beyond which a checkpoint also starts the WAL over (see `run`).
 const WAL_BEFORE_RESTART: i64 = 16 << 20;
+/// Between tries to open the file.
+const REOPEN: Duration = Duration::from_secs(5);
 /// Waiting for the file when another connection holds it.
 const BUSY: Duration = Duration::from_secs(2);
 
@@ -65,14 +67,22 @@ impl Drop for Checkpoints {
 
 fn run(path: PathBuf, commits: Receiver<()>) {
     super::yield_to_workers();
-    let conn = match Connection::open(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!(
-                "ledger: no checkpoint connection to {}: {e}",
-                path.display()
-            );
-            return;
+    // The writer's connection checkpoints nothing: a thread that cannot open the file
+    // tries again rather than leave the WAL to grow.
+    let conn = loop {
+        match Connection::open(&path) {
+            Ok(c) => break c,
+            Err(e) => {
+                log::warn!(
+                    "ledger: no checkpoint connection to {} ({e}); trying again in {} s",
+                    path.display(),
+                    REOPEN.as_secs()
+                );
+                match commits.recv_timeout(REOPEN) {
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                }
+            }
         }
     };
     let _ = conn.busy_timeout(BUSY);
