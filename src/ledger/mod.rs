@@ -101,6 +101,22 @@ fn yield_to_workers() {
     }
 }
 
+/// How long the query thread waits for a PostgreSQL server to finish its start-up: well
+/// within the API's own wait for the query thread, so that a database that never answers
+/// gets a prompt 503, not a wait as long as a client's patience.
+const QUERY_CONNECT: Duration = Duration::from_secs(4);
+
+/// Opens the query thread's connection to `target`.
+fn connect_for_queries(target: &DbTarget) -> Result<Box<dyn Store>, String> {
+    match target {
+        DbTarget::Postgres(url) => Ok(Box::new(postgres::Postgres::open_within(
+            url,
+            QUERY_CONNECT,
+        )?)),
+        _ => connect(target),
+    }
+}
+
 /// Opens a connection to `target` (the writer and the query thread each have one).
 fn connect(target: &DbTarget) -> Result<Box<dyn Store>, String> {
     match target {

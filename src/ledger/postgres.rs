@@ -88,7 +88,7 @@ impl Postgres {
 
     /// [`Postgres::open`] on a thread of its own, given up on after `limit` (the thread
     /// ends when the server answers or drops the connection; the connection is closed).
-    fn open_within(url: &str, limit: Duration) -> Result<Postgres, String> {
+    pub fn open_within(url: &str, limit: Duration) -> Result<Postgres, String> {
         if HUNG.load(Relaxed) >= HUNG_MAX {
             return Err(format!(
                 "{HUNG_MAX} earlier connection attempts still wait for the server to answer"
