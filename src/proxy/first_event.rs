@@ -9,9 +9,12 @@ use super::{Proxy, ProxyError, RELAY_BUFFER};
 use crate::conn::ClientConn;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::ResponseFraming;
+use crate::scan;
 
 /// Most body bytes read ahead for the first event (`message_start` is a few hundred).
 const PEEK_LIMIT: usize = 16 * 1024;
+/// Raw bytes of a chunked body decoded at a time while its first event is looked for.
+const DECODE_PIECE: usize = 512;
 
 /// Reads the answer's body into `answer.buf` until its first event is complete (or the
 /// body ends, or [`PEEK_LIMIT`]) and says whether that event is an `overloaded_error`.
@@ -60,57 +63,116 @@ enum Peek {
     Never,
 }
 
-/// The first event of `body` (transfer framing as `framing` says).
+/// The first event of `body` (transfer framing as `framing` says). Only the bytes up to
+/// its end are decoded and kept: the rest of a stream that came in one read (all of it,
+/// often) is no concern of this look.
 fn first_event(body: &[u8], framing: ResponseFraming) -> Peek {
-    let mut data = Vec::new();
+    let mut event = EventStart::default();
     let ended = match framing {
         ResponseFraming::Chunked => {
+            // Piece by piece, so that decoding stops soon after the event's end.
             let mut decoder = ChunkedDecoder::new();
-            match decoder.feed(body, &mut |bytes| data.extend_from_slice(bytes)) {
-                Ok(progress) => progress.done,
-                Err(_) => return Peek::Never,
+            let mut done = false;
+            for piece in body.chunks(DECODE_PIECE) {
+                match decoder.feed(piece, &mut |bytes| event.take(bytes)) {
+                    Ok(progress) => done = progress.done,
+                    Err(_) if event.end.is_some() => break,
+                    Err(_) => return Peek::Never,
+                }
+                if done || event.end.is_some() {
+                    break;
+                }
             }
+            done
         }
         ResponseFraming::Length(n) => {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
-            data.extend_from_slice(&body[..body.len().min(n)]);
+            event.take(&body[..body.len().min(n)]);
             body.len() >= n
         }
         ResponseFraming::UntilClose => {
-            data.extend_from_slice(body);
+            event.take(body);
             false
         }
         ResponseFraming::Empty => return Peek::Never,
     };
-    let end = data
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .or_else(|| data.windows(4).position(|w| w == b"\r\n\r\n"));
-    match (end, ended) {
+    match (event.end, ended) {
         (Some(end), _) => {
-            data.truncate(end);
-            Peek::Event(data)
+            event.data.truncate(end);
+            Peek::Event(event.data)
         }
         (None, true) => Peek::Never,
         (None, false) => Peek::More,
     }
 }
 
-/// Whether an event is `event: error` whose data names `overloaded_error`.
-fn is_overloaded(event: &[u8]) -> bool {
-    let mut error = false;
-    let mut overloaded = false;
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(name) = line.strip_prefix(b"event:") {
-            error = name.trim_ascii() == b"error";
-        } else if let Some(data) = line.strip_prefix(b"data:") {
-            overloaded |= data
-                .windows(b"\"overloaded_error\"".len())
-                .any(|w| w == b"\"overloaded_error\"");
+/// A body's decoded bytes, taken piece by piece until its first blank line.
+#[derive(Default)]
+struct EventStart {
+    data: Vec<u8>,
+    /// Where the first event ends in `data`, once it has.
+    end: Option<usize>,
+}
+
+impl EventStart {
+    fn take(&mut self, bytes: &[u8]) {
+        if self.end.is_some() {
+            return;
         }
+        // The blank line may have begun in the piece before: look from 3 bytes back.
+        let from = self.data.len().saturating_sub(3);
+        self.data.extend_from_slice(bytes);
+        self.end = blank_line(&self.data[from..]).map(|at| from + at);
     }
-    error && overloaded
+}
+
+/// Where the first blank line (`\n\n` or `\r\n\r\n`) in `bytes` starts.
+fn blank_line(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(at) = scan::find_eol(&bytes[i..]) {
+        let n = i + at;
+        let blank = match bytes[n] {
+            b'\n' => bytes.get(n + 1) == Some(&b'\n'),
+            _ => bytes.get(n + 1..n + 4) == Some(b"\n\r\n"),
+        };
+        if blank {
+            return Some(n);
+        }
+        i = n + 1;
+    }
+    None
+}
+
+/// The lines of an event, without their line ends (`\n`, `\r\n` or `\r`).
+fn lines(mut rest: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = scan::find_eol(rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        let skip = match &rest[end..] {
+            [b'\r', b'\n', ..] => 2,
+            [] => 0,
+            _ => 1,
+        };
+        rest = &rest[end + skip..];
+        Some(line)
+    })
+}
+
+/// Whether an event is `event: error` whose data names `overloaded_error`. The data is
+/// searched only in an error event (a `message_start` is the common first event).
+fn is_overloaded(event: &[u8]) -> bool {
+    const NAME: &[u8] = b"\"overloaded_error\"";
+    let error = lines(event).any(|line| {
+        line.strip_prefix(b"event:")
+            .is_some_and(|name| name.trim_ascii() == b"error")
+    });
+    error
+        && lines(event)
+            .filter_map(|line| line.strip_prefix(b"data:"))
+            .any(|data| data.windows(NAME.len()).any(|w| w == NAME))
 }
 
 #[cfg(test)]
@@ -149,6 +211,16 @@ mod tests {
                 assert_eq!(peek, whole, "split {split}");
             }
         }
+    }
+
+    #[test]
+    fn a_blank_line_is_found_in_either_line_ending_whichever_comes_first() {
+        assert_eq!(blank_line(b"a\n\nb"), Some(1));
+        assert_eq!(blank_line(b"a\r\n\r\nb\n\n"), Some(1));
+        assert_eq!(blank_line(b"a\nb\r\n\r\n"), Some(3));
+        assert_eq!(blank_line(b"\r\n\r"), None);
+        assert_eq!(blank_line(b"a\n"), None);
+        assert_eq!(blank_line(b""), None);
     }
 
     #[test]
