@@ -79,7 +79,7 @@ impl Fleet {
                 self.keep(rest);
             }
             if self.db.is_none() && Instant::now() >= next_try {
-                match Postgres::open(&self.url) {
+                match Postgres::open(&self.url, super::PATIENCE) {
                     Ok(db) => {
                         self.db = Some(db);
                         backoff = BACKOFF_MIN;

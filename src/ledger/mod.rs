@@ -101,28 +101,20 @@ fn yield_to_workers() {
     }
 }
 
-/// How long the query thread waits for a PostgreSQL server to finish its start-up: well
-/// within the API's own wait for the query thread, so that a database that never answers
-/// gets a prompt 503, not a wait as long as a client's patience.
-const QUERY_CONNECT: Duration = Duration::from_secs(4);
+/// How long a PostgreSQL server may take over its start-up (TCP, handshake, migrations)
+/// before a connection attempt is given up: the writer and the spend read-back wait long,
+/// the query thread well within the API's own wait for it, so that a database that never
+/// answers gets a prompt 503, not a wait as long as a client's patience.
+const PATIENCE: Duration = Duration::from_secs(10);
+const QUERY_PATIENCE: Duration = Duration::from_secs(4);
 
-/// Opens the query thread's connection to `target`.
-fn connect_for_queries(target: &DbTarget) -> Result<Box<dyn Store>, String> {
-    match target {
-        DbTarget::Postgres(url) => Ok(Box::new(postgres::Postgres::open_within(
-            url,
-            QUERY_CONNECT,
-        )?)),
-        _ => connect(target),
-    }
-}
-
-/// Opens a connection to `target` (the writer and the query thread each have one).
-fn connect(target: &DbTarget) -> Result<Box<dyn Store>, String> {
+/// Opens a connection to `target` (the writer, the query thread and the spend read-back
+/// each have one), giving a PostgreSQL start-up `patience`.
+fn connect(target: &DbTarget, patience: Duration) -> Result<Box<dyn Store>, String> {
     match target {
         DbTarget::Off => Err("the ledger is off".into()),
         DbTarget::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path)?)),
-        DbTarget::Postgres(url) => Ok(Box::new(postgres::Postgres::open(url)?)),
+        DbTarget::Postgres(url) => Ok(Box::new(postgres::Postgres::open(url, patience)?)),
     }
 }
 
@@ -150,7 +142,7 @@ impl Ledger {
         let connect_to = target.clone();
         writer::Writer {
             target: target.clone(),
-            connect: Box::new(move || connect(&connect_to)),
+            connect: Box::new(move || connect(&connect_to, PATIENCE)),
             metrics: Arc::clone(&metrics),
             warn: Arc::clone(&warn),
             mask,
@@ -277,7 +269,9 @@ impl Ledger {
                 let mut tries = 0;
                 loop {
                     tries += 1;
-                    match connect(&target).and_then(|mut s| s.spend(from_ms, to_ms, bucket_ms)) {
+                    match connect(&target, PATIENCE)
+                        .and_then(|mut s| s.spend(from_ms, to_ms, bucket_ms))
+                    {
                         Ok(lines) => return deliver(lines),
                         Err(why) if tries >= RESTORE_TRIES => {
                             return log::warn!(

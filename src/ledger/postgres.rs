@@ -64,12 +64,8 @@ const MIGRATION_LOCK: i64 = 0x6e65_7875_735f_6c67;
 /// writer this, never a request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT_MS: u64 = 30_000;
-/// Bound on the whole start-up (TCP, handshake, migrations). `connect_timeout` bounds only
-/// the TCP connect: a server that accepts and never answers would otherwise hold the
-/// writer, and every row after, for as long as it keeps the socket open.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Start-ups that outlived [`OPEN_TIMEOUT`] and still hang, at most: past this no new one
-/// starts until one of them ends (each holds a thread).
+/// Start-ups that outlived their caller's patience and still hang, at most: past this no
+/// new one starts until one of them ends (each holds a thread).
 const HUNG_MAX: usize = 4;
 
 /// Start-ups still running after their caller gave up on them.
@@ -81,14 +77,12 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects and runs the migrations the database lacks, within [`OPEN_TIMEOUT`].
-    pub fn open(url: &str) -> Result<Postgres, String> {
-        Postgres::open_within(url, OPEN_TIMEOUT)
-    }
-
-    /// [`Postgres::open`] on a thread of its own, given up on after `limit` (the thread
-    /// ends when the server answers or drops the connection; the connection is closed).
-    pub fn open_within(url: &str, limit: Duration) -> Result<Postgres, String> {
+    /// Connects and runs the migrations the database lacks, on a thread of its own, given
+    /// up on after `limit`: `connect_timeout` bounds only the TCP connect, and a server
+    /// that accepts and never answers would otherwise hold the caller (the writer, and
+    /// every row after) for as long as it keeps the socket open. The thread ends when the
+    /// server answers or drops the connection; the connection is then closed.
+    pub fn open(url: &str, limit: Duration) -> Result<Postgres, String> {
         if HUNG.load(Relaxed) >= HUNG_MAX {
             return Err(format!(
                 "{HUNG_MAX} earlier connection attempts still wait for the server to answer"
@@ -394,7 +388,7 @@ mod tests {
             silent.local_addr().unwrap().port()
         );
         let started = Instant::now();
-        let err = Postgres::open_within(&url, Duration::from_millis(300))
+        let err = Postgres::open(&url, Duration::from_millis(300))
             .err()
             .expect("no server answered");
         assert!(err.contains("did not finish the start-up"), "{err}");

@@ -89,7 +89,7 @@ pub fn spawn(target: DbTarget, jobs: Receiver<Job>, warn: Arc<Warner>) {
             let mut store: Option<Box<dyn Store>> = None;
             for job in jobs {
                 if store.is_none() {
-                    match super::connect_for_queries(&target) {
+                    match super::connect(&target, super::QUERY_PATIENCE) {
                         Ok(s) => store = Some(s),
                         Err(why) => {
                             let target = target.describe();
