@@ -31,8 +31,8 @@ fn cpu_clock(clock: libc::clockid_t) -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
-fn row(ids: &RequestIds, n: u64, at_ms: u64) -> Box<Row> {
-    Box::new(Row {
+fn row(ids: &RequestIds, n: u64, at_ms: u64) -> Row {
+    Row {
         text: RowText::new(Texts {
             id: ids.next().as_str(),
             domain: "bench.local",
@@ -55,7 +55,7 @@ fn row(ids: &RequestIds, n: u64, at_ms: u64) -> Box<Row> {
         bytes_in: Some(412),
         bytes_out: 626,
         ..Row::default()
-    })
+    }
 }
 
 fn main() {
@@ -69,7 +69,7 @@ fn main() {
     let mut db = Sqlite::open(&path).expect("open");
     let ids = RequestIds::new();
     let start_ms = nexus::stats::now_ms();
-    let mut rows: Vec<Box<Row>> = Vec::with_capacity(BATCH);
+    let mut rows: Vec<Row> = Vec::with_capacity(BATCH);
     let (mut wall, mut making) = (0.0, 0.0);
     let cpu_at_start = process_cpu();
     let mut written = 0;

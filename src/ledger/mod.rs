@@ -1,9 +1,9 @@
 //! The ledger: a row per proxied request, kept in SQLite (default) or PostgreSQL, so
 //! history survives restarts and a fleet can share one.
 //!
-//! Never in a stream's way: a worker hands its finished request's [`Row`] to the writer
-//! thread through a bounded queue with `try_send` (no wait, no lock); a full queue drops
-//! the row and counts it. The writer batches what is queued into one transaction, masks
+//! Never in a stream's way: a worker gathers its finished requests' [`Row`]s in a
+//! [`RowBatch`] and hands them to the writer thread a batch at a time through a bounded
+//! queue with `try_send` (no wait, no lock); a full queue drops them and counts them. The writer batches what is queued into one transaction, masks
 //! and compresses bodies, reconnects with backoff when the database is away, and keeps
 //! up to [`HELD_MAX`] rows meanwhile. Queries (`/api/*`) run on a thread of their own
 //! with their own connection; a worker polls for the answer without blocking
@@ -30,8 +30,10 @@ pub mod store;
 mod warn;
 mod writer;
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -45,6 +47,11 @@ use warn::Warner;
 
 /// Rows waiting for the writer, all workers together (a few MB at most).
 pub const QUEUE: usize = 32 * 1024;
+/// Rows a worker gathers before it hands them to the writer in one message (see
+/// [`RowBatch`]); fewer go when [`HANDOFF_EVERY`] passes first.
+pub const HANDOFF: usize = 64;
+/// How often a worker hands over the rows it has gathered, however few.
+pub const HANDOFF_EVERY: Duration = Duration::from_millis(100);
 /// Rows one transaction writes at most.
 pub const BATCH: usize = 2_000;
 /// Rows the writer holds while the database is away; past this the oldest are dropped.
@@ -62,7 +69,8 @@ pub type Masker = fn(&[u8]) -> Vec<u8>;
 
 /// What the writer thread is sent.
 enum Msg {
-    Row(Box<Row>),
+    /// A worker's rows, in the order their requests ended.
+    Rows(Vec<Row>),
     /// Write everything before this, then answer whether it all went in.
     Flush(SyncSender<bool>),
 }
@@ -88,6 +96,9 @@ pub struct Ledger {
     warn: Arc<Warner>,
     /// Rests to share with the fleet, once [`Ledger::start_fleet`] started its thread.
     fleet: OnceLock<SyncSender<postgres_fleet::Rest>>,
+    /// Workers' [`RowBatch`]es holding rows not yet handed over: shutdown's flush waits
+    /// for them first.
+    unsent: AtomicUsize,
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10): the ledger's readers take
@@ -134,9 +145,10 @@ impl Ledger {
                 metrics,
                 warn,
                 fleet: OnceLock::new(),
+                unsent: AtomicUsize::new(0),
             });
         }
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(QUEUE / HANDOFF);
         let retention = (config.retention_days > 0)
             .then(|| Duration::from_secs(config.retention_days * 24 * 3600));
         let connect_to = target.clone();
@@ -159,6 +171,7 @@ impl Ledger {
             metrics,
             warn,
             fleet: OnceLock::new(),
+            unsent: AtomicUsize::new(0),
         })
     }
 
@@ -208,12 +221,15 @@ impl Ledger {
     }
 
     /// Hands a finished request's row to the writer; never waits. A full queue drops it.
-    pub fn record(&self, row: Row) {
+    /// Hands a worker's rows to the writer, never waiting: a full queue drops them (and
+    /// counts them).
+    fn send(&self, rows: Vec<Row>) {
         let Some(tx) = &self.rows else { return };
-        match tx.try_send(Msg::Row(Box::new(row))) {
+        let n = rows.len() as u64;
+        match tx.try_send(Msg::Rows(rows)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped(1, "the writer's queue is full"),
-            Err(TrySendError::Disconnected(_)) => self.dropped(1, "the writer has stopped"),
+            Err(TrySendError::Full(_)) => self.dropped(n, "the writer's queue is full"),
+            Err(TrySendError::Disconnected(_)) => self.dropped(n, "the writer has stopped"),
         }
     }
 
@@ -232,6 +248,14 @@ impl Ledger {
     pub fn flush(&self, within: Duration) -> bool {
         let Some(tx) = &self.rows else { return true };
         let deadline = Instant::now() + within;
+        // The workers' last rows first: each hands its batch over within HANDOFF_EVERY,
+        // or as its runtime ends.
+        while self.unsent.load(Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (ack, done) = mpsc::sync_channel(1);
         let mut msg = Msg::Flush(ack);
         loop {
@@ -323,5 +347,57 @@ impl Ledger {
             "nexus_ledger_write_seconds",
             "Time to write one batch of ledger rows (one transaction).",
         );
+    }
+}
+
+/// One worker's rows on their way to the writer. A row per message cost each request a
+/// heap allocation freed on the writer's thread and a send on the queue all workers
+/// share; gathered, a batch of [`HANDOFF`] rows goes as one message, and a partial one
+/// at the worker's next [`HANDOFF_EVERY`] tick ([`RowBatch::hand_over`]) or when the
+/// batch is dropped with its worker.
+pub struct RowBatch {
+    ledger: Arc<Ledger>,
+    rows: RefCell<Vec<Row>>,
+}
+
+impl RowBatch {
+    pub fn new(ledger: Arc<Ledger>) -> RowBatch {
+        RowBatch {
+            ledger,
+            rows: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Keeps a finished request's row (nothing when the ledger is off).
+    pub fn record(&self, row: Row) {
+        if self.ledger.rows.is_none() {
+            return;
+        }
+        let mut rows = self.rows.borrow_mut();
+        if rows.is_empty() {
+            self.ledger.unsent.fetch_add(1, Relaxed);
+            rows.reserve_exact(HANDOFF);
+        }
+        rows.push(row);
+        if rows.len() >= HANDOFF {
+            drop(rows);
+            self.hand_over();
+        }
+    }
+
+    /// Sends the rows gathered so far to the writer.
+    pub fn hand_over(&self) {
+        let rows = std::mem::take(&mut *self.rows.borrow_mut());
+        if rows.is_empty() {
+            return;
+        }
+        self.ledger.send(rows);
+        self.ledger.unsent.fetch_sub(1, Release);
+    }
+}
+
+impl Drop for RowBatch {
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }

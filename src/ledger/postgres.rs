@@ -199,7 +199,7 @@ fn row_from(r: &postgres::Row) -> Row {
 }
 
 impl Store for Postgres {
-    fn insert(&mut self, rows: &[Box<Row>], _: Pace) -> Result<(), String> {
+    fn insert(&mut self, rows: &[Row], _: Pace) -> Result<(), String> {
         let e = |e: postgres::Error| e.to_string();
         let mut tx = self.client.transaction().map_err(e)?;
         let insert = tx
@@ -261,7 +261,7 @@ impl Store for Postgres {
                 &t.error,
             ];
             if tx.execute(&insert, &params).map_err(e)? == 1 {
-                inserted.push(&**row);
+                inserted.push(row);
             }
             if let Some(b) = &row.bodies {
                 tx.execute(&bodies, &[&t.id, &b.request, &b.response])

@@ -219,7 +219,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 }
 
 impl Store for Sqlite {
-    fn insert(&mut self, rows: &[Box<Row>], pace: Pace) -> Result<(), String> {
+    fn insert(&mut self, rows: &[Row], pace: Pace) -> Result<(), String> {
         if self.checkpoints.is_none() {
             self.checkpoints = Some(Checkpoints::start(&self.path)?);
             self.conn
@@ -396,9 +396,9 @@ mod tests {
         dir.join("ledger.db")
     }
 
-    fn row(ids: &RequestIds, n: u64, bodies: bool) -> Box<Row> {
+    fn row(ids: &RequestIds, n: u64, bodies: bool) -> Row {
         let id = ids.next();
-        Box::new(Row {
+        Row {
             text: RowText::new(Texts {
                 id: id.as_str(),
                 domain: "a.example",
@@ -417,7 +417,7 @@ mod tests {
                 response: vec![3],
             }),
             ..Row::default()
-        })
+        }
     }
 
     #[test]
@@ -425,7 +425,7 @@ mod tests {
         let path = temp_db("checkpoint");
         let mut db = Sqlite::open(&path).unwrap();
         let ids = RequestIds::new();
-        let rows: Vec<Box<Row>> = (0..2000).map(|n| row(&ids, n, false)).collect();
+        let rows: Vec<Row> = (0..2000).map(|n| row(&ids, n, false)).collect();
         let empty = std::fs::metadata(&path).unwrap().len();
         db.insert(&rows, Pace::Behind).unwrap();
         // The writer does not checkpoint: the file grows only through the thread.
@@ -454,7 +454,7 @@ mod tests {
         let mut db = Sqlite::open(&path).unwrap();
         let ids = RequestIds::new();
         // Two full statements and a remainder of single-row ones.
-        let rows: Vec<Box<Row>> = (0..2 * ROWS_PER_INSERT as u64 + 5)
+        let rows: Vec<Row> = (0..2 * ROWS_PER_INSERT as u64 + 5)
             .map(|n| row(&ids, n, n % 3 == 0))
             .collect();
         db.insert(&rows, Pace::Polite).unwrap();
@@ -471,7 +471,7 @@ mod tests {
                 got,
                 Row {
                     bodies: None,
-                    ..(**want).clone()
+                    ..(*want).clone()
                 }
             );
             assert_eq!(bodies, want.bodies.clone());
@@ -530,7 +530,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    fn row_for_test() -> Box<Row> {
+    fn row_for_test() -> Row {
         row(&RequestIds::new(), 1, true)
     }
 
@@ -538,15 +538,8 @@ mod tests {
     /// 2026-11-25T00:00:00Z.
     const T0: u64 = 1_795_564_800_000;
 
-    fn usage_row(
-        id: &str,
-        at_ms: u64,
-        domain: &str,
-        model: &str,
-        input: u64,
-        cost: f64,
-    ) -> Box<Row> {
-        Box::new(Row {
+    fn usage_row(id: &str, at_ms: u64, domain: &str, model: &str, input: u64, cost: f64) -> Row {
+        Row {
             text: RowText::new(Texts {
                 id,
                 domain,
@@ -562,7 +555,7 @@ mod tests {
             output_tokens: input * 2,
             cost: Some(Usd((cost * 1e12).round() as u128)),
             ..Row::default()
-        })
+        }
     }
 
     /// Two days, two models, two domains.

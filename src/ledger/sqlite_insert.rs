@@ -60,7 +60,7 @@ impl RowInsert {
     }
 
     /// Inserts `rows` (as many as prepared for) inside the caller's transaction.
-    pub fn run(&mut self, conn: &Connection, rows: &[Box<Row>]) -> Result<(), String> {
+    pub fn run(&mut self, conn: &Connection, rows: &[Row]) -> Result<(), String> {
         assert_eq!(rows.len(), self.rows, "an insert of a fixed row count");
         let mut b = Binder {
             stmt: self.stmt,

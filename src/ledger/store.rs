@@ -10,7 +10,7 @@ pub trait Store: Send {
     /// failed commit went in (a lost PostgreSQL connection) leaves a row whose id is
     /// already stored as it is. `pace`: whether to offer the core to other threads
     /// between statements.
-    fn insert(&mut self, rows: &[Box<Row>], pace: Pace) -> Result<(), String>;
+    fn insert(&mut self, rows: &[Row], pace: Pace) -> Result<(), String>;
     /// Rows newest first, filtered.
     fn requests(&mut self, filter: &RequestFilter) -> Result<Vec<Row>, String>;
     /// One row and its stored (compressed) bodies.

@@ -58,7 +58,7 @@ impl Writer {
         // no core at all while they keep both busy, and its queue overflows (rows lost).
         // It yields between statements instead, while it keeps up (`Pace`).
         let mut store: Option<Box<dyn Store>> = None;
-        let mut held: VecDeque<Box<Row>> = VecDeque::new();
+        let mut held: VecDeque<Row> = VecDeque::new();
         let mut flushes: Vec<SyncSender<bool>> = Vec::new();
         let mut backoff = BACKOFF_MIN;
         let mut next_try = Instant::now();
@@ -170,16 +170,18 @@ impl Writer {
         }
     }
 
-    /// Takes one message: a row (its bodies masked and compressed here, off the workers)
-    /// or a flush request.
-    fn take(&self, msg: Msg, held: &mut VecDeque<Box<Row>>, flushes: &mut Vec<SyncSender<bool>>) {
+    /// Takes one message: a worker's rows (their bodies masked and compressed here, off
+    /// the workers) or a flush request.
+    fn take(&self, msg: Msg, held: &mut VecDeque<Row>, flushes: &mut Vec<SyncSender<bool>>) {
         match msg {
-            Msg::Row(mut row) => {
-                if let Some(bodies) = row.bodies.as_mut() {
-                    bodies.request = self.pack(&bodies.request);
-                    bodies.response = self.pack(&bodies.response);
+            Msg::Rows(rows) => {
+                for mut row in rows {
+                    if let Some(bodies) = row.bodies.as_mut() {
+                        bodies.request = self.pack(&bodies.request);
+                        bodies.response = self.pack(&bodies.response);
+                    }
+                    held.push_back(row);
                 }
-                held.push_back(row);
             }
             Msg::Flush(ack) => flushes.push(ack),
         }
@@ -192,7 +194,7 @@ impl Writer {
     }
 
     /// Writes held rows a batch (one transaction) at a time; a failed batch stays held.
-    fn write(&self, store: &mut dyn Store, held: &mut VecDeque<Box<Row>>) -> Result<(), String> {
+    fn write(&self, store: &mut dyn Store, held: &mut VecDeque<Row>) -> Result<(), String> {
         while !held.is_empty() {
             let pace = match held.len() >= BEHIND {
                 true => Pace::Behind,
@@ -241,7 +243,7 @@ mod tests {
     struct Fake(Arc<Mutex<Vec<String>>>);
 
     impl Store for Fake {
-        fn insert(&mut self, rows: &[Box<Row>], _: Pace) -> Result<(), String> {
+        fn insert(&mut self, rows: &[Row], _: Pace) -> Result<(), String> {
             self.0
                 .lock()
                 .unwrap()
@@ -296,13 +298,13 @@ mod tests {
     }
 
     fn row(n: usize) -> Msg {
-        Msg::Row(Box::new(Row {
+        Msg::Rows(vec![Row {
             text: crate::ledger::RowText::new(crate::ledger::Texts {
                 id: &n.to_string(),
                 ..Default::default()
             }),
             ..Row::default()
-        }))
+        }])
     }
 
     fn wait_for(counter: &AtomicU64, n: u64) {

@@ -21,6 +21,7 @@ use super::telemetry::TelemetryEvent;
 use super::Hub;
 use crate::client::{Client, RequestHead};
 use crate::credentials::DomainEntry;
+use crate::ledger::{self, Row, RowBatch};
 use crate::request_id::RequestId;
 
 /// Deliveries in flight at once per worker: telemetry in parallel, Slack one at a time so
@@ -129,6 +130,8 @@ pub struct Outbox {
     /// Webhook connections, kept alive per origin.
     client: Client,
     queues: [Queue; 2],
+    /// Ledger rows on their way to the writer thread.
+    rows: RowBatch,
 }
 
 impl Outbox {
@@ -136,6 +139,7 @@ impl Outbox {
     pub fn new(hub: Arc<Hub>) -> Rc<Outbox> {
         Rc::new(Outbox {
             client: Client::new(Arc::clone(&hub.tls)),
+            rows: RowBatch::new(Arc::clone(&hub.ledger)),
             hub,
             queues: [Queue::new(TELEMETRY_PARALLEL), Queue::new(SLACK_PARALLEL)],
         })
@@ -145,6 +149,22 @@ impl Outbox {
     pub fn start(self: &Rc<Self>) {
         for sink in [Sink::Telemetry, Sink::Slack] {
             monoio::spawn(Rc::clone(self).drain(sink));
+        }
+        if self.hub.ledger.enabled() {
+            monoio::spawn(Rc::clone(self).hand_over_rows());
+        }
+    }
+
+    /// Keeps a finished request's ledger row; it reaches the writer within
+    /// [`ledger::HANDOFF_EVERY`].
+    pub fn record_row(&self, row: Row) {
+        self.rows.record(row);
+    }
+
+    async fn hand_over_rows(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(ledger::HANDOFF_EVERY).await;
+            self.rows.hand_over();
         }
     }
 

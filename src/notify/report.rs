@@ -256,7 +256,7 @@ impl Report {
                     client: self.client.as_deref(),
                 },
             );
-            outbox.hub().ledger.record(row);
+            outbox.record_row(row);
         }
         if let Some(entry) = self.slack.take() {
             self.queue_slack(
