@@ -876,6 +876,7 @@ w4_run() {
         R[W4|$target|$k]=$(kv "$line" "$k")
     done
     if [[ ${R[W4|$target|failed]} != 0 ]]; then
+        FAILED=1
         note "W4 against $target: ${R[W4|$target|failed]} of ${R[W4|$target|streams]} streams failed ($(grep '^  failed' "$out" | sed 's/^ *//' | tr '\n' ';'))"
     fi
     if [[ ${#TARGET_PIDS[@]} -gt 0 ]]; then
@@ -1037,6 +1038,8 @@ if has "$ONLY" W4; then
 fi
 w4_next() {
     (( ${#W4_PENDING[@]} > 0 )) || return 0
+    # Plain HTTP, whichever workload's turn it follows (W1-tls or W2-tls with --tls).
+    local TLS_RUN=0
     local target=${W4_PENDING[0]}
     W4_PENDING=("${W4_PENDING[@]:1}")
     log "W4 $target: $W4_STREAMS streams, one event per ${W4_INTERVAL_MS} ms for ${W4_SECS}s, ramp ${W4_RAMP_MS} ms"
