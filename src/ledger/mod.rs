@@ -3,11 +3,11 @@
 //!
 //! Never in a stream's way: a worker gathers its finished requests' [`Row`]s in a
 //! [`RowBatch`] and hands them to the writer thread a batch at a time through a bounded
-//! queue with `try_send` (no wait, no lock); a full queue drops them and counts them. The writer batches what is queued into one transaction, masks
-//! and compresses bodies, reconnects with backoff when the database is away, and keeps
-//! up to [`HELD_MAX`] rows meanwhile. Queries (`/api/*`) run on a thread of their own
-//! with their own connection; a worker polls for the answer without blocking
-//! ([`query::Pending`]).
+//! queue with `try_send` (no wait, no lock); a full queue drops them and counts them.
+//! The writer batches what is queued into one transaction, masks and compresses bodies,
+//! reconnects with backoff when the database is away, and keeps up to [`HELD_MAX`] rows
+//! meanwhile. Queries (`/api/*`) run on a thread of their own with their own connection;
+//! a worker polls for the answer without blocking ([`query::Pending`]).
 //!
 //! - [`row`]: the row and its JSON; [`store`]: what an engine provides;
 //! - [`sqlite`], [`postgres`]: the engines and their versioned migrations
@@ -220,7 +220,6 @@ impl Ledger {
         self.target.describe()
     }
 
-    /// Hands a finished request's row to the writer; never waits. A full queue drops it.
     /// Hands a worker's rows to the writer, never waiting: a full queue drops them (and
     /// counts them).
     fn send(&self, rows: Vec<Row>) {
